@@ -1,0 +1,125 @@
+"""Typed, validated hyperparameters shared by every attention in the zoo.
+
+Each mechanism declares a frozen dataclass that subclasses :class:`AttentionConfig`. Construction goes through
+:meth:`AttentionConfig.from_kwargs`, which rejects unknown keywords and wrongly typed values, then calls
+:meth:`validate`; so a bad hyperparameter is a ``ValueError`` naming the parameter, the value and what is allowed,
+raised before any tensor is touched (never a shape error deep inside ``forward``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from typing import Any, ClassVar
+
+__all__ = ["AttentionConfig", "ConfigError", "require", "field_table"]
+
+
+class ConfigError(ValueError):
+    """A hyperparameter has a value the mechanism cannot take."""
+
+
+def require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    """Raise a :class:`ConfigError` naming ``name``, ``value`` and what is ``allowed`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    """Hyperparameters every attention takes.
+
+    Args:
+        dim: channels C of the input and output, ``x`` of shape (B, H, W, C).
+        num_heads: attention heads; ``dim`` must be divisible by it.
+    """
+
+    dim: int = 64
+    num_heads: int = 2
+
+    #: registry name of the mechanism, filled in by :func:`attentions.register`
+    mechanism: ClassVar[str] = "attention"
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "AttentionConfig":
+        """Build and validate a config; unknown keywords and wrong types raise :class:`ConfigError`."""
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in kwargs.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"{cls.mechanism}: unknown parameter {key!r}{hint}; allowed: {', '.join(fields)}"
+                )
+            if not _type_ok(value, hints[key]):
+                raise ConfigError(
+                    f"{cls.mechanism}: {key}={value!r} has type {type(value).__name__}, "
+                    f"expected {_describe(hints[key])}"
+                )
+            if isinstance(value, list):
+                kwargs[key] = tuple(value)
+        config = cls(**kwargs)
+        try:
+            config.validate()
+        except ConfigError as e:
+            raise ConfigError(f"{cls.mechanism}: {e}") from None
+        return config
+
+    def validate(self) -> None:
+        """Check the values together; subclasses extend this and call ``super().validate()``."""
+        require(self.dim > 0, "dim", self.dim, "a positive integer")
+        require(self.num_heads > 0, "num_heads", self.num_heads, "a positive integer")
+        require(
+            self.dim % self.num_heads == 0,
+            "num_heads",
+            self.num_heads,
+            f"a divisor of dim={self.dim}",
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_table(config_cls: type[AttentionConfig]) -> list[tuple[str, str, Any]]:
+    """(name, type, default) for each field of a config class, in declaration order."""
+    hints = typing.get_type_hints(config_cls)
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f.name, _describe(hints[f.name]), default))
+    return rows
+
+
+def is_perfect_square(n: int) -> bool:
+    return n >= 0 and math.isqrt(n) ** 2 == n

@@ -1,0 +1,49 @@
+"""The ``attnbench`` command line: thin wrappers that parse options and call plain functions.
+
+Each command lives in ``attnbench/commands/<name>.py`` as a click command called ``command``; this group imports
+it only when it is invoked, so ``attnbench --help`` stays fast and one broken command cannot break the others.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from . import __version__
+
+#: command name -> module under attnbench.commands
+COMMANDS = {
+    "list": "list_cmd",
+    "run": "run_cmd",
+    "report": "report_cmd",
+    "compare": "compare_cmd",
+}
+
+_HELP = {
+    "list": "List the registered attentions with their config fields and defaults.",
+    "run": "Run a YAML suite: FLOPs, params, latency, peak memory (and accuracy) per cell.",
+    "report": "Render results.csv, summary.md, figures and index.html from run directories.",
+    "compare": "Compare two runs cell by cell; exit 1 on a regression.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"attnbench.commands.{COMMANDS[name]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # list help from the static table so --help does not import torch
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, _HELP[n]) for n in COMMANDS])
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="attnbench")
+def main() -> None:
+    """attnbench: which attention is faster, leaner and more accurate at your resolution, and why."""
