@@ -1,0 +1,58 @@
+"""What a metric receives: one benchmark cell, ready to measure.
+
+A metric is a module ``attnbench/metrics/<name>.py`` with a function ``measure(ctx: MetricContext) -> dict``
+returning flat columns with units in their names (``latency_ms_p50``, ``mem_peak_bytes``, ``gmacs_fvcore``). It
+knows nothing of suites, the runner or the CLI. An exception it raises becomes the cell's ``error`` column.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ["MetricContext"]
+
+
+@dataclasses.dataclass
+class MetricContext:
+    """One cell: an attention, an input shape and the settings to measure it with.
+
+    Attributes:
+        attention: the registry name or dotted path the module was built from.
+        config: the hyperparameters it was built with.
+        make_module: builds a fresh module on ``device`` with ``dtype`` (metrics that train or compile take their own).
+        batch, height, width: input (batch, H, W); the channel count is ``config['dim']``.
+        dtype: ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
+        device: ``torch.device``.
+        pass_: ``"forward"`` or ``"forward_backward"``.
+        mode: ``"eager"`` or ``"compile"``.
+        settings: metric settings from the suite (timing: ``warmup``, ``min_time_s``, ``min_repeats``, ``max_repeats``).
+    """
+
+    attention: str
+    config: dict[str, Any]
+    make_module: Callable[[], nn.Module]
+    batch: int
+    height: int
+    width: int
+    dtype: torch.dtype
+    device: torch.device
+    pass_: str = "forward"
+    mode: str = "eager"
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.get("dim", 64))
+
+    def make_input(self, requires_grad: bool | None = None) -> torch.Tensor:
+        """A seeded (B, H, W, C) input on the cell's device and dtype; requires grad for forward_backward."""
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        x = torch.randn(self.batch, self.height, self.width, self.dim, generator=gen)
+        x = x.to(device=self.device, dtype=self.dtype)
+        if requires_grad is None:
+            requires_grad = self.pass_ == "forward_backward"
+        return x.requires_grad_(requires_grad)
