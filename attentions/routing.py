@@ -8,14 +8,18 @@ Follows BiFormer's legacy ``TopkRouting`` / ``KVGather`` (rayleizhu/BiFormer ``o
 
 * ``"official"``: ``torch.gather`` on an ``expand``-ed view, as the official code does. Its backward allocates a
   buffer P times the size of K/V (49x at n_win=7) before reducing it; kept to measure that blow-up.
-* ``"torch"``: the lean reference; gathers by ``index_select`` on a flattened view, whose backward is an
-  ``index_add`` into a buffer the size of K/V. Same values and gradients as ``"official"``.
+* ``"torch"``: the lean path (what CPU users run). A custom autograd Function saves only q, k, v and the
+  routing; forward and backward run over chunks of query regions, gathering each chunk's K/V by ``index_select``
+  on a flattened view and recomputing its attention matrix in the backward, and scatter dK/dV by ``index_add_``
+  into buffers the size of k and v. Nothing it holds grows with P or topk beyond one chunk. Same values and
+  gradients as ``"official"`` (float32: within 1e-6). Under ``torch.jit.trace`` (fvcore) it runs the same maths
+  as plain ops, with :func:`gather_regions`, so counters see the matmuls.
 * ``"triton"``: the fused kernel in :mod:`attentions.kernels.routed_attention` (loads K/V tiles by region index).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "region_partition",
@@ -24,6 +28,7 @@ __all__ = [
     "gather_regions",
     "gather_regions_official",
     "routed_attention",
+    "resolve_routed_impl",
     "ROUTED_IMPLS",
 ]
 
@@ -67,7 +72,11 @@ def gather_regions_official(kv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor
 
 
 def gather_regions(kv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Lean gather: (B, P, n, C), (B, P, k) -> (B, P, k, n, C); backward allocates only kv's size."""
+    """Lean gather: (B, P, n, C), (B, P, k) -> (B, P, k, n, C), equal to :func:`gather_regions_official`.
+
+    ``index_select`` on the (B·P, n·C) view; its backward is one ``index_add`` into a zero buffer of kv's size,
+    where the official expanded gather's backward fills a (B, P, P, n, C) buffer and sums it over dim 1.
+    """
     B, P, n, C = kv.shape
     k = idx.shape[-1]
     flat = kv.reshape(B * P, n * C)
@@ -75,7 +84,8 @@ def gather_regions(kv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return flat.index_select(0, rows).view(B, P, k, n, C)
 
 
-def _routed_attention_torch(q, k, v, idx, num_heads, scale, gather):
+def _attend_plain(q, k, v, idx, num_heads, scale, gather):
+    """softmax((q·scale) K_gᵀ) V_g with K_g, V_g gathered by ``gather``; autograd records every step."""
     B, P, nq, C = q.shape
     nk, topk, d = k.shape[2], idx.shape[-1], C // num_heads
     kg = gather(k, idx).view(B * P, topk * nk, num_heads, d).transpose(1, 2)  # (BP, m, k·nk, d)
@@ -84,6 +94,83 @@ def _routed_attention_torch(q, k, v, idx, num_heads, scale, gather):
     attn = torch.softmax((qh * scale) @ kg.transpose(-2, -1), dim=-1)
     out = attn @ vg  # (BP, m, nq, d)
     return out.transpose(1, 2).reshape(B, P, nq, C)
+
+
+#: elements of one chunk's temporaries (gathered K/V and attention matrix) in the lean path: 2 MiB in float32
+_CHUNK_ELEMENTS = 1 << 19
+
+
+def _chunks(n_regions: int, num_heads: int, nq: int, topk: int, nk: int, C: int):
+    """(start, stop) of the query-region chunks; a region's temporaries are its gathered K, V and its probs."""
+    per_region = topk * nk * (2 * C + num_heads * nq)
+    step = max(1, _CHUNK_ELEMENTS // per_region)
+    for r0 in range(0, n_regions, step):
+        yield r0, min(n_regions, r0 + step)
+
+
+def _chunk_probs(qc, kf, vf, rows, num_heads, scale):
+    """Recomputable part of one chunk: heads-split scaled q, gathered K/V, softmax probabilities."""
+    c, nq, C = qc.shape
+    nk, d = kf.shape[1], C // num_heads
+    kg = kf.index_select(0, rows.reshape(-1)).view(c, -1, num_heads, d).transpose(1, 2)  # (c, m, k·nk, d)
+    vg = vf.index_select(0, rows.reshape(-1)).view(c, -1, num_heads, d).transpose(1, 2)
+    qs = qc.reshape(c, nq, num_heads, d).transpose(1, 2) * scale  # (c, m, nq, d)
+    probs = torch.softmax(qs @ kg.transpose(-2, -1), dim=-1)  # (c, m, nq, k·nk)
+    return qs, kg, vg, probs
+
+
+class _LeanRoutedAttention(torch.autograd.Function):
+    """Routed attention that stores only q, k, v and the routing, and recomputes the rest chunk by chunk.
+
+    The forward runs over chunks of query regions, so the gathered K/V and the attention matrix exist for one
+    chunk at a time and are not saved; the backward recomputes them per chunk and scatters dK, dV with
+    ``index_add_`` into buffers the size of k and v. Peak memory no longer grows with topk or P.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rows, num_heads, scale):
+        BP, nq, C = q.shape
+        out = q.new_empty(BP, nq, C)
+        for r0, r1 in _chunks(BP, num_heads, nq, rows.shape[1], k.shape[1], C):
+            _, _, vg, probs = _chunk_probs(q[r0:r1], k, v, rows[r0:r1], num_heads, scale)
+            out[r0:r1] = (probs @ vg).transpose(1, 2).reshape(r1 - r0, nq, C)
+        ctx.save_for_backward(q, k, v, rows)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, rows = ctx.saved_tensors
+        m, scale = ctx.num_heads, ctx.scale
+        BP, nq, C = q.shape
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for r0, r1 in _chunks(BP, m, nq, rows.shape[1], k.shape[1], C):
+            c, flat_rows = r1 - r0, rows[r0:r1].reshape(-1)
+            qs, kg, vg, probs = _chunk_probs(q[r0:r1], k, v, rows[r0:r1], m, scale)
+            go = grad_out[r0:r1].reshape(c, nq, m, C // m).transpose(1, 2)  # (c, m, nq, d)
+            dv.index_add_(0, flat_rows, _merge_heads(probs.transpose(-2, -1) @ go, k.shape[1]))
+            # same formula (and kernel) autograd applies to softmax
+            ds = torch.ops.aten._softmax_backward_data(go @ vg.transpose(-2, -1), probs, -1, probs.dtype)
+            dq[r0:r1] = ((ds @ kg) * scale).transpose(1, 2).reshape(c, nq, C)
+            dk.index_add_(0, flat_rows, _merge_heads(ds.transpose(-2, -1) @ qs, k.shape[1]))
+        return dq, dk, dv, None, None, None
+
+
+def _merge_heads(t: torch.Tensor, nk: int) -> torch.Tensor:
+    """(c, m, k·nk, d) -> (c·k, nk, m·d): per routed region, heads concatenated head-major."""
+    c, m, kn, d = t.shape
+    return t.transpose(1, 2).reshape(c * (kn // nk), nk, m * d)
+
+
+def _routed_attention_lean(q, k, v, idx, num_heads, scale):
+    B, P, nq, C = q.shape
+    rows = idx + torch.arange(B, device=idx.device).view(B, 1, 1) * P  # region index in the flattened (B·P)
+    out = _LeanRoutedAttention.apply(
+        q.reshape(B * P, nq, C), k.reshape(B * P, -1, C), v.reshape(B * P, -1, C), rows.view(B * P, -1),
+        num_heads, scale,
+    )
+    return out.view(B, P, nq, C)
 
 
 def routed_attention(
@@ -109,11 +196,37 @@ def routed_attention(
         (B, P, nq, C).
     """
     if impl == "torch":
-        return _routed_attention_torch(q, k, v, idx, num_heads, scale, gather_regions)
+        if torch.jit.is_tracing():  # tracers (fvcore) see through plain ops, not through a Python Function
+            return _attend_plain(q, k, v, idx, num_heads, scale, gather_regions)
+        return _routed_attention_lean(q, k, v, idx, num_heads, scale)
     if impl == "official":
-        return _routed_attention_torch(q, k, v, idx, num_heads, scale, gather_regions_official)
+        return _attend_plain(q, k, v, idx, num_heads, scale, gather_regions_official)
     if impl == "triton":
         from .kernels.routed_attention import routed_attention_triton
 
         return routed_attention_triton(q, k, v, idx, num_heads, scale)
     raise ValueError(f"routed_attention: impl={impl!r} is not one of {ROUTED_IMPLS}")
+
+
+def _triton_kernel_importable() -> bool:
+    try:
+        from .kernels import routed_attention as _  # noqa: F401
+    except ModuleNotFoundError as e:
+        # only a missing triton or a missing kernel module means "not available"; other errors are bugs
+        if e.name not in ("triton", "attentions.kernels.routed_attention"):
+            raise
+        return False
+    return True
+
+
+def resolve_routed_impl(impl: str, x: torch.Tensor) -> str:
+    """The concrete ``routed_attention`` impl for a module's ``impl`` setting and input ``x``.
+
+    ``"auto"`` is ``"triton"`` when ``x`` is on CUDA and the kernel (and triton) imports, else ``"torch"``;
+    any other value is returned unchanged after a check.
+    """
+    if impl == "auto":
+        return "triton" if x.is_cuda and _triton_kernel_importable() else "torch"
+    if impl not in ROUTED_IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {('auto',) + ROUTED_IMPLS}")
+    return impl

@@ -28,7 +28,9 @@ class MetricContext:
         device: ``torch.device``.
         pass_: ``"forward"`` or ``"forward_backward"``.
         mode: ``"eager"`` or ``"compile"``.
-        settings: metric settings from the suite (timing: ``warmup``, ``min_time_s``, ``min_repeats``, ``max_repeats``).
+        settings: the suite's per-metric settings, metric name -> dict, e.g.
+            ``settings["latency"] == {"warmup": 3, "min_time_s": 0.2, "min_repeats": 5, "max_repeats": 200}``;
+            a metric reads only its own entry and has defaults for everything.
     """
 
     attention: str

@@ -1,0 +1,111 @@
+"""The registry: names, dotted paths, entry points, errors, and config validation shared by every mechanism."""
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+import torch
+from torch import nn
+
+import attentions
+from attentions import registry
+from attentions.config import ConfigError
+
+BUILTINS = ["agent", "bra", "dat", "dbra", "mhsa"]
+
+
+class Doubler(nn.Module):
+    """A third-party attention that follows the shape contract without subclassing anything of ours."""
+
+    def __init__(self, dim: int = 8, factor: float = 2.0):
+        super().__init__()
+        self.dim, self.factor = dim, factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def test_all_five_builtins_are_registered():
+    assert [n for n in attentions.available() if n in BUILTINS] == BUILTINS
+
+
+def test_available_filters_with_a_pattern():
+    assert attentions.available("d*") == [n for n in attentions.available() if n.startswith("d")]
+    assert "mhsa" not in attentions.available("d*")
+
+
+def test_build_returns_the_registered_class_with_its_config():
+    m = attentions.build("mhsa", dim=32, num_heads=4, qkv_bias=False)
+    assert type(m) is attentions.resolve("mhsa")
+    assert (m.config.dim, m.config.num_heads, m.config.qkv_bias) == (32, 4, False)
+    assert m.qkv.bias is None
+
+
+def test_dotted_path_builds_a_third_party_module():
+    m = attentions.build(f"{__name__}:Doubler", dim=4, factor=3.0)
+    x = torch.ones(1, 2, 2, 4)
+    assert torch.equal(m(x), 3 * x)
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("no_such_pkg_xyz.mod:Cls", "cannot import module 'no_such_pkg_xyz.mod'"),
+        (f"{__name__}:Missing", "has no attribute 'Missing'"),
+        (f"{__name__}:BUILTINS", "is not a torch.nn.Module subclass"),
+    ],
+)
+def test_bad_dotted_paths_say_what_is_wrong(path, message):
+    with pytest.raises(attentions.UnknownAttentionError, match=message):
+        attentions.resolve(path)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(attentions.UnknownAttentionError, match="did you mean 'dbra'"):
+        attentions.build("dbar")
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+
+        @attentions.register("mhsa")
+        class Other(nn.Module):
+            pass
+
+
+def test_entry_point_group_is_discovered(monkeypatch):
+    ep = metadata.EntryPoint(name="ep_doubler", value=f"{__name__}:Doubler", group="attentions")
+
+    def fake_entry_points(group=None):
+        return [ep] if group == "attentions" else []
+
+    monkeypatch.setattr(registry.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    assert "ep_doubler" in attentions.available()
+    assert isinstance(attentions.build("ep_doubler", dim=4), Doubler)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dim=64, num_heads=3), r"mhsa: num_heads=3 is not allowed: expected a divisor of dim=64"),
+        (dict(dim=0), r"mhsa: dim=0 is not allowed"),
+        (dict(num_head=2), r"unknown parameter 'num_head' \(did you mean 'num_heads'\?\)"),
+        (dict(dim=64.0), r"dim=64.0 has type float, expected int"),
+        (dict(qkv_bias="yes"), r"qkv_bias='yes' has type str, expected bool"),
+        (dict(dim=True), r"dim=True has type bool, expected int"),
+    ],
+)
+def test_config_errors_name_the_parameter(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        attentions.build("mhsa", **kwargs)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_from_official_rejects_modules_without_a_converter():
+    with pytest.raises(TypeError, match="no official-weights converter"):
+        attentions.from_official(f"{__name__}:Doubler", {}, dim=4)
