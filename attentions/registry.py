@@ -57,11 +57,7 @@ def _load() -> None:
         return
     _loaded = True
     for mod in _BUILTINS:
-        try:
-            importlib.import_module(f"attentions.{mod}")
-        except ModuleNotFoundError as e:  # TODO(lead): drop once all five files exist
-            if e.name != f"attentions.{mod}":
-                raise
+        importlib.import_module(f"attentions.{mod}")
     for ep in metadata.entry_points(group=_ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
             _REGISTRY[ep.name] = _LazyEntryPoint(ep)  # type: ignore[assignment]
