@@ -30,5 +30,6 @@ def command(pattern: str | None) -> None:
         click.secho(name, bold=True, nl=False)
         click.echo(f"  {summary}")
         width = max((len(f) for f, _, _ in fields), default=0)
+        type_width = max((len(t) for _, t, _ in fields), default=0)
         for field, typ, default in fields:
-            click.echo(f"    {field:<{width}}  {typ:<24} default {default!r}")
+            click.echo(f"    {field:<{width}}  {typ:<{type_width}}  default {default!r}")
