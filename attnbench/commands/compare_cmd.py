@@ -1,0 +1,29 @@
+"""``attnbench compare``: a per-cell ratio table of two runs; exit 1 on a regression."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+__all__ = ["command"]
+
+
+@click.command("compare")
+@click.argument("base_run", metavar="BASE_RUN")
+@click.argument("new_run", metavar="NEW_RUN")
+@click.option("--threshold", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Latency slowdown (percent) that fails when the IQRs do not overlap.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text", show_default=True,
+              help="Table format.")
+@click.option("--changed-only", is_flag=True, help="Hide the rows whose verdict is 'same'.")
+def command(base_run: str, new_run: str, threshold: float, fmt: str, changed_only: bool) -> None:
+    """Compare NEW_RUN against BASE_RUN cell by cell.
+
+    Exit 1 when params or a FLOP count changed (either way), a latency got slower by more than --threshold with
+    non-overlapping IQRs, or an ok cell now fails; 0 otherwise; 2 on bad input.
+    """
+    from attnbench.compare import compare_runs, render
+
+    comparison = compare_runs(base_run, new_run, threshold / 100)
+    click.echo(render(comparison, fmt, changed_only), nl=False)
+    sys.exit(comparison.exit_code)

@@ -1,0 +1,100 @@
+"""Build a report from run directories: ``results.csv``, ``summary.md``, ``figures/*.png|svg``, ``index.html``."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from .derive import add_derived
+from .load import Runs, find_latest_run, load_runs, to_csv_frame
+from .markdown import render_summary
+from .tables import (Section, Table, attentions_table, build_sections, environment_table, failures_table,
+                     uncounted_ops)
+
+__all__ = ["Report", "build_report", "default_out_dir", "make_report", "resolve_run_dirs"]
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything the summary and the HTML page show.
+
+    Attributes:
+        title: the suite name(s).
+        environment: one column per run (see ``tables.environment_table``).
+        attentions: each label's registry name and config.
+        baseline_note: which attention the ratios divide by, per run.
+        sections: one per metric with data.
+        failures: the cells whose status is not ``ok`` (None when there are none).
+        uncounted: series -> ops no FLOP counter counted.
+        figures: the saved figures (empty when figures were not drawn).
+    """
+
+    title: str
+    environment: Table
+    attentions: Table
+    baseline_note: str
+    sections: list[Section]
+    failures: Table | None
+    uncounted: dict[str, str]
+    figures: list = dataclasses.field(default_factory=list)
+
+
+def resolve_run_dirs(run_dirs: tuple[str, ...] | list[str], runs_root: str | Path = "runs") -> list[Path]:
+    """The run directories given, or the most recently modified one under ``runs_root``."""
+    return [Path(d) for d in run_dirs] if run_dirs else [find_latest_run(runs_root)]
+
+
+def default_out_dir(runs: Runs, reports_root: str | Path = "reports") -> Path:
+    """``reports/<suite name>`` (several suites: their names joined by ``+``)."""
+    name = "+".join(runs.suite_names()) or "report"
+    return Path(reports_root) / re.sub(r"[^\w.+-]+", "_", name)
+
+
+def make_report(runs: Runs):
+    """(Report without figures, the frame with derived columns)."""
+    frame = add_derived(runs)
+    cells = frame.groupby("run_id").size().to_dict()
+    return Report(
+        title=", ".join(runs.suite_names()),
+        environment=environment_table(runs.manifests, cells),
+        attentions=attentions_table(frame),
+        baseline_note=_baseline_note(frame, runs),
+        sections=build_sections(frame),
+        failures=failures_table(frame),
+        uncounted=uncounted_ops(frame),
+    ), frame
+
+
+def _baseline_note(frame, runs: Runs) -> str:
+    notes = []
+    for run_id in runs.dirs:
+        name = runs.baseline(run_id)
+        rows = frame[(frame["run_id"] == run_id) & frame["is_baseline"]]
+        if rows.empty:
+            notes.append(f"baseline `{name}` is not in run `{run_id}`: its cells have no ratios")
+        else:
+            notes.append(f"baseline `{rows['series'].iloc[0]}` in run `{run_id}`")
+    return ("Ratios divide a cell's value by the baseline's in the same run at the same H×W, batch, dtype, device, "
+            "pass and mode (counts: same H×W). " + "; ".join(notes) + ".")
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, figures: bool = True) -> Path:
+    """Write the report of ``run_dirs`` into ``out_dir`` (default ``reports/<suite>``); returns ``out_dir``.
+
+    Raises:
+        attnbench.errors.UserError: a run directory is missing or holds no results.
+    """
+    runs = load_runs(run_dirs)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    report, frame = make_report(runs)
+    to_csv_frame(frame).to_csv(out / "results.csv", index=False)
+    if figures:
+        from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
+
+        report.figures = render_figures(frame, out)
+    (out / "summary.md").write_text(render_summary(report), encoding="utf-8")
+    from .html import render_html
+
+    (out / "index.html").write_text(render_html(report), encoding="utf-8")
+    return out

@@ -1,0 +1,36 @@
+"""``index.html``: the summary's tables and the figures on one page that reads offline.
+
+The page has no script and no remote resource: styles are inline and figures are the report's own SVG files,
+referenced by relative path (``figures/<name>.svg``), so the directory can be copied or zipped as a whole.
+"""
+from __future__ import annotations
+
+import re
+
+import jinja2
+import markupsafe
+
+from .markdown import legend
+
+__all__ = ["render_html"]
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("attnbench.report", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _code(text: str) -> markupsafe.Markup:
+    """Escape, then turn Markdown `code` spans (shared with summary.md) into <code>."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped))
+
+
+_ENV.filters["code"] = _code
+
+
+def render_html(report) -> str:
+    """The HTML text of a :class:`attnbench.report.build.Report`."""
+    return _ENV.get_template("index.html").render(report=report, legend=legend())

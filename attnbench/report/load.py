@@ -1,0 +1,244 @@
+"""Read run directories (``results.jsonl`` + ``manifest.json``) into one tidy pandas DataFrame.
+
+A run directory is what ``attnbench run`` writes (the results contract): ``results.jsonl`` holds one JSON object
+per finished cell, appended as cells finish, and ``manifest.json`` the environment and the resolved suite. This
+module reads only those files, so a report renders on a machine without torch, years after the run.
+
+Tolerated, because a run may be killed mid-write: a truncated or corrupt *last* line of ``results.jsonl`` (dropped
+with a warning), a missing ``manifest.json`` (the report then lacks the environment), and a cell that appears
+twice in one run (the last row wins, as with ``--resume``). A corrupt line anywhere else is an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..errors import UserError
+
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "METRIC_COLUMNS",
+    "Runs",
+    "find_latest_run",
+    "load_runs",
+    "read_manifest",
+    "read_results",
+    "to_csv_frame",
+]
+
+RESULTS_FILE = "results.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+#: the columns that say which cell a row is, in the contract's order
+IDENTITY_COLUMNS = (
+    "schema_version", "run_id", "cell_id", "suite", "attention", "label", "config", "height", "width", "tokens",
+    "batch", "dtype", "device", "pass", "mode", "status", "error", "started_at", "duration_s",
+)
+
+#: the metric columns of the contract, in order; a metric that did not run leaves NaN
+METRIC_COLUMNS = (
+    "params", "params_trainable", "macs_fvcore", "flops_torch", "macs_analytic", "keys_per_query",
+    "flops_uncounted_ops", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr", "latency_n",
+    "latency_samples_ms", "latency_noisy", "latency_timer", "compile_time_s", "threads", "mem_peak_bytes",
+    "mem_method",
+)
+
+#: exact counts: stored as pandas' nullable Int64 so the CSV shows 1234, not 1234.0
+_INT_COLUMNS = (
+    "schema_version", "height", "width", "tokens", "batch", "params", "params_trainable", "macs_fvcore",
+    "flops_torch", "macs_analytic", "latency_n", "threads", "mem_peak_bytes",
+)
+_FLOAT_COLUMNS = (
+    "duration_s", "keys_per_query", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr",
+    "compile_time_s",
+)
+#: IQR/median above which a latency is flagged noisy when a row does not say (the contract's rule)
+NOISY_IQR_FRACTION = 0.10
+
+
+@dataclasses.dataclass
+class Runs:
+    """Rows of one or more runs and their manifests.
+
+    Attributes:
+        frame: one row per (run, cell); identity columns first, then metrics, then any other columns.
+        manifests: run_id -> the run's manifest dict ({} when the run has no manifest.json).
+        dirs: run_id -> the run directory.
+    """
+
+    frame: pd.DataFrame
+    manifests: dict[str, dict[str, Any]]
+    dirs: dict[str, Path]
+
+    def baseline(self, run_id: str) -> str:
+        """The baseline attention of a run: the manifest's ``suite.baseline``, else ``"mhsa"``."""
+        suite = self.manifests.get(run_id, {}).get("suite") or {}
+        return str(suite.get("baseline") or "mhsa")
+
+    def suite_names(self) -> list[str]:
+        """Suite names of the runs, in run order, without repeats."""
+        names: list[str] = []
+        for run_id in self.dirs:
+            suite = self.manifests.get(run_id, {}).get("suite") or {}
+            name = suite.get("name")
+            if not name:
+                rows = self.frame.loc[self.frame["run_id"] == run_id, "suite"].dropna()
+                name = rows.iloc[0] if len(rows) else run_id
+            if name not in names:
+                names.append(str(name))
+        return names
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The rows of one ``results.jsonl``; a broken last line is dropped with a warning.
+
+    Raises:
+        UserError: the file is missing, or a line before the last is not a JSON object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; a run directory holds {RESULTS_FILE} (written by `attnbench run`)")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        except ValueError as exc:
+            if number == len(lines):
+                # a run killed while appending leaves half a line; every finished cell before it is intact
+                warnings.warn(f"{path}:{number}: dropped a truncated last line ({exc})", stacklevel=2)
+                break
+            raise UserError(f"{path}:{number}: not a JSON object ({exc}); only the last line may be truncated")
+        rows.append(row)
+    return rows
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's ``manifest.json``, or ``{}`` (with a warning) when it is missing."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        warnings.warn(f"{path}: missing; the report will not show this run's environment", stacklevel=2)
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
+
+
+def load_runs(run_dirs: Iterable[str | Path]) -> Runs:
+    """Read run directories into one tidy frame.
+
+    Args:
+        run_dirs: directories each holding ``results.jsonl`` (and normally ``manifest.json``).
+
+    Raises:
+        UserError: a directory is missing, or no directory holds any row.
+    """
+    frames, manifests, dirs = [], {}, {}
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: not a directory; expected a run directory written by `attnbench run`")
+        rows = read_results(run_dir / RESULTS_FILE)
+        run_id = str(rows[0].get("run_id") or run_dir.name) if rows else run_dir.name
+        if run_id in dirs:
+            run_id = f"{run_id}@{run_dir}"
+        for row in rows:
+            row["run_id"] = run_id
+        manifests[run_id] = read_manifest(run_dir)
+        dirs[run_id] = run_dir
+        frames.append(pd.DataFrame(rows))
+    if not frames or all(f.empty for f in frames):
+        where = ", ".join(str(d) for d in dirs.values()) or "(no directory given)"
+        raise UserError(f"no results in {where}: {RESULTS_FILE} has no finished cell yet")
+    return Runs(frame=tidy(pd.concat([f for f in frames if not f.empty], ignore_index=True)),
+                manifests=manifests, dirs=dirs)
+
+
+def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Contract columns in order with missing ones as NaN, typed, one row per (run, cell)."""
+    frame = frame.copy()
+    for column in IDENTITY_COLUMNS + METRIC_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    if frame["cell_id"].notna().any():
+        keyed = frame["cell_id"].notna()
+        # a cell run again (resume, retry) appears twice: its last row is the current answer
+        dup = keyed & frame.duplicated(["run_id", "cell_id"], keep="last")
+        frame = frame.loc[~dup].reset_index(drop=True)
+    for column in _INT_COLUMNS:
+        frame[column] = _to_int(frame[column])
+    for column in _FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    missing_tokens = frame["tokens"].isna()
+    frame.loc[missing_tokens, "tokens"] = frame.loc[missing_tokens, "height"] * frame.loc[missing_tokens, "width"]
+    frame["label"] = frame["label"].where(frame["label"].notna(), frame["attention"])
+    frame["status"] = frame["status"].fillna("ok")
+    frame["latency_noisy"] = _noisy(frame)
+    for column in [c for c in frame.columns if c.startswith(("macs_analytic_", "acc_"))]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    extra = sorted(c for c in frame.columns if c not in IDENTITY_COLUMNS + METRIC_COLUMNS)
+    return frame[list(IDENTITY_COLUMNS + METRIC_COLUMNS) + extra]
+
+
+def _to_int(series: pd.Series) -> pd.Series:
+    numeric = pd.to_numeric(series, errors="coerce").astype("float64")
+    finite = numeric.dropna()
+    if (finite == finite.round()).all():
+        return numeric.astype("Int64")
+    return numeric
+
+
+def _noisy(frame: pd.DataFrame) -> pd.Series:
+    """The row's own ``latency_noisy`` flag, else IQR/median > 10% where both are known."""
+    computed = (frame["latency_ms_iqr"] / frame["latency_ms_median"]) > NOISY_IQR_FRACTION
+    given = frame["latency_noisy"].map(lambda v: None if v is None or _isnan(v) else bool(v))
+    return given.where(given.notna(), computed).astype(bool)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def to_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with dict/list cells as compact JSON strings (``config``, ``latency_samples_ms``)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object and out[column].map(lambda v: isinstance(v, (dict, list))).any():
+            out[column] = out[column].map(
+                lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, (dict, list)) else v)
+    return out
+
+
+def find_latest_run(root: str | Path = "runs") -> Path:
+    """The most recently modified run directory under ``root`` (one holding ``results.jsonl``).
+
+    Raises:
+        UserError: no run directory under ``root``, saying where it looked and what to run.
+    """
+    root = Path(root)
+    candidates = [p.parent for p in root.glob(f"*/{RESULTS_FILE}")] if root.is_dir() else []
+    if not candidates:
+        raise UserError(
+            f"no run found: looked for {root.resolve()}/*/{RESULTS_FILE}; run a suite first "
+            "(`attnbench run suites/smoke.yaml`) or pass RUN_DIR")
+    return max(candidates, key=_modified)
+
+
+def _modified(run_dir: Path) -> float:
+    files = [run_dir / RESULTS_FILE, run_dir / MANIFEST_FILE, run_dir]
+    return max(f.stat().st_mtime for f in files if f.exists())

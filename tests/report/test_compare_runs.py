@@ -1,0 +1,147 @@
+"""``attnbench compare``: the regression rule and its exit codes, on fixture runs that differ in one place."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from click.testing import CliRunner
+
+from attnbench.cli import main
+from attnbench.compare import compare_runs
+
+from report_fixtures import fixture_rows, manifest, write_run
+
+
+def _runs(tmp_path, edit):
+    """(base dir, new dir); ``edit(rows)`` changes the new run's rows in place."""
+    base = write_run(tmp_path / "base", fixture_rows(), manifest())
+    rows = copy.deepcopy(fixture_rows())
+    edit(rows)
+    return base, write_run(tmp_path / "new", rows, manifest())
+
+
+def _find(rows, label, size, pass_):
+    return next(r for r in rows if (r["label"], r["height"], r["pass"]) == (label, size, pass_))
+
+
+def _compare(tmp_path, edit, *args):
+    base, new = _runs(tmp_path, edit)
+    return CliRunner().invoke(main, ["compare", str(base), str(new), *args])
+
+
+def _set_latency(row, median, q1, q3):
+    row.update(latency_ms_median=median, latency_ms_q1=q1, latency_ms_q3=q3, latency_ms_iqr=q3 - q1)
+
+
+def _verdicts(tmp_path, edit, threshold=0.05):
+    base, new = _runs(tmp_path, edit)
+    comparison = compare_runs(base, new, threshold)
+    changed = comparison.rows[comparison.rows["verdict"] != "same"]
+    return comparison, [tuple(r) for r in changed[["label", "resolution", "pass", "metric", "verdict"]].values]
+
+
+def test_identical_runs_exit_0(tmp_path):
+    result = _compare(tmp_path, lambda rows: None)
+    assert result.exit_code == 0, result.output
+    assert "no regression: exit 0" in result.output
+
+
+def test_changed_params_exit_1(tmp_path):
+    def edit(rows):
+        _find(rows, "bra", 8, "forward")["params"] += 1
+
+    result = _compare(tmp_path, edit)
+    assert result.exit_code == 1
+    assert _verdicts(tmp_path / "v", edit)[1] == [("bra", "8×8", "forward", "params", "changed")]
+
+
+def test_flop_improvement_is_flagged_too(tmp_path):
+    def edit(rows):
+        _find(rows, "mhsa", 16, "forward")["macs_fvcore"] = 15_000_000
+
+    assert _compare(tmp_path, edit).exit_code == 1
+    assert _verdicts(tmp_path / "v", edit)[1] == [("mhsa", "16×16", "forward", "macs_fvcore", "changed")]
+
+
+def test_analytic_part_change_is_flagged_and_shown(tmp_path):
+    def edit(rows):
+        _find(rows, "dbra", 8, "forward")["macs_analytic_attention"] += 10
+
+    comparison, changed = _verdicts(tmp_path, edit)
+    assert comparison.exit_code == 1
+    assert changed == [("dbra", "8×8", "forward", "macs_analytic_attention", "changed")]
+
+
+def test_slower_by_20_percent_with_separated_iqrs_exit_1(tmp_path):
+    def edit(rows):  # base mhsa 16×16 forward: 10.0 [9.6, 10.4]; new 12.0 [11.5, 12.5]: q1 11.5 > q3 10.4
+        _set_latency(_find(rows, "mhsa", 16, "forward"), 12.0, 11.5, 12.5)
+
+    result = _compare(tmp_path, edit)
+    assert result.exit_code == 1
+    assert "1.200×" in result.output
+    assert _verdicts(tmp_path / "v", edit)[1] == [("mhsa", "16×16", "forward", "latency_ms", "slower")]
+    assert _compare(tmp_path / "t", edit, "--threshold", "25").exit_code == 0  # within a 25% threshold
+
+
+def test_slower_by_20_percent_inside_the_noise_exit_0(tmp_path):
+    def edit(rows):  # base bra 16×16 forward: 8.0 [6.0, 10.0]; new 9.6 [8.0, 11.0]: q1 8.0 <= q3 10.0
+        _set_latency(_find(rows, "bra", 16, "forward"), 9.6, 8.0, 11.0)
+
+    assert _compare(tmp_path, edit).exit_code == 0
+    assert _verdicts(tmp_path / "v", edit)[1] == [("bra", "16×16", "forward", "latency_ms", "slower?")]
+
+
+def test_faster_and_more_memory_do_not_fail(tmp_path):
+    def edit(rows):
+        _set_latency(_find(rows, "mhsa", 8, "forward"), 1.0, 0.9, 1.1)
+        _find(rows, "bra", 8, "forward")["mem_peak_bytes"] *= 2
+
+    comparison, changed = _verdicts(tmp_path, edit)
+    assert comparison.exit_code == 0
+    assert changed == [("bra", "8×8", "forward", "mem_peak_mib", "higher"),
+                       ("mhsa", "8×8", "forward", "latency_ms", "faster")]
+
+
+def test_a_cell_that_breaks_fails_and_one_that_is_fixed_does_not(tmp_path):
+    def broke(rows):
+        _find(rows, "bra", 8, "forward").update(status="failed", error="RuntimeError: x", params=None)
+
+    assert ("bra", "8×8", "forward", "status", "broke") in _verdicts(tmp_path / "a", broke)[1]
+    assert _compare(tmp_path / "b", broke).exit_code == 1
+    base = write_run(tmp_path / "c" / "base", [_find(fixture_rows(), "dbra", 16, "forward")], manifest())
+    fixed = dict(_find(fixture_rows(), "mhsa", 16, "forward"), **{k: _find(fixture_rows(), "dbra", 16, "forward")[k]
+                 for k in ("cell_id", "label", "attention")})
+    new = write_run(tmp_path / "c" / "new", [fixed], manifest())
+    comparison = compare_runs(base, new)
+    assert comparison.exit_code == 0
+    assert comparison.rows.loc[comparison.rows["metric"] == "status", "verdict"].tolist() == ["fixed"]
+
+
+def test_cells_in_one_run_only_are_listed(tmp_path):
+    def edit(rows):
+        rows.remove(_find(rows, "dbra", 8, "forward"))
+        rows.append(dict(_find(rows, "mhsa", 8, "forward"), cell_id="aaaaaaaaaaaa", label="agent"))
+
+    result = _compare(tmp_path, edit, "--format", "md")
+    assert result.exit_code == 0, result.output
+    assert "**only in base** (1):\n- dbra 8×8 batch 1 forward float32 cpu eager (ok)" in result.output
+    assert "**only in new** (1):\n- agent 8×8 batch 1 forward float32 cpu eager (ok)" in result.output
+    assert result.output.startswith("| label | resolution | batch | pass | metric | base | new | ratio | verdict |")
+
+
+def test_changed_only_hides_same_rows(tmp_path):
+    def edit(rows):
+        _find(rows, "bra", 8, "forward")["params"] += 1
+
+    lines = _compare(tmp_path, edit, "--changed-only").output.splitlines()
+    assert len([line for line in lines if line.startswith("bra ")]) == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_bad_input_exit_2(tmp_path, case):
+    base = write_run(tmp_path / "base", fixture_rows(), manifest())
+    new = tmp_path / "nope" if case == "missing" else write_run(tmp_path / "new", [], manifest())
+    result = CliRunner().invoke(main, ["compare", str(base), str(new)])
+    assert result.exit_code == 2
+    assert str(new) in result.output
+    assert ("not a directory" if case == "missing" else "no results") in result.output
