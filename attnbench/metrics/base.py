@@ -1,7 +1,7 @@
 """What a metric receives: one benchmark cell, ready to measure.
 
 A metric is a module ``attnbench/metrics/<name>.py`` with a function ``measure(ctx: MetricContext) -> dict``
-returning flat columns with units in their names (``latency_ms_p50``, ``mem_peak_bytes``, ``gmacs_fvcore``). It
+returning flat columns with units in their names (``latency_ms_median``, ``mem_peak_bytes``, ``macs_fvcore``). It
 knows nothing of suites, the runner or the CLI. An exception it raises becomes the cell's ``error`` column.
 """
 from __future__ import annotations
