@@ -13,7 +13,7 @@ import math
 import typing
 from typing import Any, ClassVar
 
-__all__ = ["AttentionConfig", "ConfigError", "require", "field_table"]
+__all__ = ["AttentionConfig", "ConfigError", "require", "field_table", "type_ok", "describe_type"]
 
 
 class ConfigError(ValueError):
@@ -26,10 +26,11 @@ def require(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}")
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
+def type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a config field annotation (bool is not an int; Literal checks membership)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+        return any(type_ok(value, a) for a in typing.get_args(annotation))
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
     if origin in (tuple, list):
@@ -45,7 +46,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return True
 
 
-def _describe(annotation: Any) -> str:
+def describe_type(annotation: Any) -> str:
+    """A field annotation in words, for error messages."""
     if typing.get_origin(annotation) is typing.Literal:
         return " or ".join(repr(a) for a in typing.get_args(annotation))
     return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
@@ -78,10 +80,10 @@ class AttentionConfig:
                 raise ConfigError(
                     f"{cls.mechanism}: unknown parameter {key!r}{hint}; allowed: {', '.join(fields)}"
                 )
-            if not _type_ok(value, hints[key]):
+            if not type_ok(value, hints[key]):
                 raise ConfigError(
                     f"{cls.mechanism}: {key}={value!r} has type {type(value).__name__}, "
-                    f"expected {_describe(hints[key])}"
+                    f"expected {describe_type(hints[key])}"
                 )
             if isinstance(value, list):
                 kwargs[key] = tuple(value)
@@ -117,7 +119,7 @@ def field_table(config_cls: type[AttentionConfig]) -> list[tuple[str, str, Any]]
     rows = []
     for f in dataclasses.fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((f.name, _describe(hints[f.name]), default))
+        rows.append((f.name, describe_type(hints[f.name]), default))
     return rows
 
 

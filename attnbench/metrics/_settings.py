@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from .base import MetricContext
 
-__all__ = ["read_settings"]
+__all__ = ["read_settings", "merge_settings"]
 
 
 def _type_name(value: Any) -> str:
@@ -33,11 +33,16 @@ def _check_type(metric: str, key: str, value: Any, default: Any) -> Any:
 
 
 def read_settings(ctx: MetricContext, metric: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``defaults`` overridden by ``ctx.settings[metric]``; unknown keys and wrong types raise ``ValueError``.
+    """``defaults`` overridden by ``ctx.settings[metric]``; unknown keys and wrong types raise ``ValueError``."""
+    return merge_settings(ctx.settings.get(metric), metric, defaults)
+
+
+def merge_settings(given: Any, metric: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` overridden by ``given`` (a suite's ``settings.<metric>``); checks keys and types.
 
     A default of ``None`` accepts an int or None (used for optional counts such as ``threads``).
     """
-    given = ctx.settings.get(metric) or {}
+    given = given or {}
     if not isinstance(given, Mapping):
         raise ValueError(f"settings.{metric} must be a mapping of option -> value, got {given!r}")
     unknown = sorted(set(given) - set(defaults))

@@ -27,10 +27,10 @@ from typing import Any, Callable
 import torch
 
 from ._passes import Step, first_call, maybe_compile
-from ._settings import read_settings
+from ._settings import merge_settings, read_settings
 from .base import MetricContext
 
-__all__ = ["DEFAULTS", "NOISY_IQR_RATIO", "quantile", "summarize", "collect_samples", "measure"]
+__all__ = ["DEFAULTS", "NOISY_IQR_RATIO", "quantile", "summarize", "collect_samples", "measure", "validate_settings"]
 
 DEFAULTS: dict[str, Any] = {
     "warmup": 3,
@@ -144,6 +144,11 @@ def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     row = summarize([t * 1e3 for t in samples])
     row.update(latency_timer=timer_name, compile_time_s=compile_time_s, threads=torch.get_num_threads())
     return row
+
+
+def validate_settings(given: dict[str, Any]) -> None:
+    """Check a suite's ``settings.latency`` at load time (types and ranges), so a bad value fails the suite once."""
+    _validate(merge_settings(given, "latency", DEFAULTS))
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:

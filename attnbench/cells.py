@@ -1,0 +1,202 @@
+"""A suite expanded into cells: one attention, one input shape, one setting of every axis.
+
+Pure functions, no torch: whether CUDA is present and whether an attention accepts a cell are passed in (the
+runner's probe builds the module on the meta device and asks it for ``cost(H, W)``; see :mod:`attnbench.probe`).
+
+Expansion order: attentions in suite order, then the axes in :data:`attnbench.suite.AXES` order, the last axis
+varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each cell is then, in
+this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``), dropped when an
+``exclude`` entry matches it, skipped (with the reason) when its device is missing or the probe rejects it, and
+dropped when an earlier cell has the same ``cell_id``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import itertools
+import json
+from typing import Any, Callable, Iterable, Optional
+
+from .errors import UserError
+from .suite import AXES, CELL_KEYS, Suite, did_you_mean, parse_resolution
+
+__all__ = ["Cell", "Expansion", "CellFilter", "expand", "parse_only", "cell_id_of"]
+
+#: keys ``--only`` accepts: the cell keys plus ``cell_id``
+ONLY_KEYS = CELL_KEYS + ("cell_id",)
+
+
+def cell_id_of(identity: dict[str, Any]) -> str:
+    """12 hex digits of the sha1 of the canonical JSON of a cell's identity columns."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One measurement: the identity columns of a results row (see ``/docs/engine.md``)."""
+
+    suite: str
+    attention: str
+    label: str
+    config: dict[str, Any] = dataclasses.field(hash=False)
+    height: int
+    width: int
+    batch: int
+    dtype: str
+    device: str
+    pass_: str
+    mode: str
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+    def identity(self) -> dict[str, Any]:
+        """The identity columns, in the results contract's order and spelling."""
+        return {
+            "suite": self.suite, "attention": self.attention, "label": self.label, "config": dict(self.config),
+            "height": self.height, "width": self.width, "tokens": self.tokens, "batch": self.batch,
+            "dtype": self.dtype, "device": self.device, "pass": self.pass_, "mode": self.mode,
+        }
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id_of(self.identity())
+
+    @classmethod
+    def from_identity(cls, data: dict[str, Any]) -> "Cell":
+        keys = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: data["pass" if k == "pass_" else k] for k in keys})
+
+    def key_text(self, key: str) -> str:
+        """The text a filter pattern is matched against for ``key``."""
+        if key == "resolution":
+            return f"{self.height}x{self.width}"
+        if key == "cell_id":
+            return self.cell_id
+        return str(self.identity()[key])
+
+    def describe(self) -> str:
+        pass_ = "fwd" if self.pass_ == "forward" else "fwd+bwd"
+        return f"{self.label} {self.height}x{self.width} b{self.batch} {self.dtype} {self.device} {pass_} {self.mode}"
+
+
+class CellFilter:
+    """Cell key -> shell-style patterns: a cell matches when, for every key, one of the key's patterns matches."""
+
+    def __init__(self, terms: dict[str, list[str]]):
+        self.terms = terms
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "CellFilter":
+        """From an ``exclude`` entry (already checked by :func:`attnbench.suite_checks.exclude_spec_errors`)."""
+        terms = {}
+        for key, value in spec.items():
+            values = [value] if key == "resolution" or not isinstance(value, list) else value
+            terms[key] = [_pattern(key, v) for v in values]
+        return cls(terms)
+
+    def matches(self, cell: Cell) -> bool:
+        return all(any(fnmatch.fnmatchcase(cell.key_text(k), p) for p in pats) for k, pats in self.terms.items())
+
+
+def _pattern(key: str, value: Any) -> str:
+    """A spec value as a pattern: a resolution becomes 'HxW' (unless it is a glob), anything else its text."""
+    if key == "resolution" and not (isinstance(value, str) and any(c in value for c in "*?[")):
+        h, w = parse_resolution(int(value) if isinstance(value, str) and value.isdigit() else value)
+        return f"{h}x{w}"
+    return str(value)
+
+
+def parse_only(expr: str) -> CellFilter:
+    """Parse ``--only``: comma-separated terms ``key=pattern[|pattern...]``; a term without ``=`` is a label glob.
+
+    Terms on different keys must all match; patterns of one key (``|``-separated, or the key repeated) are
+    alternatives. Example: ``attention=dbra|bra,pass=forward,resolution=56``.
+    """
+    terms: dict[str, list[str]] = {}
+    for term in filter(None, (t.strip() for t in expr.split(","))):
+        key, sep, value = term.partition("=")
+        key, value = (key.strip(), value.strip()) if sep else ("label", term)
+        if key not in ONLY_KEYS:
+            raise UserError(f"--only: unknown key {key!r}{did_you_mean(key, ONLY_KEYS)} "
+                            f"(keys: {', '.join(ONLY_KEYS)})")
+        if not value:
+            raise UserError(f"--only: term {term!r} has no pattern after '='")
+        try:
+            terms.setdefault(key, []).extend(_pattern(key, v.strip()) for v in value.split("|"))
+        except ValueError as e:
+            raise UserError(f"--only: {key}: {e}") from None
+    if not terms:
+        raise UserError(f"--only: expected terms like 'attention=dbra,pass=forward', got {expr!r}")
+    return CellFilter(terms)
+
+
+@dataclasses.dataclass
+class Expansion:
+    """What a suite expands to on this machine."""
+
+    cells: list[Cell]
+    skipped: list[tuple[Cell, str]]
+    excluded: int = 0
+    #: indices of ``exclude`` entries that matched no cell (likely a mistake)
+    unused_excludes: list[int] = dataclasses.field(default_factory=list)
+
+    def select(self, keep: CellFilter) -> "Expansion":
+        """Only the cells (and skipped cells) ``keep`` matches."""
+        return Expansion([c for c in self.cells if keep.matches(c)],
+                         [(c, r) for c, r in self.skipped if keep.matches(c)], self.excluded, self.unused_excludes)
+
+
+def _combos(suite: Suite) -> Iterable[dict[str, Any]]:
+    """Axis name -> value for every combination of the axes, zip groups varying together."""
+    group_of = {axis: sorted(group, key=AXES.index) for group in suite.zip for axis in group}
+    blocks: list[list[dict[str, Any]]] = []
+    for axis in AXES:
+        columns = group_of.get(axis, [axis])
+        if columns[0] != axis:
+            continue  # varies with the first axis of its zip group
+        blocks.append([dict(zip(columns, values)) for values in zip(*(suite.axes.values(a) for a in columns))])
+    for parts in itertools.product(*blocks):
+        yield {k: v for part in parts for k, v in part.items()}
+
+
+def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
+           probe: Optional[Callable[[Cell], Optional[str]]] = None) -> Expansion:
+    """Expand a loaded suite into cells.
+
+    Args:
+        suite: a suite from :func:`attnbench.suite.load_suite` (labels filled, configs merged).
+        cuda_available: whether ``cuda`` cells can run here (``cuda_if_available`` resolves by it).
+        device: replaces the suite's device axis (``--device``): ``cpu``, ``cuda`` or ``cuda_if_available``.
+        probe: returns why a cell cannot run (e.g. the grid does not fit the attention's regions), or None.
+    """
+    excludes = [CellFilter.from_spec(spec) for spec in suite.exclude]
+    hits = [0] * len(excludes)
+    out = Expansion([], [])
+    seen: set[str] = set()
+    for entry in suite.attentions:
+        for combo in _combos(suite):
+            raw = device or combo["device"]
+            concrete = ("cuda" if cuda_available else "cpu") if raw == "cuda_if_available" else raw
+            (h, w) = combo["resolution"]
+            cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, combo["batch"],
+                        combo["dtype"], concrete, combo["pass"], combo["mode"])
+            if cell.cell_id in seen:
+                continue
+            seen.add(cell.cell_id)
+            matched = [i for i, f in enumerate(excludes) if f.matches(cell)]
+            for i in matched:
+                hits[i] += 1
+            if matched:
+                out.excluded += 1
+            elif concrete == "cuda" and not cuda_available:
+                out.skipped.append((cell, "device 'cuda' is not available here (torch.cuda.is_available() is False)"))
+            elif probe is not None and (reason := probe(cell)) is not None:
+                out.skipped.append((cell, reason))
+            else:
+                out.cells.append(cell)
+    out.unused_excludes = [i for i, n in enumerate(hits) if n == 0]
+    return out

@@ -1,0 +1,77 @@
+"""``attnbench run SUITE``: expand a suite into cells and measure them into a run directory."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from ..progress import format_seconds
+
+_ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
+              "height, width, tokens, batch, dtype, device, pass, mode, cell_id; shell globs; '|' separates "
+              "alternatives); a bare term is a label glob. E.g. 'attention=dbra,pass=forward' or 'dbra-topk*'.")
+
+
+def print_plan(p, echo=click.echo) -> None:
+    """The cells a run would measure, those skipped with the reason, and exclude entries that matched nothing."""
+    s = p.suite
+    head = f"suite {s.name}: {len(p.to_run)} cells to run, {len(p.to_skip)} skipped, {p.expansion.excluded} excluded"
+    if p.resume:
+        head += f", {p.done} already done in {p.run_dir}"
+    echo(head)
+    for i, cell in enumerate(p.to_run, 1):
+        echo(f"  {i:>4}  {cell.cell_id}  {cell.describe()}")
+    if p.to_skip:
+        echo("skipped (not run):")
+        for cell, reason in p.to_skip:
+            echo(f"        {cell.cell_id}  {cell.describe()}: {reason}")
+    for i in p.expansion.unused_excludes:
+        echo(f"warning: exclude[{i}] {s.exclude[i]} matches no cell", err=True)
+
+
+def print_summary(summary, echo=click.echo) -> None:
+    counts = summary.counts
+    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "oom", "skipped"))
+    echo(f"\n{parts} ({sum(counts.values())} cells in the run directory; {summary.ran} measured now "
+         f"in {format_seconds(summary.elapsed_s)})")
+    for what, status, error in summary.problems[:10]:
+        echo(f"  {status}: {what}: {error}")
+    if len(summary.problems) > 10:
+        echo(f"  ... and {len(summary.problems) - 10} more (see results.jsonl)")
+    echo(f"run directory: {summary.run_dir}")
+    echo(f"next: attnbench report {summary.run_dir}")
+
+
+@click.command("run")
+@click.argument("suite", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default runs/<suite>-<time>).")
+@click.option("--only", help=_ONLY_HELP)
+@click.option("--dry-run", is_flag=True, help="List the cells (and the skipped ones, with the reason); run nothing.")
+@click.option("--resume", "resume", type=click.Path(file_okay=False, exists=True),
+              help="Complete RUN_DIR: run only the cells that have no row in its results.jsonl yet.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "cuda_if_available"]),
+              help="Replace the suite's device axis.")
+@click.option("--isolate", is_flag=True, help="Measure each cell in a fresh subprocess (a crash fails only it).")
+@click.option("--no-progress", is_flag=True, help="No progress bar or per-cell lines on stderr.")
+def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_run: bool, resume: Optional[str],
+            device: Optional[str], isolate: bool, no_progress: bool) -> None:
+    """Run the YAML suite SUITE (optional with --resume): params, FLOPs, latency, memory per cell.
+
+    Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
+    """
+    from .. import runner
+
+    p = runner.plan(suite, out=out, only=only, resume=resume, device=device)
+    if dry_run:
+        print_plan(p)
+        return
+    for i in p.expansion.unused_excludes:
+        click.echo(f"warning: exclude[{i}] {p.suite.exclude[i]} matches no cell", err=True)
+    summary = runner.run(p, isolate=isolate, argv=["attnbench", *sys.argv[1:]], progress=not no_progress)
+    if summary.interrupted:
+        click.echo(f"\ninterrupted: {sum(summary.counts.values())} cells are saved in "
+                   f"{summary.run_dir / 'results.jsonl'}; finish the run with:\n"
+                   f"  attnbench run --resume {summary.run_dir}", err=True)
+        sys.exit(130)
+    print_summary(summary)

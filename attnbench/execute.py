@@ -1,0 +1,238 @@
+"""Measuring one cell: in this process (:class:`CellRunner`) or in a fresh child process (:class:`IsolatedRunner`).
+
+A cell is measured in stages, and the first that raises decides the row: ``build`` (the module on the cell's
+device and dtype), ``correctness`` (the gate: a NaN or Inf output fails the cell, so it gets no speed number),
+then each metric in the suite's order. An out-of-memory error (``torch.OutOfMemoryError``, ``MemoryError``, or a
+RuntimeError saying "out of memory" / "can't allocate memory") gives status ``oom``, any other exception
+``failed``; ``error`` is ``"<ExceptionType>: <first line of the message>"`` and ``error_stage`` the stage. A row
+that is not ``ok`` carries no metric columns, so a half-measured cell never looks measured.
+
+A metric module (or its ``measure`` function, as an attribute) may declare
+``DEPENDS_ON = ("attention", "config", "height", "width")``: the cell keys its result depends on. The runner then reuses its result for every cell that agrees on those keys (e.g. batch-1 FLOPs are the
+same for every batch and pass), in one process.
+
+The child process (``python -m attnbench.runner --cell JSON --outcome PATH``) runs exactly the functions the
+parent resolved (passed as ``module:qualname``) with the parent's ``sys.path``, and writes its outcome to a file;
+when it dies instead (a segfault, the OOM killer), the parent records the cell as failed with the signal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+import attentions
+
+from . import metrics
+from .cells import Cell
+from .metrics.base import MetricContext
+from .results import ROW_HEAD
+
+__all__ = ["Outcome", "CellRunner", "IsolatedRunner", "build_module", "classify", "error_text", "child_main"]
+
+Measure = Callable[[MetricContext], dict]
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: str
+    error: Optional[str] = None
+    error_stage: Optional[str] = None
+    columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def correctness_gate() -> Callable[[MetricContext, nn.Module], None]:
+    """The gate every cell passes before it is measured: raises on a non-finite output."""
+    from .metrics.correctness import check_finite
+
+    return check_finite
+
+
+def build_module(attention: str, config: dict[str, Any], device: torch.device, dtype: torch.dtype,
+                 seed: int) -> nn.Module:
+    """The cell's module, seeded so that every build of a cell has the same weights."""
+    torch.manual_seed(seed)
+    return attentions.build(attention, **config).to(device=device, dtype=dtype)
+
+
+def classify(exc: BaseException) -> str:
+    """'oom' for out-of-memory errors (CUDA or host), else 'failed'."""
+    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    if isinstance(exc, (oom_type, MemoryError)):
+        return "oom"
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+        return "oom"
+    return "failed"
+
+
+def error_text(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _location(fn: Callable) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def _load(location: str) -> Callable:
+    module, _, qualname = location.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class CellRunner:
+    """Measures cells in this process. Metric modules are imported once, when the runner is made.
+
+    Args:
+        metric_names: the suite's metrics, in order.
+        settings: metric name -> settings (the suite's ``settings``).
+        seed: seeds the module weights and the input.
+        functions: ``(name, measure)`` pairs to use instead of looking the names up (the child process).
+        gate: the correctness gate to use instead of :func:`correctness_gate`.
+    """
+
+    def __init__(self, metric_names: list[str], settings: dict[str, Any], seed: int = 0, *,
+                 functions: Optional[list[tuple[str, Measure]]] = None, gate: Optional[Callable] = None):
+        self.functions = functions if functions is not None else [(n, metrics.get_metric(n)) for n in metric_names]
+        self.gate = gate if gate is not None else correctness_gate()
+        self.settings, self.seed = settings, seed
+        self._memo: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def locations(self) -> dict[str, Any]:
+        """What a child process needs to run the same functions."""
+        return {"metrics": [[n, _location(f)] for n, f in self.functions], "gate": _location(self.gate),
+                "settings": self.settings, "seed": self.seed}
+
+    def context(self, cell: Cell) -> tuple[MetricContext, nn.Module]:
+        """The metrics' view of the cell, and a first module built for it.
+
+        ``config['dim']`` is filled in from the module when the suite left it to the attention's default, because
+        the context sizes the input by it.
+        """
+        device, dtype = torch.device(cell.device), getattr(torch, cell.dtype)
+        make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed)
+        module = make()
+        config = dict(cell.config)
+        dim = getattr(getattr(module, "config", None), "dim", None) or getattr(module, "dim", None)
+        if "dim" not in config and isinstance(dim, int):
+            config["dim"] = dim
+        ctx = MetricContext(attention=cell.attention, config=config, make_module=make, batch=cell.batch,
+                            height=cell.height, width=cell.width, dtype=dtype, device=device, pass_=cell.pass_,
+                            mode=cell.mode, settings=self.settings, seed=self.seed)
+        return ctx, module
+
+    def measure(self, cell: Cell) -> Outcome:
+        stage, module = "build", None
+        try:
+            ctx, module = self.context(cell)
+            stage = "correctness"
+            self.gate(ctx, module)
+            module = None  # metrics build their own; this one would only hold memory
+            columns: dict[str, Any] = {}
+            for name, fn in self.functions:
+                stage = name
+                new = self._run_metric(name, fn, ctx, cell)
+                clash = sorted(set(new) & set(ROW_HEAD))
+                if clash:
+                    raise ValueError(f"metric {name!r} returned identity column(s) {clash}; rename them")
+                columns.update(new)
+            outcome = Outcome("ok", columns=columns)
+        except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded in its row; the sweep goes on
+            outcome = Outcome(classify(e), error_text(e), stage)
+        module = None
+        _release(cell.device, full=outcome.status != "ok")
+        return outcome
+
+    def _run_metric(self, name: str, fn: Measure, ctx: MetricContext, cell: Cell) -> dict[str, Any]:
+        keys = getattr(fn, "DEPENDS_ON", None) or getattr(sys.modules.get(fn.__module__), "DEPENDS_ON", None)
+        if not keys:
+            return dict(fn(ctx))
+        identity = cell.identity()
+        memo_key = (name, json.dumps([identity[k] for k in keys], sort_keys=True, default=str))
+        if memo_key not in self._memo:
+            self._memo[memo_key] = dict(fn(ctx))
+        return dict(self._memo[memo_key])
+
+
+def _release(device: str, full: bool) -> None:
+    """Free what the cell left behind, so the next cell starts clean.
+
+    Modules and tensors go by reference counting; the garbage collector only finds cycles. A full collection
+    costs ~0.2 s with torch loaded on a small CPU, so it runs only where it pays: on CUDA (before the cache is
+    emptied) and after a failure (a traceback holds frames); otherwise the young generations suffice.
+    """
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    gc.collect() if (full or cuda) else gc.collect(1)
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+class IsolatedRunner:
+    """Measures each cell in a fresh ``python -m attnbench.runner`` process running ``runner``'s functions."""
+
+    def __init__(self, runner: CellRunner):
+        self.spec = runner.locations()
+
+    def measure(self, cell: Cell) -> Outcome:
+        payload = json.dumps({**self.spec, "cell": cell.identity()}, default=str)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        with tempfile.TemporaryDirectory(prefix="attnbench-cell-") as tmp:
+            out = Path(tmp) / "outcome.json"
+            cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+            try:
+                _, stderr = proc.communicate()
+            except BaseException:  # Ctrl-C: take the child down with us
+                proc.kill()
+                proc.wait()
+                raise
+            if out.exists():
+                return Outcome(**json.loads(out.read_text()))
+            return Outcome("failed", _crash_text(proc.returncode, stderr), "isolate")
+
+
+def _crash_text(code: int, stderr: str) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        how = f"died from {name} (exit code {code})"
+        if -code == signal.SIGKILL:
+            how += ", possibly killed by the OOM killer"
+    else:
+        how = f"exited with code {code} without a result"
+    tail = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"ChildProcessError: the cell's process {how}" + (f"; last stderr line: {tail[-1].strip()}" if tail else "")
+
+
+def child_main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the child: measure one cell, write the outcome as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m attnbench.runner", description="Measure one cell (--isolate).")
+    parser.add_argument("--cell", required=True, help="JSON: cell identity, metric locations, gate, settings, seed")
+    parser.add_argument("--outcome", required=True, help="file to write the outcome JSON to")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.cell)
+    runner = CellRunner([n for n, _ in spec["metrics"]], spec["settings"], spec["seed"],
+                        functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]))
+    outcome = runner.measure(Cell.from_identity(spec["cell"]))
+    from .results import _jsonable, _strict
+
+    text = json.dumps(_strict(dataclasses.asdict(outcome)), default=_jsonable, allow_nan=False)
+    Path(args.outcome).write_text(text)
+    return 0

@@ -1,0 +1,193 @@
+"""Benchmark suites: the YAML schema, loading and validation.
+
+A suite names the attentions to measure (registry names or ``package.module:Class`` paths, each with config
+overrides), the sweep axes (token grid, batch, dtype, device, pass, mode), how the axes combine (a product, with
+``zip`` groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
+documented key by key in ``docs/engine.md``; :mod:`attnbench.cells` expands a suite into cells.
+
+Every error names the file, the key path and what was expected, e.g.
+``suites/x.yaml: attentions[2].config.topk: expected an integer, got 'four' (line 12)``; all errors of a file are
+reported at once. The structure is checked by pydantic (strict: YAML ``"4"`` is not an integer); the attention
+names and config keys are then checked against the ``attentions`` registry, which is imported lazily, so importing
+this module does not import torch.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+
+__all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "Axes", "SuiteError", "did_you_mean", "load_suite",
+           "suite_from_dict", "parse_resolution"]
+
+#: sweep axes in expansion order (YAML spelling)
+AXES = ("resolution", "batch", "dtype", "device", "pass", "mode")
+#: keys an ``exclude`` entry (and ``--only``) may name
+CELL_KEYS = ("attention", "label", "resolution", "height", "width", "tokens", "batch", "dtype", "device", "pass",
+             "mode")
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda", "cuda_if_available")
+PASSES = ("forward", "forward_backward")
+MODES = ("eager", "compile")
+
+
+class SuiteError(UserError):
+    """A suite file is broken; the message has one line per problem, each naming file, key path and expectation."""
+
+
+def parse_resolution(value: Any) -> tuple[int, int]:
+    """``56`` -> (56, 56); ``[56, 28]`` or ``"56x28"`` -> (56, 28); anything else raises ValueError."""
+    if isinstance(value, str) and re.fullmatch(r"\d+x\d+", value.strip()):
+        value = [int(v) for v in value.strip().split("x")]
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, value
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"expected a positive integer N (an N×N grid), a pair [H, W] or 'HxW', got {value!r}")
+
+
+Resolution = Annotated[tuple[int, int], BeforeValidator(parse_resolution)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class AttentionEntry(_Model):
+    """One attention of the sweep: what to build and how to call it in tables."""
+
+    name: str = Field(min_length=1)
+    label: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.:+\-]+$")
+    config: dict[str, Any] = {}
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class Axes(_Model):
+    """The sweep axes; each a non-empty list. Only ``resolution`` is required."""
+
+    resolution: list[Resolution] = Field(min_length=1)
+    batch: list[Annotated[int, Field(gt=0)]] = Field(default=[1], min_length=1)
+    dtype: list[Literal[DTYPES]] = Field(default=["float32"], min_length=1)  # type: ignore[valid-type]
+    device: list[Literal[DEVICES]] = Field(default=["cuda_if_available"], min_length=1)  # type: ignore[valid-type]
+    pass_: list[Literal[PASSES]] = Field(default=["forward"], min_length=1, alias="pass")  # type: ignore[valid-type]
+    mode: list[Literal[MODES]] = Field(default=["eager"], min_length=1)  # type: ignore[valid-type]
+
+    def values(self, axis: str) -> list[Any]:
+        return list(getattr(self, "pass_" if axis == "pass" else axis))
+
+
+class Suite(_Model):
+    """A validated suite. After :func:`load_suite`, every entry has a label and its merged config."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    attentions: list[AttentionEntry] = Field(min_length=1)
+    defaults: dict[str, Any] = {}
+    axes: Axes
+    zip: list[list[Literal[AXES]]] = []  # type: ignore[valid-type]
+    exclude: list[dict[str, Any]] = []
+    metrics: list[str] = Field(min_length=1)
+    baseline: str = "mhsa"
+    settings: dict[str, dict[str, Any]] = {}
+    seed: int = 0
+
+    def labels(self) -> list[str]:
+        return [e.display for e in self.attentions]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The suite as plain YAML/JSON data (what the manifest stores and ``--resume`` reloads)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def _read_yaml(path: Path) -> tuple[Any, Any]:
+    """(data, node tree) of a YAML file; a syntax error names the file and the line."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read suite file: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def load_suite(path: str | Path, *, check_attentions: bool = True) -> Suite:
+    """Read, validate and resolve a suite file (see :func:`suite_from_dict`)."""
+    path = Path(path)
+    data, nodes = _read_yaml(path)
+    return suite_from_dict(data, source=str(path), nodes=nodes, check_attentions=check_attentions)
+
+
+def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
+                    check_attentions: bool = True) -> Suite:
+    """Validate suite data; with ``check_attentions``, also resolve names, merge ``defaults`` and check configs.
+
+    Raises:
+        SuiteError: listing every problem found, one line each: ``source: key.path: what was expected``.
+    """
+    from .suite_checks import attention_errors, pydantic_errors, resolve_entries, structural_errors
+
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: expected a mapping of suite keys at the top level, got {type(data).__name__}")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as e:
+        _raise(source, nodes, pydantic_errors(e))
+    errors = structural_errors(suite)
+    if errors:
+        _raise(source, nodes, errors)
+    if not check_attentions:
+        return suite
+    errors = attention_errors(suite)
+    if errors:
+        _raise(source, nodes, errors)
+    return resolve_entries(suite)
+
+
+def _raise(source: str, nodes: Any, errors: list[tuple[str, str]]) -> None:
+    lines = []
+    for path, msg in errors:
+        line = _line_of(nodes, path)
+        lines.append(f"{source}: {path}: {msg}" + (f" (line {line})" if line else ""))
+    raise SuiteError("\n".join(lines))
+
+
+def _line_of(node: Any, path: str) -> Optional[int]:
+    """1-based line of key ``path`` (``a.b[2].c``) in a composed YAML tree; the nearest existing parent's line."""
+    if node is None or not path or path == "(suite)":
+        return None
+    line = node.start_mark.line + 1
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("[") and isinstance(node, yaml.SequenceNode):
+            i = int(part[1:-1])
+            if i >= len(node.value):
+                break
+            node = node.value[i]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
+            if not match:
+                break
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        else:
+            break
+    return line
+
+
+def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

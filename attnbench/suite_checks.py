@@ -1,0 +1,301 @@
+"""The checks behind :func:`attnbench.suite.load_suite`, each returning ``[(key path, message), ...]``.
+
+Three layers: pydantic's structural errors reworded as "expected X, got Y"; checks that span keys (labels,
+baseline, zip, exclude); and checks against the ``attentions`` registry and the metric table (imported here, so
+only loading a suite, never importing :mod:`attnbench.suite`, pulls in torch).
+
+``defaults`` semantics: a default key is given to every attention that accepts it (a field of its ``Config``, or a
+parameter of its constructor for a class without one); the entry's own ``config`` wins over ``defaults``. A default
+that no attention of the suite accepts is an error (it is a typo), and so is an entry key its attention does not
+accept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import inspect
+import typing
+from typing import Any, Optional
+
+from pydantic import ValidationError
+
+from .suite import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
+
+__all__ = ["pydantic_errors", "structural_errors", "attention_errors", "resolve_entries", "accepted_keys"]
+
+Errors = list[tuple[str, str]]
+
+_EXPECTED = {
+    "int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float": "expected an integer",
+    "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+    "string_type": "expected a string", "list_type": "expected a list", "tuple_type": "expected a list",
+    "dict_type": "expected a mapping", "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
+}
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part).startswith("function-"):
+            continue  # pydantic's validator tags, not keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(suite)"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the model at ``loc`` takes (by YAML name), for 'unknown key' messages."""
+    from . import suite as s
+
+    model: Any = Suite
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get("pass_" if part == "pass" else part)
+        if field is None:
+            break
+        ann = field.annotation
+        while typing.get_origin(ann) in (list, typing.Union, Optional):
+            ann = next(a for a in typing.get_args(ann) if a is not type(None))
+        model = ann
+    if model in (s.Suite, s.AttentionEntry, s.Axes):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def pydantic_errors(error: ValidationError) -> Errors:
+    """pydantic's errors as (key path, 'expected X, got Y') pairs."""
+    out: Errors = []
+    for err in error.errors(include_url=False):
+        loc, kind, got = err["loc"], err["type"], err.get("input")
+        if kind == "missing":
+            msg = "required key is missing"
+        elif kind == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            msg = f"unknown key{did_you_mean(str(loc[-1]), allowed)}"
+            msg += f" (allowed: {', '.join(allowed)})" if allowed else ""
+        elif kind == "too_short":
+            msg = f"expected a non-empty list, got {got!r}"
+        elif kind in _EXPECTED:
+            msg = f"{_EXPECTED[kind]}, got {got!r}"
+        elif kind == "value_error":
+            msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        else:
+            text = err["msg"]
+            text = "expected " + text[len("Input should be "):] if text.startswith("Input should be ") else text
+            msg = f"{text}, got {got!r}"
+        out.append((_path(loc), msg))
+    return out
+
+
+def structural_errors(suite: Suite) -> Errors:
+    """Checks that span keys: unique labels, the baseline, zip groups, exclude entries, metrics."""
+    errors: Errors = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(suite.attentions):
+        label = entry.display
+        if label in seen:
+            errors.append((f"attentions[{i}].label", f"duplicate label {label!r} (also attentions[{seen[label]}]); "
+                           "give each entry a distinct label"))
+        seen.setdefault(label, i)
+    if suite.baseline not in seen:
+        errors.append(("baseline", f"expected the label of one of this suite's attentions ({', '.join(seen)}), "
+                       f"got {suite.baseline!r}{did_you_mean(suite.baseline, list(seen))}"))
+    errors += _zip_errors(suite)
+    for i, spec in enumerate(suite.exclude):
+        errors += [(f"exclude[{i}]{'.' + k if k else ''}", m) for k, m in exclude_spec_errors(spec, suite)]
+    for i, name in enumerate(suite.metrics):
+        if name in suite.metrics[:i]:
+            errors.append((f"metrics[{i}]", f"duplicate metric {name!r}"))
+    return errors
+
+
+def _zip_errors(suite: Suite) -> Errors:
+    errors: Errors = []
+    used: dict[str, int] = {}
+    for g, group in enumerate(suite.zip):
+        if len(group) < 2:
+            errors.append((f"zip[{g}]", f"expected two or more axis names to vary together, got {group!r}"))
+        for axis in group:
+            if axis in used:
+                errors.append((f"zip[{g}]", f"axis {axis!r} is already zipped in zip[{used[axis]}]"))
+            used.setdefault(axis, g)
+        lengths = {axis: len(suite.axes.values(axis)) for axis in group}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{a}: {n}" for a, n in lengths.items())
+            errors.append((f"zip[{g}]", f"zipped axes must have the same number of values, got {detail}"))
+    return errors
+
+
+def exclude_spec_errors(spec: Any, suite: Suite) -> Errors:
+    """Problems of one exclude entry, as (key, message); key '' for the entry itself."""
+    if not isinstance(spec, dict) or not spec:
+        return [("", f"expected a non-empty mapping of cell keys ({', '.join(CELL_KEYS)}), got {spec!r}")]
+    errors: Errors = []
+    enums = {"dtype": DTYPES, "pass": PASSES, "mode": MODES, "device": ("cpu", "cuda")}
+    for key, value in spec.items():
+        if key not in CELL_KEYS:
+            errors.append((str(key), f"unknown cell key{did_you_mean(str(key), CELL_KEYS)} "
+                           f"(allowed: {', '.join(CELL_KEYS)})"))
+            continue
+        values = [value] if key == "resolution" or not isinstance(value, list) else value
+        for v in values:
+            if key == "resolution":
+                try:
+                    parse_resolution(v)
+                except ValueError as e:
+                    errors.append((key, str(e)))
+            elif key in ("batch", "height", "width", "tokens"):
+                if not (isinstance(v, int) and not isinstance(v, bool)):
+                    errors.append((key, f"expected an integer, got {v!r}"))
+            elif not isinstance(v, str):
+                errors.append((key, f"expected a string (a glob is allowed), got {v!r}"))
+            elif key in enums and not _has_glob(v) and v not in enums[key]:
+                errors.append((key, f"expected one of {', '.join(enums[key])}, got {v!r}"))
+            elif key in ("attention", "label"):
+                known = [e.name for e in suite.attentions] if key == "attention" else suite.labels()
+                if not any(fnmatch.fnmatchcase(k, v) for k in known):
+                    errors.append((key, f"{v!r} matches no {key} of this suite{did_you_mean(v, known)}"))
+    return errors
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+# -- checks against the registry and the metric table -------------------------------------------------------------
+
+def accepted_keys(cls: type) -> Optional[set[str]]:
+    """The config keys an attention class takes; None when its constructor takes ``**kwargs`` with no Config."""
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is not None and dataclasses.is_dataclass(config_cls):
+        return {f.name for f in dataclasses.fields(config_cls)}
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+
+
+def _resolve(name: str) -> tuple[Optional[type], Optional[str]]:
+    """(class, None) or (None, why it is not an attention)."""
+    import attentions
+
+    if ":" not in name and name not in attentions.available():
+        known = attentions.available()
+        return None, (f"unknown attention {name!r}{did_you_mean(name, known)} (registered: {', '.join(known)}; "
+                      "or give a dotted path 'package.module:Class')")
+    try:
+        return attentions.resolve(name), None
+    except (ValueError, ImportError) as e:
+        return None, str(e)
+
+
+def _type_error(cls: type, key: str, value: Any) -> Optional[str]:
+    """'expected X, got Y' when ``value`` does not fit the type of ``Config.key``; None when it does or is unknown."""
+    from attentions.config import describe_type, type_ok  # the registry's own type rules, so load == build
+
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is None:
+        return None
+    hint = typing.get_type_hints(config_cls).get(key)
+    if hint is None or type_ok(value, hint):
+        return None
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return f"expected {words.get(hint, describe_type(hint))}, got {value!r}"
+
+
+def attention_errors(suite: Suite) -> Errors:
+    """Unknown attentions (with did-you-mean), config keys an attention does not take, wrongly typed values,
+    unused defaults, unknown metrics and settings."""
+    errors: Errors = []
+    used_defaults: set[str] = set()
+    for i, entry in enumerate(suite.attentions):
+        cls, why = _resolve(entry.name)
+        if cls is None:
+            errors.append((f"attentions[{i}].name", why or "not an attention"))
+            continue
+        keys = accepted_keys(cls)
+        used_defaults |= set(suite.defaults) if keys is None else set(suite.defaults) & keys
+        for key, value in entry.config.items():
+            if keys is not None and key not in keys:
+                errors.append((f"attentions[{i}].config.{key}", f"{entry.name} has no parameter {key!r}"
+                               f"{did_you_mean(key, sorted(keys))} (allowed: {', '.join(sorted(keys))})"))
+            elif (msg := _type_error(cls, key, value)) is not None:
+                errors.append((f"attentions[{i}].config.{key}", msg))
+        for key, value in suite.defaults.items():
+            if key not in entry.config and (keys is None or key in keys):
+                if (msg := _type_error(cls, key, value)) is not None:
+                    errors.append((f"defaults.{key}", f"{msg} (for {entry.name})"))
+    if not errors:
+        for key in sorted(set(suite.defaults) - used_defaults):
+            errors.append((f"defaults.{key}", "no attention of this suite takes this parameter"))
+    return errors + metric_errors(suite)
+
+
+def metric_errors(suite: Suite) -> Errors:
+    """Metric names must be in ``attnbench.metrics.METRICS``, and so must the keys of ``settings``; each metric's
+    settings are checked by its module: ``validate_settings(dict)`` when it has one (a ValueError becomes an error
+    at ``settings.<metric>``), else against its ``DEFAULTS`` (unknown keys, and types of the defaults)."""
+    from . import metrics
+
+    known = list(metrics.METRICS)
+    errors: Errors = []
+    for i, name in enumerate(suite.metrics):
+        if name not in known:
+            errors.append((f"metrics[{i}]", f"unknown metric {name!r}{did_you_mean(name, known)} "
+                           f"(known: {', '.join(known)})"))
+    for key, value in suite.settings.items():
+        if key not in known:
+            errors.append((f"settings.{key}", f"not a metric{did_you_mean(key, known)} (known: {', '.join(known)})"))
+        else:
+            errors += _settings_errors(key, metrics.METRICS[key], value)
+    return errors
+
+
+def _settings_errors(metric: str, module_name: str, given: dict[str, Any]) -> Errors:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"attnbench.metrics.{module_name}")
+    except ImportError:
+        return []  # a metric not installed yet cannot check its settings; running it fails loudly
+    check = getattr(module, "validate_settings", None)
+    if check is not None:
+        try:
+            check(dict(given))
+        except ValueError as e:
+            return [(f"settings.{metric}", str(e))]
+        return []
+    defaults = getattr(module, "DEFAULTS", None)
+    if not isinstance(defaults, dict):
+        return []
+    errors: Errors = []
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    for key, value in given.items():
+        if key not in defaults:
+            errors.append((f"settings.{metric}.{key}", f"unknown setting{did_you_mean(key, list(defaults))} "
+                           f"(allowed: {', '.join(defaults) or 'none'})"))
+            continue
+        kind = int if defaults[key] is None else type(defaults[key])
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, kind) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+        if not ok and not (defaults[key] is None and value is None) and kind in words:
+            errors.append((f"settings.{metric}.{key}", f"expected {words[kind]}, got {value!r}"))
+    return errors
+
+
+def resolve_entries(suite: Suite) -> Suite:
+    """The suite with every entry's label filled in and ``defaults`` merged into its config."""
+    import attentions
+
+    entries = []
+    for entry in suite.attentions:
+        keys = accepted_keys(attentions.resolve(entry.name))
+        merged = {k: v for k, v in suite.defaults.items() if keys is None or k in keys}
+        merged.update(entry.config)
+        entries.append(entry.model_copy(update={"label": entry.display, "config": merged}))
+    return suite.model_copy(update={"attentions": entries})
