@@ -1,0 +1,65 @@
+"""Helpers shared by the Triton kernels: interpreter detection, device checks, tile sizes, one matmul helper.
+
+The Triton interpreter (``TRITON_INTERPRET=1``) runs a kernel's programs one after another on the CPU with NumPy.
+``triton.jit`` reads that variable when it *decorates* a kernel, so it must be set before the first import of
+:mod:`attentions.kernels` (``tests/conftest.py`` does this when no GPU is present). Kernels decorated under the
+interpreter run on CPU tensors; kernels compiled for the GPU run on CUDA tensors only. Every call of a nested
+``@triton.jit`` function costs the interpreter milliseconds, so the kernels are written without helpers.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+__all__ = ["LOG2E", "interpreted", "check_runnable", "pow2_at_least", "dot_precision", "upcast_operands"]
+
+LOG2E = 1.4426950408889634  # log2(e): the kernels use exp2, so logits are pre-multiplied by it
+
+
+def interpreted(kernel) -> bool:
+    """True when ``kernel`` was decorated under ``TRITON_INTERPRET=1`` (it runs on CPU tensors, in NumPy)."""
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def check_runnable(op: str, kernel, *tensors: torch.Tensor) -> None:
+    """Raise a clear error when ``kernel`` cannot run on the tensors' device.
+
+    CUDA tensors need a compiled kernel; CPU tensors need the interpreter. All tensors must share one device.
+    """
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"{op}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
+    device = tensors[0].device
+    if device.type == "cuda" and not interpreted(kernel):
+        return
+    if device.type == "cpu" and interpreted(kernel):
+        return
+    if device.type == "cpu":
+        raise RuntimeError(
+            f"{op}: the Triton kernel runs on CUDA tensors; on CPU it runs only under the Triton interpreter, and "
+            "TRITON_INTERPRET=1 must be set before attentions.kernels is first imported. Use impl='torch' on CPU."
+        )
+    raise RuntimeError(
+        f"{op}: tensors are on {device}, but the kernel was built for "
+        f"{'the interpreter (TRITON_INTERPRET=1)' if interpreted(kernel) else 'CUDA'}; "
+        "unset TRITON_INTERPRET to run on the GPU"
+    )
+
+
+def pow2_at_least(n: int, lo: int = 16, hi: int | None = None) -> int:
+    """Smallest power of two ≥ max(n, lo), capped at ``hi``. tl.dot needs every tile side ≥ 16."""
+    p = max(triton.next_power_of_2(int(n)), lo)
+    return min(p, hi) if hi is not None else p
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's ``input_precision``: IEEE for float32 inputs (torch's matmul default; tf32 would miss the 1e-4
+    tests), Triton's default otherwise (it only matters for float32 operands)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def upcast_operands(kernel) -> bool:
+    """Whether the kernel must upcast its tiles to float32 before tl.dot: only under the interpreter, whose tl.dot
+    multiplies bfloat16 tiles as raw integers (triton 3.8). Products of bf16 values are exact in float32, so the
+    upcast changes only the summation order (and probabilities are not rounded to bf16 before PV)."""
+    return interpreted(kernel)

@@ -1,0 +1,420 @@
+"""Fused pixel-to-agent attention with DBRA's bilinear relative-position bias computed on the fly.
+
+Paper: "DeBiFormer: Vision Transformer with Deformable Agent Bi-level Routing Attention", arXiv 2410.08582
+(maclong01/DeBiFormer commit 1ceb090, ``classification/debiformer.py``, ``DeBiLevelRoutingAttention``); the
+continuous RPE-table bias comes from "Vision Transformer with Deformable Attention" (DAT), arXiv 2201.00520
+(LeapLabTHU/DAT).
+
+Same signature and semantics as :func:`attentions.deformable.pixel_to_agent_attention_torch`::
+
+    out = softmax(q kᵀ · scale + bias) v,   bias[n, s] = bilinear(rpe_table[head], 0.5 · (qgrid[n] − pos[s]))
+
+with q (B·m, H·W, d), k/v (B·m, Ns, d), pos (B·G, Ns, 2) as (y, x) in [-1, 1], rpe_table (m, Th, Tw), head
+``h`` of group ``h // (m/G)``, the align-corners query grid i/(H−1)·2−1 (0 when H = 1), and ``grid_sample``'s
+bilinear lookup with align_corners=True and zero padding.
+
+Design (docs/kernels.md has the full account):
+
+* Forward: one program per (b·m, block of BLOCK_M pixels). All Ns agents' K and V (Ns ≤ 256, padded to a power of
+  two and masked) and their positions sit in registers; the program computes q kᵀ, the four bilinear taps of
+  the bias from the pixel's coordinate and each agent's position, softmax (exp2), and P V. It writes out and the
+  base-2 logsumexp. No displacement, bias or logit tensor exists in memory.
+* Backward: one program per (b·m, chunk of pixel blocks) recomputes the probabilities from the logsumexp, stores
+  dQ, keeps dK, dV and the position gradient in registers across its chunk (one atomic add each at the end), and
+  scatters the RPE-table gradient (the 4 taps × dS) with float32 atomic adds into a table-sized buffer.
+* Gradients flow to q, k, v, rpe_table and pos, like the torch reference (grid_sample differentiates its grid).
+
+Differences from official: none in the maths. The bias is evaluated in float32 whatever the table's dtype (the
+official code samples the table in its own dtype, bf16 under autocast), and the RPE-table, position, dK and dV
+gradients are summed by atomics, so their float32 summation order varies between runs.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_runnable, dot_precision, pow2_at_least, upcast_operands
+
+__all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs"]
+
+MAX_AGENTS = 256  # all agents of a head live in one program's registers
+
+
+@triton.jit
+def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
+                     stride_qz, stride_qn, stride_qd,  #
+                     stride_kz, stride_ks, stride_kd,  #
+                     stride_vz, stride_vs, stride_vd,  #
+                     stride_pz, stride_ps, stride_pc,  #
+                     stride_th, stride_ty, stride_tx,  #
+                     HW, H, W, den_h, den_w, sm_scale,  #
+                     NS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_HEADS: tl.constexpr, N_GROUPS: tl.constexpr,  #
+                     TH: tl.constexpr, TW: tl.constexpr,  #
+                     BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
+                     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    tl.static_assert(BLOCK_S >= NS)  # agents padded to a power of two, masked
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M >= 16)  # tl.dot needs every tile side ≥ 16
+    tl.static_assert(BLOCK_S >= 16)
+    tl.static_assert(BLOCK_D >= 16)
+    LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
+    pid_m = tl.program_id(0)
+    z = tl.program_id(1).to(tl.int64)  # b·m + head
+    h = z % NUM_HEADS
+    pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)  # b·G + group of this head
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_valid = offs_m < HW
+    s_valid = offs_s < NS
+    d_valid = offs_d < HEAD_DIM
+    # load this head's agents (K, V, positions): they stay in registers throughout
+    kv_mask = s_valid[:, None] & d_valid[None, :]
+    k = tl.load(K + z * stride_kz + offs_s[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.)
+    v = tl.load(V + z * stride_vz + offs_s[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.)
+    py = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps, mask=s_valid, other=0.).to(tl.float32)
+    px = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps + stride_pc, mask=s_valid, other=0.).to(tl.float32)
+    q = tl.load(Q + z * stride_qz + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                mask=m_valid[:, None] & d_valid[None, :], other=0.)
+    if UPCAST:
+        q = q.to(tl.float32)
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    # -- compute qk --
+    logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
+    # -- RPE bias: query coordinate (align corners), displacement, grid_sample(align_corners=True) source index --
+    qy = tl.where(H > 1, (offs_m // W).to(tl.float32) / den_h * 2.0 - 1.0, 0.0)
+    qx = tl.where(W > 1, (offs_m % W).to(tl.float32) / den_w * 2.0 - 1.0, 0.0)
+    iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
+    ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
+    y0f = tl.floor(iy)
+    x0f = tl.floor(ix)
+    fy = iy - y0f
+    fx = ix - x0f
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    T = TABLE + h * stride_th
+    ms = m_valid[:, None] & s_valid[None, :]
+    # the four taps; zero padding outside the table
+    ok_y0 = (y0 >= 0) & (y0 < TH)
+    ok_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
+    ok_x0 = (x0 >= 0) & (x0 < TW)
+    ok_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
+    t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & ok_y0 & ok_x0, other=0.).to(tl.float32)
+    t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y0 & ok_x1, other=0.).to(tl.float32)
+    t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & ok_y1 & ok_x0, other=0.).to(tl.float32)
+    t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y1 & ok_x1, other=0.).to(tl.float32)
+    bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
+    # -- softmax over the agents (base 2) --
+    z2 = tl.where(s_valid[None, :], (logits + bias) * LOG2E_, float("-inf"))
+    m_i = tl.max(z2, 1)
+    prob = tl.exp2(z2 - m_i[:, None])
+    l_i = tl.sum(prob, 1)
+    out = tl.dot(prob.to(v.dtype), v, input_precision=DOT_PRECISION) / l_i[:, None]
+    # epilogue: out is (B·m, HW, d) contiguous
+    tl.store(OUT + (z * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], out.to(OUT.dtype.element_ty),
+             mask=m_valid[:, None] & d_valid[None, :])
+    tl.store(LSE2 + z * HW + offs_m, m_i + tl.log2(l_i), mask=m_valid)
+
+
+@triton.jit
+def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, DQ, DK, DV, DPOS, DTABLE,  #
+                     stride_qz, stride_qn, stride_qd,  #
+                     stride_kz, stride_ks, stride_kd,  #
+                     stride_vz, stride_vs, stride_vd,  #
+                     stride_pz, stride_ps, stride_pc,  #
+                     stride_th, stride_ty, stride_tx,  #
+                     stride_dz, stride_dn, stride_dd,  #
+                     HW, H, W, den_h, den_w, sm_scale, BLOCKS_PER_PROG,  #
+                     NS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_HEADS: tl.constexpr, N_GROUPS: tl.constexpr,  #
+                     TH: tl.constexpr, TW: tl.constexpr,  #
+                     BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
+                     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    tl.static_assert(BLOCK_S >= NS)
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M >= 16)
+    tl.static_assert(BLOCK_S >= 16)
+    tl.static_assert(BLOCK_D >= 16)
+    LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
+    chunk = tl.program_id(0)
+    z = tl.program_id(1).to(tl.int64)
+    h = z % NUM_HEADS
+    pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_valid = offs_s < NS
+    d_valid = offs_d < HEAD_DIM
+    kv_mask = s_valid[:, None] & d_valid[None, :]
+    # load this head's agents; their gradients accumulate in registers over the whole chunk
+    k = tl.load(K + z * stride_kz + offs_s[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.)
+    v = tl.load(V + z * stride_vz + offs_s[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.)
+    py = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps, mask=s_valid, other=0.).to(tl.float32)
+    px = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps + stride_pc, mask=s_valid, other=0.).to(tl.float32)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_S, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_S, BLOCK_D], tl.float32)
+    dpy = tl.zeros([BLOCK_S], tl.float32)
+    dpx = tl.zeros([BLOCK_S], tl.float32)
+    T = TABLE + h * stride_th
+    DT = DTABLE + h * TH * TW  # contiguous float32 (m, TH, TW)
+    for blk in range(0, BLOCKS_PER_PROG):
+        offs_m = (chunk * BLOCKS_PER_PROG + blk) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_valid = offs_m < HW  # a block past the end is fully masked and contributes nothing
+        q_mask = m_valid[:, None] & d_valid[None, :]
+        q = tl.load(Q + z * stride_qz + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                    mask=q_mask, other=0.)
+        do = tl.load(DOUT + z * stride_dz + offs_m[:, None] * stride_dn + offs_d[None, :] * stride_dd,
+                     mask=q_mask, other=0.)
+        o = tl.load(OUT + (z * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], mask=q_mask, other=0.)
+        if UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        lse2 = tl.load(LSE2 + z * HW + offs_m, mask=m_valid, other=0.)
+        # -- recompute logits and the bias taps exactly as the forward --
+        logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
+        qy = tl.where(H > 1, (offs_m // W).to(tl.float32) / den_h * 2.0 - 1.0, 0.0)
+        qx = tl.where(W > 1, (offs_m % W).to(tl.float32) / den_w * 2.0 - 1.0, 0.0)
+        iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
+        ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
+        y0f = tl.floor(iy)
+        x0f = tl.floor(ix)
+        fy = iy - y0f
+        fx = ix - x0f
+        y0 = y0f.to(tl.int32)
+        x0 = x0f.to(tl.int32)
+        ms = m_valid[:, None] & s_valid[None, :]
+        in_y0 = (y0 >= 0) & (y0 < TH)
+        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
+        in_x0 = (x0 >= 0) & (x0 < TW)
+        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
+        t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & in_y0 & in_x0, other=0.).to(tl.float32)
+        t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & in_y0 & in_x1, other=0.).to(tl.float32)
+        t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & in_y1 & in_x0, other=0.).to(tl.float32)
+        t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & in_y1 & in_x1, other=0.).to(tl.float32)
+        bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
+        # d bias / d(fy, fx), formed now so the four taps can leave the registers
+        gy = (1.0 - fx) * (t10 - t00) + fx * (t11 - t01)
+        gx = (1.0 - fy) * (t01 - t00) + fy * (t11 - t10)
+        prob = tl.exp2((logits + bias) * LOG2E_ - lse2[:, None])
+        prob = tl.where(ms, prob, 0.0)
+        # -- dV = Pᵀ dO ; dS = P ∘ (dO Vᵀ − delta) is the gradient of the logits and of the bias --
+        dv += tl.dot(tl.trans(prob.to(do.dtype)), do, input_precision=DOT_PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = prob * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale
+        tl.store(DQ + (z * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+                 mask=q_mask)
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
+        # -- positions: summed over the block's pixels --
+        dpy += tl.sum(ds * gy, 0)
+        dpx += tl.sum(ds * gx, 0)
+        # -- RPE table: each tap receives dS times its bilinear weight (masks recomputed: cheaper than kept) --
+        in_y0 = ms & (y0 >= 0) & (y0 < TH)
+        in_y1 = ms & (y0 + 1 >= 0) & (y0 + 1 < TH)
+        in_x0 = (x0 >= 0) & (x0 < TW)
+        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
+        tl.atomic_add(DT + y0 * TW + x0, ds * (1.0 - fy) * (1.0 - fx), mask=in_y0 & in_x0, sem="relaxed")
+        tl.atomic_add(DT + y0 * TW + x0 + 1, ds * (1.0 - fy) * fx, mask=in_y0 & in_x1, sem="relaxed")
+        tl.atomic_add(DT + (y0 + 1) * TW + x0, ds * fy * (1.0 - fx), mask=in_y1 & in_x0, sem="relaxed")
+        tl.atomic_add(DT + (y0 + 1) * TW + x0 + 1, ds * fy * fx, mask=in_y1 & in_x1, sem="relaxed")
+    # epilogue: one atomic add per agent gradient.
+    # iy = ((qy − py)/2 + 1)/2 · (TH − 1), so ∂iy/∂py = −(TH − 1)/4 (likewise for x)
+    kv_ptrs = (z * NS + offs_s)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.atomic_add(DK + kv_ptrs, dk * sm_scale, mask=kv_mask, sem="relaxed")
+    tl.atomic_add(DV + kv_ptrs, dv, mask=kv_mask, sem="relaxed")
+    tl.atomic_add(DPOS + (pos_row * NS + offs_s) * 2, dpy * (-0.25 * (TH - 1)), mask=s_valid, sem="relaxed")
+    tl.atomic_add(DPOS + (pos_row * NS + offs_s) * 2 + 1, dpx * (-0.25 * (TW - 1)), mask=s_valid, sem="relaxed")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Python wrappers: shape checks, tile choice, launches
+# ---------------------------------------------------------------------------------------------------------------
+_OP = "pixel_agent_attention_triton"
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_inputs(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int) -> None:
+    if q.dim() != 3 or k.dim() != 3 or k.shape != v.shape:
+        raise ValueError(f"{_OP}: q must be (B·m, H·W, d) and k, v (B·m, Ns, d), got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    Z, N, d = q.shape
+    if k.shape[0] != Z or k.shape[2] != d:
+        raise ValueError(f"{_OP}: k and v must be (B·m={Z}, Ns, d={d}), got {tuple(k.shape)}")
+    if N != H * W:
+        raise ValueError(f"{_OP}: q has {N} pixels but H·W = {H}·{W} = {H * W}")
+    Ns = k.shape[1]
+    if not 1 <= Ns <= MAX_AGENTS:
+        raise ValueError(f"{_OP}: Ns={Ns} agents; the kernel holds all agents in registers, 1 ≤ Ns ≤ {MAX_AGENTS}")
+    if rpe_table.dim() != 3:
+        raise ValueError(f"{_OP}: rpe_table must be (m, Th, Tw), got {tuple(rpe_table.shape)}")
+    m = rpe_table.shape[0]
+    if n_groups < 1 or m % n_groups != 0 or Z % m != 0:
+        raise ValueError(f"{_OP}: n_groups={n_groups} must divide the heads m={m} (rpe_table.shape[0]), and m "
+                         f"must divide q.shape[0]={Z}")
+    if pos.shape != (Z // m * n_groups, Ns, 2):
+        raise ValueError(f"{_OP}: pos must be (B·G={Z // m * n_groups}, Ns={Ns}, 2), got {tuple(pos.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in _DTYPES:
+        raise ValueError(f"{_OP}: q, k, v must share one dtype of {_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (pos.dtype.is_floating_point and rpe_table.dtype.is_floating_point):
+        raise ValueError(f"{_OP}: pos and rpe_table must be floating point, got {pos.dtype}, {rpe_table.dtype}")
+
+
+# (BLOCK_M, num_warps) by BLOCK_S: the backward keeps a dozen (BLOCK_M, BLOCK_S) float32 temporaries and the
+# (BLOCK_S, d) dK/dV accumulators in registers. Chosen from ptxas' report for sm_90 (triton 3.8, bf16, d = 32): no
+# spills except the backward at BLOCK_S = 256 (~250 bytes); not yet timed on a GPU (docs/kernels.md).
+_FWD_TILES = {16: (64, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8), 256: (16, 8)}
+_BWD_TILES = {16: (32, 4), 32: (32, 4), 64: (16, 4), 128: (16, 8), 256: (16, 8)}
+
+
+def _meta(q, k, rpe_table, n_groups, backward: bool, block_m=None) -> dict:
+    Ns, d = k.shape[1], k.shape[2]
+    m, Th, Tw = rpe_table.shape
+    block_s = pow2_at_least(Ns, 16)
+    tile_m, warps = (_BWD_TILES if backward else _FWD_TILES)[block_s]
+    return dict(NS=Ns, HEAD_DIM=d, NUM_HEADS=m, N_GROUPS=n_groups, TH=Th, TW=Tw, BLOCK_M=block_m or tile_m,
+                BLOCK_S=block_s, BLOCK_D=pow2_at_least(d, 16), DOT_PRECISION=dot_precision(q.dtype),
+                UPCAST=upcast_operands(_pixel_agent_fwd), num_warps=warps)
+
+
+def _grid_args(H: int, W: int) -> tuple:
+    """(HW, H, W, den_h, den_w): the query grid is i / den · 2 − 1 (a 1-wide axis sits at 0)."""
+    return H * W, H, W, float(max(H - 1, 1)), float(max(W - 1, 1))
+
+
+def _forward(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int, scale: float, block_m=None):
+    """Launch the forward -> (out (B·m, H·W, d), lse2 (B·m, H·W) float32)."""
+    check_runnable(_OP, _pixel_agent_fwd, q, k, v, pos, rpe_table)
+    Z, N, d = q.shape
+    out = torch.empty((Z, N, d), dtype=q.dtype, device=q.device)
+    lse2 = torch.empty((Z, N), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse2
+    meta = _meta(q, k, rpe_table, n_groups, False, block_m)
+    grid = (triton.cdiv(N, meta["BLOCK_M"]), Z)
+    _pixel_agent_fwd[grid](q, k, v, pos, rpe_table, out, lse2, *q.stride(), *k.stride(), *v.stride(),
+                           *pos.stride(), *rpe_table.stride(), *_grid_args(H, W), scale, **meta)
+    return out, lse2
+
+
+def _chunks(n_blocks: int, Z: int, device: torch.device) -> int:
+    """Programs per head in the backward: enough for ~4 per SM; one on the interpreter (fewest programs)."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(n_blocks, triton.cdiv(4 * sms, Z)))
+
+
+def _backward(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale, block_m=None, chunks=None):
+    """Launch the backward -> (dq, dk, dv, dpos, drpe_table); float32 accumulators for all but dq."""
+    check_runnable(_OP, _pixel_agent_bwd, dout, q, k, v, pos, rpe_table)
+    Z, N, d = q.shape
+    dq = torch.empty((Z, N, d), dtype=q.dtype, device=q.device)
+    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+    dpos = torch.zeros(pos.shape, dtype=torch.float32, device=pos.device)
+    dtable = torch.zeros(rpe_table.shape, dtype=torch.float32, device=rpe_table.device)
+    if dq.numel() > 0:
+        meta = _meta(q, k, rpe_table, n_groups, True, block_m)
+        n_blocks = triton.cdiv(N, meta["BLOCK_M"])
+        per_prog = triton.cdiv(n_blocks, chunks or _chunks(n_blocks, Z, q.device))
+        grid = (triton.cdiv(n_blocks, per_prog), Z)
+        _pixel_agent_bwd[grid](q, k, v, pos, rpe_table, out.contiguous(), dout, lse2, dq, dk, dv, dpos, dtable,
+                               *q.stride(), *k.stride(), *v.stride(), *pos.stride(), *rpe_table.stride(),
+                               *dout.stride(), *_grid_args(H, W), scale, per_prog, **meta)
+    return dq, dk.to(k.dtype), dv.to(v.dtype), dpos.to(pos.dtype), dtable.to(rpe_table.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch custom ops: attentions::pixel_agent_attention (-> out, lse2) and attentions::pixel_agent_attention_backward
+# ---------------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("attentions::pixel_agent_attention", mutates_args=())
+def _pixel_agent_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, rpe_table: torch.Tensor,
+                    n_groups: int, H: int, W: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_inputs(q, k, v, pos, rpe_table, n_groups, H, W)
+    return _forward(q, k, v, pos, rpe_table, n_groups, H, W, scale)
+
+
+@_pixel_agent_op.register_fake
+def _(q, k, v, pos, rpe_table, n_groups, H, W, scale):
+    _check_inputs(q, k, v, pos, rpe_table, n_groups, H, W)
+    return q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=torch.float32)
+
+
+@torch.library.custom_op("attentions::pixel_agent_attention_backward", mutates_args=())
+def _pixel_agent_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                        rpe_table: torch.Tensor, out: torch.Tensor, lse2: torch.Tensor, n_groups: int, H: int,
+                        W: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                       torch.Tensor]:
+    return _backward(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale)
+
+
+@_pixel_agent_bwd_op.register_fake
+def _(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale):
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), pos.new_empty(pos.shape),
+            rpe_table.new_empty(rpe_table.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, pos, rpe_table, n_groups, H, W, scale = inputs
+    out, lse2 = output
+    ctx.save_for_backward(q, k, v, pos, rpe_table, out, lse2)
+    ctx.args = (n_groups, H, W, scale)
+    ctx.mark_non_differentiable(lse2)
+
+
+def _autograd_backward(ctx, dout, _dlse2):
+    q, k, v, pos, rpe_table, out, lse2 = ctx.saved_tensors
+    grads = torch.ops.attentions.pixel_agent_attention_backward(dout, q, k, v, pos, rpe_table, out, lse2, *ctx.args)
+    return (*grads, None, None, None, None)
+
+
+torch.library.register_autograd("attentions::pixel_agent_attention", _autograd_backward,
+                                setup_context=_setup_context)
+
+
+def pixel_agent_attention_macs(q_shape, k_shape) -> int:
+    """Multiply-adds of the forward's two matmuls (QKᵀ and PV): 2 · B·m · H·W · Ns · d. The bias is not counted
+    (fvcore convention: elementwise work and grid_sample's interpolation are not MACs of a matmul)."""
+    Z, N, d = q_shape
+    return 2 * Z * N * k_shape[1] * d
+
+
+def _register_flop_formulas() -> None:
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.attentions.pixel_agent_attention)
+    def _fwd_flops(q_shape, k_shape, *args, **kwargs) -> int:
+        return 2 * pixel_agent_attention_macs(q_shape, k_shape)
+
+    @register_flop_formula(torch.ops.attentions.pixel_agent_attention_backward)
+    def _bwd_flops(dout_shape, q_shape, k_shape, *args, **kwargs) -> int:
+        return 4 * pixel_agent_attention_macs(q_shape, k_shape)  # four matmuls, as torch counts SDPA's backward
+
+
+_register_flop_formulas()
+
+
+def pixel_agent_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                                 rpe_table: torch.Tensor, n_groups: int, H: int, W: int,
+                                 scale: float) -> torch.Tensor:
+    """Fused pixel-to-agent attention; same contract as :func:`attentions.deformable.pixel_to_agent_attention_torch`.
+
+    Args:
+        q: (B·m, H·W, d) pixel queries, row-major pixels.
+        k, v: (B·m, Ns, d) agent keys and values, Ns ≤ 256.
+        pos: (B·G, Ns, 2) agent positions, (y, x), normalised to [-1, 1].
+        rpe_table: (m, Th, Tw) continuous relative-position table.
+        n_groups: offset groups G; head h uses the positions of group h // (m / G).
+        H, W: the query grid.
+        scale: logit scale (C^-0.5 in DBRA).
+
+    Returns:
+        (B·m, H·W, d), differentiable w.r.t. q, k, v, pos and rpe_table.
+    """
+    _check_inputs(q, k, v, pos, rpe_table, n_groups, H, W)
+    return torch.ops.attentions.pixel_agent_attention(q, k, v, pos, rpe_table, int(n_groups), int(H), int(W),
+                                                      float(scale))[0]

@@ -1,0 +1,243 @@
+"""Problems and implementations that ``scripts/bench_kernels.py`` compares.
+
+Problems are DeBiFormer-S stages 1-3 (dims 64/128/256, heads dim/32, offset groups 1/2/4, RPE table sized for
+q_size 56/28/14; BRA topk 1/4/16, DBRA topk 4/8/16) at 224² (n_win 7, 7×7 agents) and 512² (n_win 8, 16×16
+agents), see docs/kernels.md and the DBRA spec §3.3. Three operations:
+
+* ``bra``: routed attention of a region's tokens (nq = nk = tokens per region);
+* ``dbra``: routed attention of a region's agents (nq = agents per region: 1 at 224², 4 at 512²);
+* ``pixel``: DBRA's back attention, every pixel against all Ns agents with the bilinear RPE bias.
+
+Providers: ``official`` (expanded-gather / materialised-bias computation of the released code), ``torch`` (the
+lean torch path), ``triton`` (attentions.kernels), ``flex`` (FlexAttention: a block mask built from the routing
+indices for ``bra``/``dbra``, a ``score_mod`` computing the bilinear bias for ``pixel``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from attentions import deformable
+from attentions.routing import routed_attention
+
+OPS = ("bra", "dbra", "pixel")
+PROVIDERS = ("official", "torch", "triton", "flex")
+_DIMS, _GROUPS, _QSIZE = (64, 128, 256), (1, 2, 4), (56, 28, 14)
+_BRA_TOPK, _DBRA_TOPK = (1, 4, 16), (4, 8, 16)
+_OFFSET_KERNEL, _OFFSET_STRIDE = (9, 7, 5), (8, 4, 2)
+_N_WIN = {224: 7, 512: 8}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One problem: an operation at one stage, input resolution and batch."""
+
+    op: str
+    res: int
+    stage: int
+    batch: int
+    tiny: bool = False  # --smoke: a CPU-sized stand-in with the same structure
+
+    @property
+    def geometry(self) -> dict:
+        if self.tiny:  # 8×8 map, 2×2 regions of 16 tokens, 4×4 agents (4 per region), C = 32, 2 heads
+            return dict(H=8, n_win=2, C=32, heads=2, groups=2, q_size=4, topk=2, Hk=4)
+        s = self.stage - 1
+        H = self.res // 4 >> s
+        k, st = _OFFSET_KERNEL[s], _OFFSET_STRIDE[s]
+        Hk = (H + 2 * (k // 2) - k) // st + 1
+        topk = (_BRA_TOPK if self.op == "bra" else _DBRA_TOPK)[s]
+        return dict(H=H, n_win=_N_WIN[self.res], C=_DIMS[s], heads=_DIMS[s] // 32, groups=_GROUPS[s],
+                    q_size=_QSIZE[s], topk=topk, Hk=Hk)
+
+    def describe(self) -> str:
+        g = self.geometry
+        P, n = g["n_win"] ** 2, (g["H"] // g["n_win"]) ** 2
+        if self.op == "pixel":
+            return f"HW={g['H']}² Ns={g['Hk']}² m={g['heads']} G={g['groups']}"
+        nq = n if self.op == "bra" else (g["Hk"] // g["n_win"]) ** 2
+        return f"P={P} nq={nq} nk={n} topk={g['topk']} C={g['C']}"
+
+
+def cases(resolutions, batches, stages, ops, tiny=False) -> list[Case]:
+    """Problems in priority order: the largest (the H100 targets, 512² batch 64) first."""
+    out = [Case(op, res, stage, b, tiny) for res in sorted(resolutions, reverse=True)
+           for b in sorted(batches, reverse=True) for op in ops for stage in stages]
+    return sorted(out, key=lambda c: (-c.batch, -c.res))
+
+
+def make_inputs(case: Case, dtype, device, seed=0) -> dict:
+    """Random inputs of one problem (idx: random distinct routed regions per query region)."""
+    g = case.geometry
+    gen = torch.Generator().manual_seed(seed)
+    B, C, m = case.batch, g["C"], g["heads"]
+
+    def rand(*shape, dt=dtype):
+        return torch.randn(*shape, generator=gen).to(device, dt)
+
+    if case.op == "pixel":
+        Ns, N, d = g["Hk"] ** 2, g["H"] ** 2, C // m
+        T = 2 * g["q_size"] - 1
+        pos = (torch.rand(B * g["groups"], Ns, 2, generator=gen) * 2 - 1).to(device)
+        return dict(q=rand(B * m, N, d), k=rand(B * m, Ns, d), v=rand(B * m, Ns, d), pos=pos,
+                    rpe_table=rand(m, T, T) * 0.1, n_groups=g["groups"], H=g["H"], W=g["H"], scale=C**-0.5)
+    P = g["n_win"] ** 2
+    nk = (g["H"] // g["n_win"]) ** 2
+    nq = nk if case.op == "bra" else (g["Hk"] // g["n_win"]) ** 2
+    idx = torch.rand(B, P, P, generator=gen).topk(g["topk"], dim=-1).indices.to(device)
+    return dict(q=rand(B, P, nq, C), k=rand(B, P, nk, C), v=rand(B, P, nk, C), idx=idx, num_heads=m,
+                scale=C**-0.5)
+
+
+def grad_inputs(case: Case) -> tuple[str, ...]:
+    return ("q", "k", "v", "pos", "rpe_table") if case.op == "pixel" else ("q", "k", "v")
+
+
+# -- implementations -------------------------------------------------------------------------------------------------
+
+
+def provider_fn(case: Case, provider: str, compiled_flex: bool):
+    """A callable taking the input dict, or raise NotImplementedError with the reason."""
+    if case.op == "pixel":
+        if provider == "official":
+            return lambda a: deformable.pixel_to_agent_attention_torch(**a)
+        if provider == "torch":
+            lean = getattr(deformable, "pixel_to_agent_attention_lean", None)
+            if lean is None:
+                raise NotImplementedError("no lean torch back attention in attentions.deformable")
+            return lambda a: lean(**a)
+        if provider == "triton":
+            from attentions.kernels import pixel_agent_attention_triton
+            return lambda a: pixel_agent_attention_triton(**a)
+        if provider == "flex":
+            return lambda a: flex_pixel_agent(**a, flex=_flex(compiled_flex))
+    else:
+        if provider in ("official", "torch"):
+            return lambda a: routed_attention(**a, impl=provider)
+        if provider == "triton":
+            from attentions.kernels import routed_attention_triton
+            return lambda a: routed_attention_triton(**a)
+        if provider == "flex":
+            return lambda a: flex_routed_attention(**a, flex=_flex(compiled_flex))
+    raise NotImplementedError(f"unknown provider {provider!r}")
+
+
+_FLEX = {}
+
+
+def _flex(compiled: bool):
+    if compiled not in _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX[compiled] = torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+    return _FLEX[compiled]
+
+
+def routing_block_mask(idx: torch.Tensor, nq: int, nk: int, block: int = 128):
+    """FlexAttention BlockMask for region-major tokens: query token t attends to key token u iff region u // nk
+    is among the routed regions of region t // nq.
+
+    Built at region level in O(B·P²): a (block × block) tile is skipped if no query region in it routes to a key
+    region in it, "full" if every pair is routed (no mask_mod call), partial otherwise. A 128-row query tile spans
+    128 / nq query regions whose routed sets differ, so with small regions (DBRA agents: nq = 1) nearly every
+    tile is partial: Flex expresses the routing but cannot skip work. All heads share the routing.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    B, P, _ = idx.shape
+    Lq, Lk = P * nq, P * nk
+    nqb, nkb = -(-Lq // block), -(-Lk // block)
+    route = torch.zeros(B, P, P, device=idx.device)
+    route.scatter_(2, idx, 1.0)
+    tok_q = torch.arange(nqb * block, device=idx.device)
+    tok_k = torch.arange(nkb * block, device=idx.device)
+    # cover[i, r]: tile i holds a token of region r (padding tokens past L hold none)
+    cover_q = torch.zeros(nqb, P, device=idx.device).index_put_(
+        ((tok_q // block)[tok_q < Lq], (tok_q // nq)[tok_q < Lq]), torch.tensor(1.0, device=idx.device))
+    cover_k = torch.zeros(nkb, P, device=idx.device).index_put_(
+        ((tok_k // block)[tok_k < Lk], (tok_k // nk)[tok_k < Lk]), torch.tensor(1.0, device=idx.device))
+    routed_pairs = cover_q @ route @ cover_k.T  # (B, nqb, nkb) routed region pairs per tile
+    all_pairs = cover_q.sum(1)[:, None] * cover_k.sum(1)[None, :]
+    ragged = torch.zeros(nqb, nkb, dtype=torch.bool, device=idx.device)  # tiles holding padding stay partial
+    ragged[-1, :] |= Lq % block != 0
+    ragged[:, -1] |= Lk % block != 0
+    full = (routed_pairs == all_pairs) & ~ragged & (routed_pairs > 0)
+    partial = (routed_pairs > 0) & ~full
+
+    def lists(sel):
+        order = torch.argsort((~sel).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return sel.sum(-1).to(torch.int32)[:, None], order[:, None]  # heads dimension 1: broadcast
+
+    route_b = route.bool()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return route_b[b, torch.clamp(q_idx // nq, max=P - 1), torch.clamp(kv_idx // nk, max=P - 1)]
+
+    num, ind = lists(partial)
+    fnum, find = lists(full)
+    return BlockMask.from_kv_blocks(num, ind, fnum, find, BLOCK_SIZE=block, mask_mod=mask_mod,
+                                    seq_lengths=(Lq, Lk))
+
+
+def flex_routed_attention(q, k, v, idx, num_heads, scale, flex, block_mask=None):
+    """Routed attention through FlexAttention on region-major tokens, heads split head-major like the kernel."""
+    B, P, nq, C = q.shape
+    nk, d = k.shape[2], C // num_heads
+    if block_mask is None:
+        block_mask = routing_block_mask(idx, nq, nk)
+    qh = q.reshape(B, P * nq, num_heads, d).transpose(1, 2)
+    kh = k.reshape(B, P * nk, num_heads, d).transpose(1, 2)
+    vh = v.reshape(B, P * nk, num_heads, d).transpose(1, 2)
+    out = flex(qh, kh, vh, block_mask=block_mask, scale=scale)
+    return out.transpose(1, 2).reshape(B, P, nq, C)
+
+
+def flex_pixel_agent(q, k, v, pos, rpe_table, n_groups, H, W, scale, flex):
+    """Back attention through FlexAttention: a score_mod adds the bilinear RPE bias (4 table taps per score)."""
+    Z, N, d = q.shape
+    m, Th, Tw = rpe_table.shape
+    B, Ns = Z // m, k.shape[1]
+    sy, sx = (2.0 / (H - 1) if H > 1 else 0.0), (2.0 / (W - 1) if W > 1 else 0.0)
+    oy, ox = (-1.0 if H > 1 else 0.0), (-1.0 if W > 1 else 0.0)
+    heads_per_group = m // n_groups
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        row = b * n_groups + h // heads_per_group
+        iy = (((q_idx // W) * sy + oy - pos[row, kv_idx, 0]) * 0.5 + 1.0) * 0.5 * (Th - 1)
+        ix = (((q_idx % W) * sx + ox - pos[row, kv_idx, 1]) * 0.5 + 1.0) * 0.5 * (Tw - 1)
+        y0, x0 = torch.floor(iy), torch.floor(ix)
+        fy, fx = iy - y0, ix - x0
+        y0, x0 = y0.to(torch.int64), x0.to(torch.int64)
+
+        def tap(yy, xx):
+            inside = (yy >= 0) & (yy < Th) & (xx >= 0) & (xx < Tw)
+            val = rpe_table[h, torch.clamp(yy, 0, Th - 1), torch.clamp(xx, 0, Tw - 1)].to(torch.float32)
+            return val * inside
+
+        bias = ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
+                + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
+        return score + bias
+
+    out = flex(q.view(B, m, N, d), k.view(B, m, Ns, d), v.view(B, m, Ns, d), score_mod=score_mod, scale=scale)
+    return out.reshape(Z, N, d)
+
+
+def io_bytes(case: Case, inputs: dict) -> tuple[int, int]:
+    """(forward, forward+backward) bytes that must cross memory at least once: each input read once, each
+    output written once (the backward reads inputs, out and dout, and writes one gradient per input)."""
+    tensors = [inputs[n] for n in grad_inputs(case)]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    out = inputs["q"].numel() * inputs["q"].element_size()
+    fwd = size + out
+    return fwd, fwd + (size + 2 * out) + size
+
+
+def reference(case: Case, inputs: dict) -> torch.Tensor:
+    """float32 forward of the lean torch path (official where there is none), for the max-error column."""
+    f32 = {n: (t.float() if torch.is_tensor(t) and t.is_floating_point() else t) for n, t in inputs.items()}
+    with torch.no_grad():
+        if case.op == "pixel":
+            fn = getattr(deformable, "pixel_to_agent_attention_lean", deformable.pixel_to_agent_attention_torch)
+            return fn(**f32)
+        return routed_attention(**f32, impl="torch")

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Compile the Triton kernels for a CUDA target without a GPU and report registers, spills and shared memory.
+
+Triton compiles ahead of time for any target (``triton.compile`` with a ``GPUTarget``), and its bundled ``ptxas``
+reports each kernel's resources. This checks that the kernels compile for the GPU (the interpreter tests do not)
+and shows register pressure per tile configuration, at the benchmark's problem shapes.
+
+    python scripts/kernels_ptxas.py                 # sm_90 (H100/H200), bfloat16
+    python scripts/kernels_ptxas.py --arch 80 --dtype fp32
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+os.environ.pop("TRITON_INTERPRET", None)  # compile the real kernels, whatever the caller's environment says
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from attentions.kernels import pixel_agent_attention as pa  # noqa: E402
+from attentions.kernels import routed_attention as ra  # noqa: E402
+
+PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+_ROUTED = [(1, 64, 4, 2), (1, 16, 8, 4), (1, 4, 16, 8), (4, 256, 4, 2), (4, 64, 8, 4), (4, 16, 16, 8),
+           (64, 64, 1, 2), (16, 16, 4, 4), (4, 4, 16, 8), (256, 256, 1, 2), (64, 64, 4, 4), (16, 16, 16, 8)]
+_PIXEL = [(49, 2, 1, 111), (49, 8, 4, 27), (256, 2, 1, 111), (256, 8, 4, 27)]
+
+
+def compile_report(fn, meta: dict, ptr: dict, floats: tuple, arch: int) -> str:
+    consts = {k: v for k, v in meta.items() if k != "num_warps"}
+    sig = {n: "constexpr" if n in consts else ptr.get(n, "fp32" if n in floats else "i32") for n in fn.arg_names}
+    k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
+                       options=dict(num_warps=meta["num_warps"]))
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(k.asm["ptx"])
+    log = subprocess.run([PTXAS, f"-arch=sm_{arch}a" if arch >= 90 else f"-arch=sm_{arch}", "-v", f.name,
+                          "-o", os.devnull], capture_output=True, text=True).stderr
+    os.unlink(f.name)
+    regs = re.findall(r"Used (\d+) registers", log)
+    spill = re.findall(r"(\d+) bytes spill stores", log)
+    regs, spill = (regs[0] if regs else "?"), (spill[0] if spill else "?")
+    return f"regs {regs:>3}  spill {spill:>5} B  shared {k.metadata.shared:>6} B"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90)
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    args = p.parse_args(argv)
+    prec = "ieee" if args.dtype == "fp32" else "tf32"
+    io = {n: f"*{args.dtype}" for n in ("Q", "K", "V", "OUT", "DOUT", "DQ", "TABLE")}
+    io.update(IDX="*i64", LSE2="*fp32", DK="*fp32", DV="*fp32", POS="*fp32", DPOS="*fp32", DTABLE="*fp32")
+    for nq, nk, topk, heads in _ROUTED:
+        bm, bn, bd = ra._tiles(nq, nk, topk, 32)
+        meta = dict(NQ=nq, NK=nk, TOPK=topk, NUM_HEADS=heads, HEAD_DIM=32, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
+                    DOT_PRECISION=prec, UPCAST=False, num_warps=4)
+        for fn in (ra._routed_attn_fwd, ra._routed_attn_bwd):
+            rep = compile_report(fn, meta, io, ("qk_scale", "sm_scale"), args.arch)
+            print(f"{fn.fn.__name__:18s} nq={nq:<3d} nk={nk:<3d} topk={topk:<2d} tiles {bm}x{bn}x{bd}  {rep}")
+    for ns, heads, groups, table in _PIXEL:
+        for backward, fn in ((False, pa._pixel_agent_fwd), (True, pa._pixel_agent_bwd)):
+            bs = triton.next_power_of_2(max(ns, 16))
+            bm, warps = (pa._BWD_TILES if backward else pa._FWD_TILES)[bs]
+            meta = dict(NS=ns, HEAD_DIM=32, NUM_HEADS=heads, N_GROUPS=groups, TH=table, TW=table, BLOCK_M=bm,
+                        BLOCK_S=bs, BLOCK_D=32, DOT_PRECISION=prec, UPCAST=False, num_warps=warps)
+            rep = compile_report(fn, meta, io, ("den_h", "den_w", "sm_scale"), args.arch)
+            print(f"{fn.fn.__name__:18s} Ns={ns:<3d} m={heads} G={groups} tiles {bm}x{bs} warps {warps}  {rep}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Session-wide test setup.
+
+Triton interpreter: without a GPU, the Triton kernels in ``attentions.kernels`` are tested on CPU tensors under
+``TRITON_INTERPRET=1``. ``triton.jit`` reads that variable when it decorates a kernel, i.e. when
+``attentions.kernels`` is first imported, so it is set here, before any test module imports anything. It is set
+only when CUDA is unavailable (on a GPU machine the kernels compile for the GPU) and only if the user has not set
+it already (``TRITON_INTERPRET=0`` is respected). The kernel tests live in ``tests/kernels/`` (docs/kernels.md).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,0 +1,126 @@
+"""The kernels as torch custom ops: opcheck (schema, fake/meta, autograd registration), torch.compile, the FLOP
+formulas under FlopCounterMode, input validation and the CPU-without-interpreter error."""
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_refs import DEVICE
+from torch.utils.flop_counter import FlopCounterMode
+
+from attentions.kernels import _common, pixel_agent_attention_triton, routed_attention_triton
+
+pytestmark = pytest.mark.triton
+
+
+def _routed_inputs(B=1, P=4, nq=2, nk=3, C=16, topk=2):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, P, nq, C, generator=g)
+    k, v = torch.randn(B, P, nk, C, generator=g), torch.randn(B, P, nk, C, generator=g)
+    idx = torch.stack([torch.randperm(P, generator=g)[:topk] for _ in range(B * P)]).view(B, P, topk)
+    return [t.to(DEVICE) for t in (q, k, v, idx)]
+
+
+def _pixel_inputs(B=1, m=2, G=2, H=3, W=4, Ns=5, d=16, T=5):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(B * m, H * W, d, generator=g)
+    k, v = torch.randn(B * m, Ns, d, generator=g), torch.randn(B * m, Ns, d, generator=g)
+    pos = torch.rand(B * G, Ns, 2, generator=g) * 2 - 1
+    table = torch.randn(m, T, T, generator=g)
+    return [t.to(DEVICE) for t in (q, k, v, pos, table)], (G, H, W)
+
+
+def _with_grad(ts):
+    return [t.requires_grad_() if t.is_floating_point() else t for t in ts]
+
+
+def test_opcheck_routed():
+    q, k, v, idx = _with_grad(_routed_inputs())
+    torch.library.opcheck(torch.ops.attentions.routed_attention.default, (q, k, v, idx, 2, 0.25))
+
+
+def test_opcheck_pixel_agent():
+    ts, (G, H, W) = _pixel_inputs()
+    torch.library.opcheck(torch.ops.attentions.pixel_agent_attention.default, (*_with_grad(ts), G, H, W, 0.3))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    """Both ops in one compiled function (aot_eager: the fake impls trace, the real kernels run)."""
+    q, k, v, idx = _routed_inputs()
+    ts, (G, H, W) = _pixel_inputs(H=2, W=2, Ns=3)  # B·m = 2 pixel-query rows of 4 pixels
+
+    def fn(q, k, v, pk, pv, pos, table):
+        o = routed_attention_triton(q, k, v, idx, 2, 0.25)  # (B=1, P=4, nq=2, C=16)
+        pq = o.reshape(2, 4, 16)  # reused as pixel queries (B·m=2, H·W=4, d=16)
+        return pixel_agent_attention_triton(pq, pk, pv, pos, table, G, H, W, 0.3).square().sum()
+
+    args = [q, k, v] + ts[1:]
+    eager_in, comp_in = _with_grad([t.clone() for t in args]), _with_grad([t.clone() for t in args])
+    want = fn(*eager_in)
+    want.backward()
+    got = torch.compile(fn, backend="aot_eager", fullgraph=True)(*comp_in)
+    got.backward()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(comp_in, eager_in):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_flop_counter_counts_both_passes():
+    """FLOPs = 2·MACs; MACs of the forward: 2·B·P·nq·topk·nk·C (routed), 2·B·m·H·W·Ns·d (pixel-agent); the
+    backward counts twice the forward (four matmuls, as torch counts SDPA)."""
+    B, P, nq, nk, C, topk = 1, 4, 2, 3, 16, 2
+    q, k, v, idx = _with_grad(_routed_inputs(B, P, nq, nk, C, topk))
+    with FlopCounterMode(display=False) as fc:
+        routed_attention_triton(q, k, v, idx, 2, 0.25).sum().backward()
+    fwd = 2 * (2 * B * P * nq * topk * nk * C)
+    counts = {str(op): n for op, n in fc.get_flop_counts()["Global"].items()}
+    assert counts == {"attentions.routed_attention": fwd, "attentions.routed_attention_backward": 2 * fwd}
+
+    ts, (G, H, W) = _pixel_inputs(B=1, m=2, G=2, H=3, W=4, Ns=5, d=16)
+    with FlopCounterMode(display=False) as fc:
+        pixel_agent_attention_triton(*_with_grad(ts), G, H, W, 0.3).sum().backward()
+    fwd = 2 * (2 * 2 * 12 * 5 * 16)
+    counts = {str(op): n for op, n in fc.get_flop_counts()["Global"].items()}
+    assert counts == {"attentions.pixel_agent_attention": fwd, "attentions.pixel_agent_attention_backward": 2 * fwd}
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a.__setitem__(1, a[1][:, :3]), "k and v must be"),
+    (lambda a: a.__setitem__(3, a[3].float()), "idx must be int64"),
+    (lambda a: a.__setitem__(3, a[3][..., None]), "idx must be"),
+    (lambda a: a.__setitem__(4, 3), "num_heads=3 must divide"),
+    (lambda a: a.__setitem__(2, a[2].double()), "share one dtype"),
+])
+def test_routed_rejects_bad_input(change, match):
+    args = _routed_inputs() + [2, 0.25]
+    change(args)
+    with pytest.raises(ValueError, match=match):
+        routed_attention_triton(*args)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="index range is checked on CPU tensors only")
+def test_routed_rejects_out_of_range_index():
+    q, k, v, idx = _routed_inputs()
+    idx[0, 1, 0] = 4
+    with pytest.raises(ValueError, match=r"idx values must lie in \[0, P=4\)"):
+        routed_attention_triton(q, k, v, idx, 2, 0.25)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a.__setitem__(0, a[0][:, :-1]), r"q has 11 pixels but H·W = 3·4 = 12"),
+    (lambda a: a.__setitem__(3, a[3][:1]), "pos must be"),
+    (lambda a: a.__setitem__(5, 3), "n_groups=3 must divide"),
+    (lambda a: (a.__setitem__(1, a[1].repeat(1, 52, 1)), a.__setitem__(2, a[2].repeat(1, 52, 1))), "Ns=260"),
+])
+def test_pixel_agent_rejects_bad_input(change, match):
+    ts, (G, H, W) = _pixel_inputs()
+    args = ts + [G, H, W, 0.3]
+    change(args)
+    with pytest.raises(ValueError, match=match):
+        pixel_agent_attention_triton(*args)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the CPU-without-interpreter path")
+def test_cpu_without_interpreter_says_how_to_fix(monkeypatch):
+    monkeypatch.setattr(_common, "interpreted", lambda kernel: False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1 .* impl='torch'"):
+        routed_attention_triton(*_routed_inputs(), 2, 0.25)

@@ -1,0 +1,111 @@
+"""Pixel-to-agent Triton kernel against float64 references (CPU: under TRITON_INTERPRET=1, see tests/conftest.py).
+
+Checks the output and the gradients of q, k, v, pos and rpe_table at Ns = 4, 9, 49 agents, n_groups 1 and 2,
+H = 1, positions outside [-1, 1] (bilinear taps off the table read zeros), several pixel blocks per backward
+program and several programs per head, float32 and bfloat16.
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from kernel_refs import DEVICE, grads_of, leaves, naive_pixel_agent_attention, rel_err
+
+from attentions.deformable import pixel_to_agent_attention_torch
+from attentions.kernels import pixel_agent_attention as pa
+from attentions.kernels.pixel_agent_attention import pixel_agent_attention_triton
+
+pytestmark = pytest.mark.triton
+
+# B, m (heads), G (groups), H, W, Ns, d, Th, Tw
+CASES = {
+    "ns4": (1, 2, 1, 4, 5, 4, 16, 7, 7),
+    "ns9-g2-b2": (2, 2, 2, 3, 7, 9, 8, 5, 5),
+    "ns49-g2": (1, 4, 2, 8, 8, 49, 8, 13, 13),  # 224² DBRA agent count, padded to 64
+    "h1-ns9": (1, 2, 1, 1, 6, 9, 16, 5, 7),  # a 1-pixel-high grid sits at y = 0; non-square table
+}
+NAMES = ("q", "k", "v", "pos", "rpe_table")
+
+
+def _inputs(B, m, G, H, W, Ns, d, Th, Tw, seed):
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(generator=g, dtype=torch.float64)
+    q = torch.randn(B * m, H * W, d, **f64)
+    k, v = torch.randn(B * m, Ns, d, **f64), torch.randn(B * m, Ns, d, **f64)
+    pos = torch.rand(B * G, Ns, 2, **f64) * 3 - 1.5  # beyond [-1, 1]: some taps fall off the table
+    table = torch.randn(m, Th, Tw, **f64)
+    return (q, k, v, pos, table), torch.randn(B * m, H * W, d, **f64)
+
+
+def _reference(fn, tensors, G, H, W, scale, dout):
+    ins = [t.clone().requires_grad_() for t in tensors]
+    out = fn(*ins, G, H, W, scale)
+    return out.detach(), grads_of(out, dout, ins)
+
+
+def _assert_all_close(out, grads, ref_out, ref_grads, atol):
+    torch.testing.assert_close(out.cpu().double(), ref_out, atol=atol, rtol=0)
+    for name, got, want in zip(NAMES, grads, ref_grads):
+        torch.testing.assert_close(got.cpu().double(), want, atol=atol, rtol=0, msg=lambda m: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_matches_naive_reference(case):
+    B, m, G, H, W, Ns, d, Th, Tw = CASES[case]
+    tensors, dout = _inputs(*CASES[case], seed=zlib.crc32(case.encode()))
+    scale = (m * d) ** -0.5
+    ref_out, ref_grads = _reference(naive_pixel_agent_attention, tensors, G, H, W, scale, dout)
+    ins = leaves(*tensors)
+    out = pixel_agent_attention_triton(*ins, G, H, W, scale)
+    _assert_all_close(out, grads_of(out, dout.to(DEVICE), ins), ref_out, ref_grads, atol=1e-4)
+
+
+def test_equals_lead_torch_reference():
+    """Same output and grads as attentions.deformable.pixel_to_agent_attention_torch (grid_sample) in float64
+    reference vs float32 kernel; pos receives a gradient in both."""
+    B, m, G, H, W, Ns, d, Th, Tw = CASES["ns9-g2-b2"]
+    tensors, dout = _inputs(*CASES["ns9-g2-b2"], seed=1)
+    ref_out, ref_grads = _reference(pixel_to_agent_attention_torch, tensors, G, H, W, 0.3, dout)
+    assert ref_grads[3].abs().sum() > 0  # the reference propagates into pos through grid_sample
+    ins = leaves(*tensors)
+    out = pixel_agent_attention_triton(*ins, G, H, W, 0.3)
+    _assert_all_close(out, grads_of(out, dout.to(DEVICE), ins), ref_out, ref_grads, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_backward_chunks_and_small_blocks(chunks):
+    """16-pixel blocks over an 8×8 grid: 4 blocks per head, walked by one program or split over 2 (3 requested
+    -> 2 blocks per program), so dK/dV/dpos/dtable add up across loop iterations and across programs."""
+    B, m, G, H, W, Ns, d, Th, Tw = 1, 2, 2, 8, 8, 9, 16, 6, 6
+    tensors, dout = _inputs(B, m, G, H, W, Ns, d, Th, Tw, seed=2)
+    ref_out, ref_grads = _reference(naive_pixel_agent_attention, tensors, G, H, W, 0.4, dout)
+    f = [t.float().to(DEVICE) for t in tensors]
+    out, lse2 = pa._forward(*f, G, H, W, 0.4, block_m=16)
+    grads = pa._backward(dout.float().to(DEVICE), *f, out, lse2, G, H, W, 0.4, block_m=16, chunks=chunks)
+    _assert_all_close(out, grads, ref_out, ref_grads, atol=1e-4)
+
+
+def test_strided_query_view():
+    """q as DBRA passes it: a (B·m, H·W, d) transpose of a channels-first map (pixel stride 1)."""
+    B, m, G, H, W, Ns, d, Th, Tw = CASES["ns4"]
+    tensors, _ = _inputs(*CASES["ns4"], seed=4)
+    q_cf = tensors[0].transpose(1, 2).contiguous().float().to(DEVICE)  # (B·m, d, H·W) memory
+    rest = [t.float().to(DEVICE) for t in tensors[1:]]
+    got = pixel_agent_attention_triton(q_cf.transpose(1, 2), *rest, G, H, W, 0.5)
+    want = pixel_agent_attention_triton(q_cf.transpose(1, 2).contiguous(), *rest, G, H, W, 0.5)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_bfloat16_within_tolerance():
+    """bf16 q/k/v/table (float32 pos, fp32 accumulation): ‖err‖/‖ref‖ ≤ 1e-2 for out and every grad."""
+    B, m, G, H, W, Ns, d, Th, Tw = CASES["ns9-g2-b2"]
+    tensors, dout = _inputs(*CASES["ns9-g2-b2"], seed=5)
+    ref_out, ref_grads = _reference(naive_pixel_agent_attention, tensors, G, H, W, 0.35, dout)
+    q, k, v, table = leaves(tensors[0], tensors[1], tensors[2], tensors[4], dtype=torch.bfloat16)
+    (pos,) = leaves(tensors[3])
+    ins = [q, k, v, pos, table]
+    out = pixel_agent_attention_triton(*ins, G, H, W, 0.35)
+    assert out.dtype == torch.bfloat16
+    for name, got, want in zip(("out",) + NAMES, [out] + grads_of(out, dout.to(DEVICE), ins), [ref_out] + ref_grads):
+        assert rel_err(got.cpu(), want) < 1e-2, name

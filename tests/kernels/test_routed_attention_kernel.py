@@ -1,0 +1,161 @@
+"""Routed-attention Triton kernel against float64 references (CPU: under TRITON_INTERPRET=1, see tests/conftest.py).
+
+Checks the output and the gradients of q, k and v, at region sizes that are not powers of two, nq = 1 (DBRA
+agents at 224²), topk = 1, topk = P, repeated indices, several query/key tiles, float32 and bfloat16; and that the
+backward allocates nothing that grows with P beyond K/V's size (the official expanded gather does).
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from kernel_refs import DEVICE, grads_of, leaves, naive_routed_attention, rel_err
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from attentions.kernels import routed_attention as ra
+from attentions.kernels.routed_attention import routed_attention_triton
+from attentions.routing import routed_attention
+
+pytestmark = pytest.mark.triton
+
+# B, P, nq, nk, C, heads, topk
+CASES = {
+    "nq3-nk6": (2, 4, 3, 6, 16, 2, 2),  # neither region size a power of two
+    "nq1-topkP": (1, 9, 1, 5, 32, 2, 9),  # one agent per region (DBRA at 224²), every region routed
+    "topk1-d8": (1, 4, 4, 4, 32, 4, 1),  # topk = 1, head dim 8 (padded to a 16-wide tile)
+    "nq20-1head": (1, 4, 20, 7, 16, 1, 3),
+}
+
+
+def _inputs(B, P, nq, nk, C, topk, seed, repeat=False):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, P, n, C, generator=g, dtype=torch.float64) for n in (nq, nk, nk))
+    if repeat:  # indices drawn with replacement: one key region may appear twice in a routed list
+        idx = torch.randint(0, P, (B, P, topk), generator=g)
+    else:
+        idx = torch.stack([torch.randperm(P, generator=g)[:topk] for _ in range(B * P)]).view(B, P, topk)
+    return q, k, v, idx, torch.randn(B, P, nq, C, generator=g, dtype=torch.float64)
+
+
+def _reference(q, k, v, idx, heads, scale, dout):
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = naive_routed_attention(*ins, idx, heads, scale)
+    return out.detach(), grads_of(out, dout, ins)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_matches_naive_reference(case):
+    B, P, nq, nk, C, heads, topk = CASES[case]
+    q, k, v, idx, dout = _inputs(B, P, nq, nk, C, topk, seed=zlib.crc32(case.encode()))
+    scale = C**-0.5
+    ref_out, ref_grads = _reference(q, k, v, idx, heads, scale, dout)
+    ins = leaves(q, k, v)
+    out = routed_attention_triton(*ins, idx.to(DEVICE), heads, scale)
+    grads = grads_of(out, dout.to(DEVICE), ins)
+    torch.testing.assert_close(out.cpu().double(), ref_out, atol=1e-4, rtol=0)
+    for name, got, want in zip("qkv", grads, ref_grads):
+        torch.testing.assert_close(got.cpu().double(), want, atol=1e-4, rtol=0, msg=lambda m: f"d{name}: {m}")
+
+
+def test_equals_lead_torch_reference():
+    """Same values as attentions.routing.routed_attention(impl='torch') in float32."""
+    q, k, v, idx, _ = _inputs(1, 4, 3, 6, 16, 2, seed=7)
+    args = [t.float().to(DEVICE) for t in (q, k, v)] + [idx.to(DEVICE), 2, 0.25]
+    torch.testing.assert_close(routed_attention_triton(*args), routed_attention(*args, impl="torch"),
+                               atol=1e-5, rtol=0)
+
+
+def test_small_tiles_repeated_indices():
+    """16×16 tiles: 3 query blocks and 3 key tiles per program, tiles spanning regions; repeated routed regions
+    (several atomic adds into the same dK/dV rows from one program)."""
+    B, P, nq, nk, C, heads, topk = 1, 4, 40, 9, 16, 2, 4
+    q, k, v, idx, dout = _inputs(B, P, nq, nk, C, topk, seed=3, repeat=True)
+    assert any(len(set(row)) < topk for row in idx.view(-1, topk).tolist()), "draw should repeat an index"
+    scale = 0.3
+    ref_out, ref_grads = _reference(q, k, v, idx, heads, scale, dout)
+    f = [t.float().to(DEVICE) for t in (q, k, v)]
+    out, lse2 = ra._forward(*f, idx.to(DEVICE), heads, scale, block_m=16, block_n=16)
+    grads = ra._backward(dout.float().to(DEVICE), *f, idx.to(DEVICE), out, lse2, heads, scale, 16, 16)
+    torch.testing.assert_close(out.cpu().double(), ref_out, atol=1e-4, rtol=0)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.cpu().double(), want, atol=1e-4, rtol=0)
+
+
+def test_bfloat16_within_tolerance():
+    """bf16 inputs (fp32 accumulation): ‖err‖/‖ref‖ ≤ 1e-2 for out and every grad (docs/kernels.md)."""
+    B, P, nq, nk, C, heads, topk = CASES["nq3-nk6"]
+    q, k, v, idx, dout = _inputs(B, P, nq, nk, C, topk, seed=11)
+    ref_out, ref_grads = _reference(q, k, v, idx, heads, C**-0.5, dout)
+    ins = leaves(q, k, v, dtype=torch.bfloat16)
+    out = routed_attention_triton(*ins, idx.to(DEVICE), heads, C**-0.5)
+    assert out.dtype == torch.bfloat16
+    grads = grads_of(out, dout.to(DEVICE), ins)
+    assert rel_err(out.cpu(), ref_out) < 1e-2
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == torch.bfloat16 and rel_err(got.cpu(), want) < 1e-2
+
+
+class _StorageLog(TorchDispatchMode):
+    """Records the byte size of every new storage an op returns (views of existing storages are not counted)."""
+
+    def __init__(self, known):
+        super().__init__()
+        self.seen = {t.untyped_storage().data_ptr() for t in known}
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                st = t.untyped_storage()
+                if st.data_ptr() not in self.seen and st.nbytes() > 0:
+                    self.seen.add(st.data_ptr())
+                    self.sizes.append(st.nbytes())
+        return out
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="storage accounting by dispatch mode on CPU tensors")
+def test_backward_allocates_nothing_proportional_to_P():
+    """The kernel's backward allocates dq, float32 dK/dV and nothing larger; the official path's backward
+    allocates a (B, P, P, nk, C) buffer (P× K), which the same accounting catches."""
+    B, P, nq, nk, C, heads, topk = 1, 9, 2, 6, 16, 2, 2
+    q, k, v, idx, dout = (t.float() if t.is_floating_point() else t for t in _inputs(B, P, nq, nk, C, topk, 5))
+    k_bytes = k.numel() * 4
+
+    # official expanded gather, for contrast
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = routed_attention(*ins, idx, heads, 0.25, impl="official")
+    with _StorageLog(ins + [out, dout, idx]) as log:
+        out.backward(dout)
+    assert max(log.sizes) >= P * k_bytes
+
+    out, lse2 = ra._forward(q, k, v, idx, heads, 0.25)
+    with _StorageLog([q, k, v, idx, out, lse2, dout]) as log:
+        dq, dk, dv = ra._backward(dout, q, k, v, idx, out, lse2, heads, 0.25)
+    assert max(log.sizes) <= max(k_bytes, q.numel() * 4)
+    assert sum(log.sizes) <= q.numel() * 4 + 2 * k_bytes  # dq + float32 dK, dV: K/V-sized only
+    assert torch.isfinite(dk).all() and dk.abs().sum() > 0  # the accounting ran a real backward
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA allocator accounting")
+def test_backward_peak_memory_on_cuda():
+    """Backward peak above the saved tensors: a few K/V sizes for the kernel, ≥ P × K for the official gather."""
+    B, P, nq, nk, C, heads, topk = 2, 49, 16, 16, 64, 2, 4
+    q, k, v, idx, dout = (t.float().cuda() if t.is_floating_point() else t.cuda()
+                          for t in _inputs(B, P, nq, nk, C, topk, 6))
+    k_bytes = k.numel() * 4
+
+    def backward_peak(impl):
+        ins = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = routed_attention(*ins, idx, heads, 0.25, impl=impl)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out.backward(dout)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+
+    assert backward_peak("official") >= P * k_bytes
+    assert backward_peak("triton") <= 6 * k_bytes  # dq + float32 dK, dV buffers + the grads handed back
