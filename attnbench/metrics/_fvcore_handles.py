@@ -21,7 +21,15 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-__all__ = ["ZERO_COST_OPS", "SOFTMAX_OPS", "sdpa_macs", "softmax_handle", "fvcore_handles"]
+__all__ = [
+    "ZERO_COST_OPS",
+    "SOFTMAX_OPS",
+    "sdpa_macs",
+    "softmax_handle",
+    "routed_attention_handle",
+    "pixel_agent_attention_handle",
+    "fvcore_handles",
+]
 
 #: ops counted as 0 MACs on purpose, by family (the docs print this table)
 ZERO_COST_OPS: dict[str, tuple[str, ...]] = {
@@ -80,10 +88,27 @@ def softmax_handle(macs_per_element: int) -> Callable[[list, list], int]:
     return softmax_macs
 
 
+def routed_attention_handle(inputs: list, outputs: list) -> int:
+    """MACs of the ``attentions::routed_attention`` custom op (the Triton path): its two matmuls."""
+    from attentions.kernels.routed_attention import routed_attention_macs
+
+    return routed_attention_macs(_shape(inputs[0]), _shape(inputs[1]), _shape(inputs[3]))
+
+
+def pixel_agent_attention_handle(inputs: list, outputs: list) -> int:
+    """MACs of the ``attentions::pixel_agent_attention`` custom op: its two matmuls (the fused RPE lookup is not
+    counted; the torch path's ``grid_sampler`` is, so counts taken on the Triton path are lower by that part)."""
+    from attentions.kernels.pixel_agent_attention import pixel_agent_attention_macs
+
+    return pixel_agent_attention_macs(_shape(inputs[0]), _shape(inputs[1]))
+
+
 def fvcore_handles(softmax_macs_per_element: int = 0) -> dict[str, Handle]:
     """The ``aten::op -> handle`` table to pass to ``FlopCountAnalysis.set_op_handle(**table)``."""
     table: dict[str, Handle] = {op: None for ops in ZERO_COST_OPS.values() for op in ops}
     table["aten::scaled_dot_product_attention"] = sdpa_macs
+    table["attentions::routed_attention"] = routed_attention_handle
+    table["attentions::pixel_agent_attention"] = pixel_agent_attention_handle
     softmax = softmax_handle(softmax_macs_per_element)
     table.update({op: softmax for op in SOFTMAX_OPS})
     return table
