@@ -20,8 +20,12 @@ Differences from official:
 * ``offset_channels=2`` ("paper intent") predicts separate (dy, dx) offsets; ``1`` (default) is the official single
   channel added to both y and x, so points only move along the diagonal.
 * ``lce_kernel=0`` disables the LCE (the official lambda would return a full-resolution zero tensor and fail).
-* ``impl`` picks how the two attentions run (``"official"``: the expanded ``torch.gather`` of the released code;
-  ``"torch"``: the lean gather; ``"triton"``: fused kernels; ``"auto"``); all compute the same function.
+* ``impl`` picks how the two attentions run; all compute the same function. ``"official"``: as the released code
+  (one 3C-wide qkv conv, expanded ``torch.gather``, materialised back attention). ``"torch"``: the lean CPU path
+  (``routing.routed_attention``'s chunked Function, ``deformable.pixel_to_agent_attention_lean``, and q, k, v as
+  three separate C-wide convs on slices of the same weight, so that saved q and v do not keep k alive); float32
+  outputs and gradients equal ``"official"``'s to 1e-6 of their scale, at a fraction of its training-step peak
+  memory (measured in ``docs/dbra.md``). ``"triton"``: fused kernels. ``"auto"``: Triton on CUDA, else torch.
 * Reference points and the query grid are built in float32 (float64 for float64 input) even for half-precision
   input; the official code builds them in the input dtype. Identical in float32.
 * A 1-pixel-wide query grid sits at 0 instead of dividing by zero (deformable.align_corners_grid).
@@ -40,7 +44,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
-from .deformable import norm_grid, pixel_to_agent_attention_torch, sample_at
+from .deformable import norm_grid, pixel_to_agent_attention_lean, pixel_to_agent_attention_torch, sample_at
 from .registry import register
 from .routing import region_merge, region_partition, route_topk, routed_attention
 
@@ -64,8 +68,8 @@ class DBRAConfig(AttentionConfig):
         lce_kernel: kernel of the strided depthwise LCE on V (official ``side_dwconv``), odd; 0 disables it.
         offset_channels: 1 = the official single offset channel broadcast to (y, x); 2 = separate (dy, dx).
         auto_pad: zero-pad H, W (and then the agent grid) to multiples of n_win and crop the output.
-        impl: ``"torch"``, ``"official"`` (expanded gather), ``"triton"`` or ``"auto"`` (Triton on CUDA if the
-            kernels import, else torch).
+        impl: ``"torch"`` (lean: chunked, recomputing attentions), ``"official"`` (expanded gather, materialised
+            back attention), ``"triton"`` or ``"auto"`` (Triton on CUDA if the kernels import, else torch).
     """
 
     n_win: int = 7
@@ -119,6 +123,14 @@ class _QKVConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.qkv(x).chunk(3, dim=1)
+
+    def separate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same q, k, v from three C-wide convs on slices of the weight, each its own tensor.
+
+        A view of one 3C-channel output would keep all of it alive while q (offsets, back attention) or v (LCE)
+        is saved for the backward; separate tensors let k go once it has been regrouped by region.
+        """
+        return tuple(F.conv2d(x, w, b) for w, b in zip(self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)))
 
 
 class _ChannelLayerNorm(nn.Module):
@@ -234,8 +246,6 @@ class DBRA(Attention):
                 "triton" if x.is_cuda and _kernel_importable(mod) else "torch"
                 for mod in ("routed_attention", "pixel_agent_attention")
             )
-        if impl == "official":
-            return "official", "torch"  # the torch back attention is the official computation
         return impl, impl
 
     # -- steps --------------------------------------------------------------------------------------------------
@@ -282,20 +292,29 @@ class DBRA(Attention):
         """Every pixel's query (from ``qkv_conv``, not re-projected) against all agents, with the RPE bias.
 
         Args:
-            q: (B, C, H, W); agents: (B, C, Hg, Wg) refined agents; pos: (B·G, Hg, Wg, 2).
+            q: (B, C, H, W); agents: (B, C, Hg, Wg) refined agents; pos: (B·G, Hg, Wg, 2);
+            impl: ``"official"`` (the official materialised computation), ``"torch"`` (chunked, recomputing
+                :func:`~attentions.deformable.pixel_to_agent_attention_lean`) or ``"triton"``.
         Returns:
             (B, C, H, W), before ``proj_out``.
         """
         B, C, H, W = q.shape
         m, d = self.config.num_heads, C // self.config.num_heads
         Ns = agents.shape[2] * agents.shape[3]
+        args = (pos.reshape(-1, Ns, 2), self.rpe_table, self.config.n_groups, H, W, self.scale)
+
+        if impl == "torch":  # heads as views of the (B, C, ·) maps, no copy; the output is channels-last memory,
+            # which proj_out's conv keeps (its output permutes to (B, H, W, C) without a copy, and its backward
+            # needs no layout conversions)
+            qh, kh, vh = (t.reshape(B, m, d, -1).transpose(-1, -2) for t in (q, self.proj_k(agents),
+                                                                             self.proj_v(agents)))
+            return pixel_to_agent_attention_lean(qh, kh, vh, *args).transpose(-1, -2).reshape(B, C, H, W)
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B·m, h·w, d); channels split head-major
             return t.reshape(B * m, d, -1).transpose(1, 2)
 
         fn = _pixel_agent_triton() if impl == "triton" else pixel_to_agent_attention_torch
-        out = fn(heads(q), heads(self.proj_k(agents)), heads(self.proj_v(agents)), pos.reshape(-1, Ns, 2),
-                 self.rpe_table, self.config.n_groups, H, W, self.scale)  # (B·m, H·W, d)
+        out = fn(heads(q), heads(self.proj_k(agents)), heads(self.proj_v(agents)), *args)  # (B·m, H·W, d)
         return out.transpose(1, 2).reshape(B, C, H, W)
 
     # -- forward ------------------------------------------------------------------------------------------------
@@ -306,7 +325,7 @@ class DBRA(Attention):
         Hp, Wp, Hk, Wk, Hg, Wg = self.grid_sizes(H_in, W_in)
         routed_impl, back_impl = self._impls(x)
         xc = _pad_hw(x, Hp - H_in, Wp - W_in).permute(0, 3, 1, 2)  # (B, C, Hp, Wp); pad rows are zeros
-        q, k, v = self.qkv_conv(xc)
+        q, k, v = self.qkv_conv(xc) if self.config.impl == "official" else self.qkv_conv.separate(xc)
         pos = self.agent_positions(q)  # (B·G, Hk, Wk, 2)
         a0 = self.sample_agents(xc, pos)  # agents come from the input, not from q or v
         lce = self.lepe1(v) if self.lepe1 is not None else None
@@ -315,6 +334,7 @@ class DBRA(Attention):
             lce = None if lce is None else _pad_hw(lce.permute(0, 2, 3, 1), Hg - Hk, Wg - Wk).permute(0, 3, 1, 2)
             pos = _pad_hw(pos, Hg - Hk, Wg - Wk)
         agents = self.refine_agents(a0, k, v, lce, routed_impl)
+        del k  # the routed attention saved its own regrouped copy; with separate convs, k's memory goes now
         out = self.proj_out(self.back_attention(q, agents, pos, back_impl)).permute(0, 2, 3, 1)
         if (Hp, Wp) != (H_in, W_in):
             out = out[:, :H_in, :W_in]

@@ -3,7 +3,8 @@
 Runs ``bra`` (topk=4, where the gathered keys/values are 4x the tokens, and the stage-1 topk=1) and, when
 ``attentions/dbra.py`` exists and takes ``impl``, ``dbra`` (its stage-1 config, topk=4), each with
 ``impl="official"`` and ``impl="torch"``, at batch 8, 56x56, dim 64, 2 heads, n_win 7 (BiFormer/DeBiFormer stage 1
-at 224²), and prints a Markdown table.
+at 224²), and prints a Markdown table. For ``dbra`` the impl also selects the back attention (materialised vs
+chunked) and the qkv projection (one 3C conv vs three C convs).
 
 Method:
     * Peak memory: one forward + backward (``out.sum().backward()``) under ``torch.profiler.profile(
@@ -13,13 +14,17 @@ Method:
       step (the input, parameters and anything allocated earlier are excluded; gradients the step creates are
       included). Allocations inside kernels that go through the allocator (contiguous copies, workspaces) count;
       memory outside torch's allocator (oneDNN scratch pads, Python objects) does not. One warm-up step runs first.
-    * Time: median wall time of ``--repeats`` forward + backward steps after one warm-up, without the profiler.
+    * Time: median wall time of ``--repeats`` forward + backward steps per impl after one warm-up, without the
+      profiler. The ``official`` and ``torch`` steps of a case alternate (o, t, t, o, ...), so that on a shared
+      machine both see the same load.
     * Ratio: peak of the ``official`` row divided by the peak of that row (so ``official`` is 1.00).
 
 Usage::
 
     python scripts/routing_memory.py                 # the stage-1 table
-    python scripts/routing_memory.py --batch 2 --size 28 --repeats 3
+    python scripts/routing_memory.py --batch 2 --repeats 3   # (dbra needs H, W multiples of 56)
+    python scripts/routing_memory.py --only dbra     # the dbra rows alone
+    python scripts/routing_memory.py --threads 1     # times that another job's load distorts less
 """
 from __future__ import annotations
 
@@ -63,16 +68,11 @@ def peak_bytes(step) -> int:
     return peak
 
 
-def median_ms(step, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+IMPLS = ("official", "torch")
 
 
-def measure(name: str, config: dict, batch: int, size: int, repeats: int) -> Row:
+def make_step(name: str, config: dict, batch: int, size: int):
+    """One training step of a fresh module (seed 0) on its own input: forward, ``out.sum().backward()``."""
     torch.manual_seed(0)
     module = attentions.build(name, **config)
     x = torch.randn(batch, size, size, config["dim"]).requires_grad_()
@@ -82,10 +82,23 @@ def measure(name: str, config: dict, batch: int, size: int, repeats: int) -> Row
         x.grad = None
         module(x).sum().backward()
 
-    step()  # warm-up: one-time allocations (weight caches, thread pools) stay out of the figures
-    peak = peak_bytes(step)
-    label = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("impl", "dim", "num_heads", "n_win"))
-    return Row(name, label, config["impl"], peak, median_ms(step, repeats))
+    return step
+
+
+def measure(name: str, config: dict, batch: int, size: int, repeats: int) -> list[Row]:
+    """One row per impl; the timed steps alternate between the impls so that both see the same machine load."""
+    steps = {impl: make_step(name, dict(config, impl=impl), batch, size) for impl in IMPLS}
+    for step in steps.values():
+        step()  # warm-up: one-time allocations (weight caches, thread pools) stay out of the figures
+    peaks = {impl: peak_bytes(step) for impl, step in steps.items()}
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    for i in range(repeats):
+        for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
+            t0 = time.perf_counter()
+            steps[impl]()
+            times[impl].append((time.perf_counter() - t0) * 1e3)
+    label = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("dim", "num_heads", "n_win"))
+    return [Row(name, label, impl, peaks[impl], statistics.median(times[impl])) for impl in IMPLS]
 
 
 def cases() -> list[tuple[str, dict]]:
@@ -117,11 +130,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=56, help="H = W of the input")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (median reported)")
+    parser.add_argument("--only", choices=("bra", "dbra"), help="measure one mechanism's rows only")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's); 1 is robust to a busy CPU")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for name, config in cases():
-        for impl in ("official", "torch"):
-            rows.append(measure(name, dict(config, impl=impl), args.batch, args.size, args.repeats))
+        if args.only and name != args.only:
+            continue
+        rows.extend(measure(name, config, args.batch, args.size, args.repeats))
     print(
         f"forward + backward, batch {args.batch}, {args.size}x{args.size}, dim 64, 2 heads, n_win 7, float32, CPU, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"

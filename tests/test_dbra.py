@@ -15,6 +15,7 @@ from torch import nn
 
 import attentions
 import attentions.dbra as dbra_mod
+from attentions import deformable
 from attentions import ConfigError, OfficialStateDictError
 
 # -- the reference --------------------------------------------------------------------------------------------------
@@ -179,8 +180,12 @@ def test_matches_naive_reference(case):
 
 
 @pytest.mark.parametrize("case", ["n_win7_groups2_offsets2", "auto_pad_offsets1"])
-def test_gradients_match_reference_with_constant_routing(case):
-    """float64 gradients of input and every parameter equal the reference's, in which routing is a constant."""
+def test_gradients_match_reference_with_constant_routing(monkeypatch, case):
+    """float64 gradients of input and every parameter equal the reference's, in which routing is a constant.
+
+    The lean back attention runs in chunks of about 13 pixels here (its default would take all pixels at once).
+    """
+    monkeypatch.setattr(deformable, "_PIXEL_CHUNK_ELEMENTS", 3800)  # B·Ns·(m + 2G) = 294 and 288 per pixel
     cfg, (B, H, W) = CASES[case]
     m = build(impl="torch", **cfg).double()
     x = torch.randn(B, H, W, cfg["dim"], dtype=torch.float64, requires_grad=True)
@@ -240,28 +245,147 @@ def test_finite_on_large_inputs():
     assert torch.isfinite(m(torch.randn(1, 12, 15, 32) * 1e4)).all()
 
 
-def test_official_gather_equals_lean_torch_outputs_and_grads():
+@pytest.mark.parametrize("cfg,pixels_per_chunk", [
+    (SMALL, None),  # 196 pixels: one chunk
+    (SMALL, 30),  # 7 chunks, the last of 16 pixels
+    (dict(SMALL, n_groups=2, offset_channels=2), 45),
+])
+def test_official_equals_lean_torch_outputs_and_grads(monkeypatch, cfg, pixels_per_chunk):
+    """impl="official" (expanded gather, materialised back attention) vs impl="torch" (both lean paths)."""
+    if pixels_per_chunk is not None:  # the chunk budget that gives this many pixels per chunk at B=2, Ns=49
+        per_pixel = 2 * 49 * (cfg["num_heads"] + 2 * cfg.get("n_groups", 1))
+        monkeypatch.setattr(deformable, "_PIXEL_CHUNK_ELEMENTS", per_pixel * pixels_per_chunk)
     x = torch.randn(2, 14, 14, 32, requires_grad=True)
     g = torch.randn(2, 14, 14, 32)
     results = []
     for impl in ("official", "torch"):
-        m = build(impl=impl, **SMALL)
+        m = build(impl=impl, **cfg)
         x.grad = None
         y = m(x)
         (y * g).sum().backward()
         results.append((y.detach(), x.grad.clone(), {k: p.grad for k, p in m.named_parameters()}))
     (y0, gx0, gp0), (y1, gx1, gp1) = results
     torch.testing.assert_close(y0, y1, atol=1e-6, rtol=0)
-    torch.testing.assert_close(gx0, gx1, atol=1e-6, rtol=0)
-    for k in gp0:  # float32 sums in another order: equal to 1e-6 of each gradient's scale
-        torch.testing.assert_close(gp0[k], gp1[k], atol=1e-6 * gp0[k].abs().max().item(), rtol=0, msg=k)
+    # float32 sums over pixels in another order (chunks): equal to 1e-6 of each gradient's largest magnitude
+    torch.testing.assert_close(gx0, gx1, atol=1e-6 * gx0.abs().max().item(), rtol=0)
+    for k in gp0:
+        # proj_k's bias shifts each pixel's logits by one constant, which softmax ignores: its exact gradient is
+        # 0 and both computed ones are rounding noise, so it is judged on the scale of proj_k's weight gradient
+        scale = gp0["proj_k.weight" if k == "proj_k.bias" else k].abs().max().item()
+        torch.testing.assert_close(gp0[k], gp1[k], atol=1e-6 * scale, rtol=0, msg=k)
+
+
+def test_impls_run_their_own_back_attention(monkeypatch):
+    """"torch" runs the lean back attention and never the materialised one; "official" the reverse."""
+    x = torch.randn(1, 14, 14, 32)
+
+    def refuse(name):
+        def fn(*args, **kwargs):
+            raise AssertionError(f"{name} called")
+        return fn
+
+    lean_fn, ref_fn = dbra_mod.pixel_to_agent_attention_lean, dbra_mod.pixel_to_agent_attention_torch
+    monkeypatch.setattr(dbra_mod, "pixel_to_agent_attention_torch", refuse("materialised"))
+    build(impl="torch", **SMALL)(x)
+    monkeypatch.setattr(dbra_mod, "pixel_to_agent_attention_torch", ref_fn)
+    monkeypatch.setattr(dbra_mod, "pixel_to_agent_attention_lean", refuse("lean"))
+    build(impl="official", **SMALL)(x)
+    assert lean_fn is deformable.pixel_to_agent_attention_lean
 
 
 def test_impl_resolution_on_cpu():
     x = torch.randn(1, 14, 14, 32)
     assert build(**SMALL)._impls(x) == ("torch", "torch")  # auto on CPU
-    assert build(impl="official", **SMALL)._impls(x) == ("official", "torch")
+    assert build(impl="official", **SMALL)._impls(x) == ("official", "official")
     assert build(impl="triton", **SMALL)._impls(x) == ("triton", "triton")
+
+
+# -- the lean back attention against the materialised one ------------------------------------------------------------
+
+LEAN_CASES = {  # B, m, G, H, W, Ns, d, pixels per chunk
+    "chunks_of_8_last_3": (2, 2, 1, 5, 7, 6, 4, 8),
+    "groups2_chunks_of_5_last_4": (1, 4, 2, 4, 6, 9, 3, 5),
+    "one_pixel_chunks": (2, 2, 2, 3, 3, 4, 2, 1),
+    "one_chunk": (1, 2, 1, 4, 4, 5, 4, None),
+}
+
+
+def lean_inputs(B, m, G, H, W, Ns, d, dtype):
+    """Random q, k, v, positions and table; two agents sit on corners so displacements reach ±1 (table edges)."""
+    q, k, v = (torch.randn(B * m, n, d, dtype=dtype) for n in (H * W, Ns, Ns))
+    pos = torch.rand(B * G, Ns, 2, dtype=dtype) * 2 - 1
+    pos[:, 0], pos[:, 1] = torch.tensor([-1.0, 1.0], dtype=dtype), torch.tensor([1.0, 1.0], dtype=dtype)
+    table = torch.randn(m, 2 * H - 1, 2 * W + 1, dtype=dtype)
+    return [t.requires_grad_() for t in (q, k, v, pos, table)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("case", list(LEAN_CASES))
+def test_lean_back_attention_matches_materialised(case, dtype, tol):
+    B, m, G, H, W, Ns, d, chunk = LEAN_CASES[case]
+    inputs = lean_inputs(B, m, G, H, W, Ns, d, dtype)
+    g = torch.randn(B * m, H * W, d, dtype=dtype)
+    ref = deformable.pixel_to_agent_attention_torch(*inputs, G, H, W, 0.7)
+    ref_grads = torch.autograd.grad((ref * g).sum(), inputs)
+    out = deformable.pixel_to_agent_attention_lean(*inputs, G, H, W, 0.7, chunk_pixels=chunk)
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    torch.testing.assert_close(out, ref, atol=tol, rtol=0)
+    for name, a, b in zip(("q", "k", "v", "pos", "rpe_table"), grads, ref_grads):
+        assert b.abs().max() > 0, name  # every input gets a gradient in the reference
+        torch.testing.assert_close(a, b, atol=tol * b.abs().max().item(), rtol=0, msg=name)
+
+
+def test_lean_back_attention_strided_heads_and_partial_grads():
+    """q as a (B, m, N, d) view of a (B, C, H, W) map, only some inputs needing gradients. dq has q's layout
+    (no copy into the map's gradient) and the output is a view of channels-last (B, N, m·d) memory."""
+    B, m, G, H, W, Ns, d = 2, 2, 1, 4, 5, 6, 3
+    q, k, v, pos, table = lean_inputs(B, m, G, H, W, Ns, d, torch.float64)
+    qmap = torch.randn(B, 3 * m * d, H, W, dtype=torch.float64)[:, m * d:2 * m * d].requires_grad_()  # a slice
+    q4 = qmap.view(B, m, d, H * W).transpose(-1, -2)
+    k4, v4 = k.detach().view(B, m, Ns, d), v.detach().view(B, m, Ns, d)  # no gradient wanted for k, v
+    out = deformable.pixel_to_agent_attention_lean(q4, k4, v4, pos, table.detach(), G, H, W, 0.5, chunk_pixels=7)
+    assert out.shape == (B, m, H * W, d) and out.transpose(1, 2).is_contiguous()
+    g = torch.randn(B, m, H * W, d, dtype=torch.float64)
+    dq, dpos = torch.autograd.grad((out * g).sum(), (q4, pos))
+    assert dq.transpose(-1, -2).is_contiguous()
+    q3 = q4.detach().reshape(B * m, H * W, d).requires_grad_()
+    pos3 = pos.detach().clone().requires_grad_()
+    ref = deformable.pixel_to_agent_attention_torch(q3, k4.reshape(B * m, Ns, d), v4.reshape(B * m, Ns, d), pos3,
+                                                    table.detach(), G, H, W, 0.5)
+    rq, rpos = torch.autograd.grad((ref * g.reshape(B * m, H * W, d)).sum(), (q3, pos3))
+    torch.testing.assert_close(out.reshape(B * m, H * W, d), ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dq.reshape(B * m, H * W, d), rq, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dpos, rpos, atol=1e-12, rtol=0)
+
+
+def cpu_peak_bytes(fn):
+    """Most bytes held at once by CPU-allocator tensors while fn() runs (profiler allocation events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    held = peak = 0
+    for _, n in events:
+        held += n
+        peak = max(peak, held)
+    return peak
+
+
+def test_lean_back_attention_never_holds_a_whole_logit_tensor():
+    B, m, G, H, W, Ns, d = 2, 2, 1, 32, 32, 49, 2
+    inputs = lean_inputs(B, m, G, H, W, Ns, d, torch.float32)
+    logits_bytes = B * m * H * W * Ns * 4  # 784 KiB; q, out and dq are 32 KiB each
+
+    def step(fn, **kw):
+        def run():
+            torch.autograd.grad(fn(*inputs, G, H, W, 0.5, **kw).sum(), inputs)
+        return run
+
+    lean = cpu_peak_bytes(step(deformable.pixel_to_agent_attention_lean, chunk_pixels=64))
+    ref = cpu_peak_bytes(step(deformable.pixel_to_agent_attention_torch))
+    assert ref > 3 * logits_bytes  # logits, bias, softmax and 2 displacement-sized tensors are kept
+    assert lean < logits_bytes / 2, (lean, ref)
 
 
 # -- DBRA's steps on hand-made cases ---------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Metric ``accuracy``: train a backbone with the cell's attention in it and report its validation accuracy.
+
+Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.AccuracySettings`):
+    1. The model: the macro design (default ``swap`` of DeBiFormer-T) with the cell's attention in every slot;
+       the cell's config, less ``dim``/``num_heads`` (per stage), overrides every slot. Seeded by the suite seed.
+    2. The data: an ImageNet-layout subset from ``data_root`` / ``$ATTNBENCH_DATA`` (or the synthetic dataset),
+       the same images, order and augmentation draws for every attention.
+    3. Training with the recipe (:mod:`attnbench.accuracy.recipe`), a checkpoint per epoch under the work
+       folder; a job whose checkpoint exists is resumed (a finished one is only re-evaluated), so after a crash
+       ``attnbench run --resume RUN_DIR`` continues where training stopped. ``nproc_per_node`` > 1 runs it under
+       ``torchrun`` (DDP) in child processes.
+    4. Whole-model cost of the trained architecture: fvcore MACs (attnbench's handles, batch 1, at ``img_size``)
+       and eval-forward latency (float32, ``latency_batch``), for the accuracy-vs-cost figures.
+
+Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, ``acc_train_throughput_img_s``
+(training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
+``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_loss_curve`` (training loss per epoch),
+``acc_top1_curve`` (validation top-1 per evaluated epoch), ``model_macs_fvcore``, ``model_latency_ms_median``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .base import MetricContext
+
+__all__ = ["DEPENDS_ON", "validate_settings", "measure", "model_cost"]
+
+#: training depends on the attention, its config and the device, not on the cell's token grid, batch or pass
+DEPENDS_ON = ("attention", "config", "device")
+
+
+def validate_settings(settings: Mapping[str, Any]) -> None:
+    """Check ``settings.accuracy`` at suite load time (raises ValueError naming the key)."""
+    from ..accuracy.job import AccuracySettings
+
+    AccuracySettings.from_dict(settings)
+
+
+def _run_torchrun(job, nproc: int, extra: list) -> dict[str, Any]:
+    """Train ``job`` in ``nproc`` torchrun processes; the result rank 0 wrote."""
+    import dataclasses
+
+    with tempfile.TemporaryDirectory(prefix="attnbench-acc-") as tmp:
+        job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_file.write_text(json.dumps(dataclasses.asdict(job), default=str))
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *map(str, extra),
+               "-m", "attnbench.accuracy", "train", "--job", str(job_file), "--result", str(result_file)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0 or not result_file.exists():
+            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-3:]
+            raise RuntimeError(f"torchrun training exited with code {proc.returncode}: {' | '.join(tail)}")
+        return json.loads(result_file.read_text())
+
+
+def model_cost(model: torch.nn.Module, img_size: int, device: torch.device, batch: int = 1) -> dict[str, Any]:
+    """fvcore MACs (batch 1, CPU) and median eval-forward latency (ms, ``batch``, float32) of a whole model."""
+    from .flops import count_fvcore
+    from .latency import summarize
+
+    model = model.eval()
+    macs = count_fvcore(model.cpu(), torch.zeros(1, 3, img_size, img_size)).total
+    model = model.to(device)
+    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    samples: list[float] = []
+    with torch.no_grad():
+        for i in range(3 + 50):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                samples.append((time.perf_counter() - t0) * 1e3)
+            if i >= 8 and sum(samples) > 500:  # >= 5 samples and 0.5 s, as the latency metric's defaults
+                break
+    return {"model_macs_fvcore": int(macs), "model_latency_ms_median": summarize(samples)["latency_ms_median"]}
+
+
+def measure(ctx: MetricContext) -> dict[str, Any]:
+    """Train and evaluate the cell's attention in the configured backbone; the ``acc_*`` columns."""
+    from ..accuracy.job import AccuracySettings, build_model, make_job, run_job
+
+    raw = dict(ctx.settings.get("accuracy") or {})
+    settings = AccuracySettings.from_dict(raw)
+    job = make_job(raw, ctx.attention, ctx.config, str(ctx.device), seed=ctx.seed)
+    log = (lambda line: print(f"  [accuracy {ctx.attention}] {line}", file=sys.stderr, flush=True)) \
+        if settings.log else None
+    if settings.nproc_per_node > 1 or settings.torchrun_args:
+        result = _run_torchrun(job, settings.nproc_per_node, settings.torchrun_args)
+    else:
+        result = run_job(job, log=log)
+    history = result["history"]
+    columns = {
+        "acc_top1": float(result["top1"]), "acc_top5": float(result["top5"]),
+        "acc_train_loss_final": float(result["train_loss_final"]),
+        "acc_train_throughput_img_s": float(result["throughput_img_s"]),
+        "acc_epochs": int(result["epochs"]), "acc_dataset": result["dataset"], "acc_model": result["model"],
+        "acc_params": int(result["params"]),
+        "acc_loss_curve": [float(h["train_loss"]) for h in history],
+        "acc_top1_curve": [float(h["top1"]) for h in history if "top1" in h],
+    }
+    model = build_model(job, num_classes=int(result["num_classes"]))
+    columns.update(model_cost(model, settings.img_size, ctx.device, settings.latency_batch))
+    return columns

@@ -1,0 +1,126 @@
+"""The accuracy part of a report: one table per run, training-loss curves, accuracy-vs-cost Pareto figures.
+
+Reads the rows of the ``accuracy`` metric as written (``results.jsonl``), because its text and list columns
+(``acc_model``, ``acc_dataset``, ``acc_loss_curve``, ``acc_top1_curve``) do not survive the numeric frame.
+Only ``acc_top1`` and ``acc_top5`` are percentages; ``acc_params``, ``acc_epochs``, ``acc_train_loss_final`` and
+``acc_train_throughput_img_s`` are counts, a loss and a rate. The cost axes are the whole trained model's
+(``model_macs_fvcore``, ``model_latency_ms_median``), not the attention-level cell columns.
+
+Entry point: :func:`render_accuracy` (markdown text and saved figures); nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy"]
+
+ACC_PERCENT_COLUMNS = ("acc_top1", "acc_top5")
+ACC_NON_PERCENT_COLUMNS = ("acc_params", "acc_epochs", "acc_train_loss_final", "acc_train_throughput_img_s",
+                           "acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve")
+_TABLE = [("label", "attention"), ("acc_model", "model"), ("acc_dataset", "data"), ("acc_epochs", "epochs"),
+          ("acc_params", "params (M)"), ("model_macs_fvcore", "MMACs"), ("model_latency_ms_median", "latency (ms)"),
+          ("acc_top1", "top-1 (%)"), ("delta", "Δ top-1 (pt)"), ("acc_top5", "top-5 (%)"),
+          ("acc_train_loss_final", "final train loss"), ("acc_train_throughput_img_s", "train img/s")]
+
+
+def accuracy_rows(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """One row per (run, label) with an ``acc_top1`` value (the last such row of a label wins), plus the run's
+    baseline label; empty when no run measured accuracy."""
+    records: list[dict[str, Any]] = []
+    for run_dir in map(Path, run_dirs):
+        manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+        baseline = (manifest.get("suite") or {}).get("baseline", "mhsa")
+        path = run_dir / "results.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        for line in lines:
+            row = json.loads(line) if line.strip() else {}
+            if row.get("status") == "ok" and row.get("acc_top1") is not None:
+                records.append({**row, "run": run_dir.name, "label": row.get("label") or row.get("attention"),
+                                "baseline": baseline})
+    if not records:
+        return pd.DataFrame()
+    return pd.DataFrame(records).drop_duplicates(["run", "label"], keep="last").reset_index(drop=True)
+
+
+def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The display table: formatted values, Δ top-1 in points against the run's baseline label."""
+    out = rows.copy()
+    base = out[out["label"] == out["baseline"]].set_index("run")["acc_top1"]
+    out["delta"] = out["acc_top1"] - out["run"].map(base)
+    fmt = {"acc_params": lambda v: f"{v / 1e6:.2f}", "model_macs_fvcore": lambda v: f"{v / 1e6:.1f}",
+           "model_latency_ms_median": lambda v: f"{v:.2f}", "acc_top1": lambda v: f"{v:.2f}",
+           "acc_top5": lambda v: f"{v:.2f}", "delta": lambda v: f"{v:+.2f}",
+           "acc_train_loss_final": lambda v: f"{v:.4f}", "acc_train_throughput_img_s": lambda v: f"{v:.1f}"}
+    table = pd.DataFrame()
+    for column, title in _TABLE:
+        values = out[column] if column in out else pd.Series([None] * len(out))
+        f = fmt.get(column, str)
+        table[title] = [("—" if v is None or (isinstance(v, float) and pd.isna(v)) else f(v)) for v in values]
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(map(str, r)) + " |" for r in table.itertuples(index=False)])
+
+
+def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .figures import pareto_front
+
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        for ext in ("png", "svg"):
+            fig.savefig(fig_dir / f"{name}.{ext}", dpi=150, bbox_inches="tight")
+            saved.append(fig_dir / f"{name}.{ext}")
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for r in rows.itertuples():
+        ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=r.label)
+    ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
+    ax.legend(fontsize=7)
+    save(fig, "accuracy_loss_curves")
+    for column, xlabel, name in (("model_latency_ms_median", "model latency (ms)", "accuracy_vs_model_latency"),
+                                 ("model_macs_fvcore", "model MACs (fvcore)", "accuracy_vs_model_macs")):
+        points = rows.dropna(subset=[column]) if column in rows else rows.iloc[:0]
+        if points.empty:
+            continue
+        x, y = points[column].to_numpy(float), points["acc_top1"].to_numpy(float)
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for xi, yi, label in zip(x, y, points["label"]):
+            ax.scatter([xi], [yi], s=30)
+            ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(x, y)
+        order = x[front].argsort()
+        ax.step(x[front][order], y[front][order], where="post", color="0.3", linestyle="--", label="Pareto front")
+        ax.set(xlabel=xlabel, ylabel="top-1 accuracy (%)", xscale="log")
+        ax.legend(fontsize=7)
+        save(fig, name)
+    return saved
+
+
+def render_accuracy(run_dirs: list[str | Path], out_dir: str | Path, figures: bool = True) -> tuple[str, list[Path]]:
+    """(markdown section, saved figure paths) for the accuracy rows of ``run_dirs``; ("", []) when there are none."""
+    rows = accuracy_rows(run_dirs)
+    if rows.empty:
+        return "", []
+    parts = ["## Accuracy", "",
+             "Top-1/top-5 on the validation split after the last epoch; Δ is top-1 minus the baseline's, in points. "
+             "Params, MACs (fvcore, batch 1) and latency (eval forward) are the whole trained model's.", ""]
+    for run, group in rows.groupby("run", sort=False):
+        parts += [f"Run `{run}`:", "", _markdown(accuracy_table(group)), ""]
+    saved = _figures(rows, Path(out_dir)) if figures else []
+    return "\n".join(parts), saved

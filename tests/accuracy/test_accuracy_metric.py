@@ -1,0 +1,102 @@
+"""The ``accuracy`` metric in the engine: settings validation, the columns of one cell, a suite end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from accuracy_helpers import FAST_RECIPE
+from attentions import models
+from attnbench.metrics import accuracy
+from attnbench.metrics.base import MetricContext
+
+pytest.importorskip("timm", reason="the accuracy extra (timm, torchvision) is not installed")
+pytest.importorskip("torchvision", reason="the accuracy extra (timm, torchvision) is not installed")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_settings(work: Path, **extra) -> dict:
+    return {"synthetic": True, "img_size": 32, "macro": "tiny", "synthetic_train_per_class": 4,
+            "synthetic_val_per_class": 2, "work_dir": str(work), "log": False,
+            "recipe": {**FAST_RECIPE, "epochs": 2}, **extra}
+
+
+def context(attention: str, config: dict, settings: dict) -> MetricContext:
+    return MetricContext(attention=attention, config=config, make_module=lambda: None, batch=1, height=56, width=56,
+                         dtype=torch.float32, device=torch.device("cpu"), settings={"accuracy": settings}, seed=3)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"epochs": 3}, r"unknown option\(s\) \['epochs'\]"),
+    ({"img_size": "224"}, "img_size='224' has type str, expected int"),
+    ({"recipe": {"lr": None}}, "recipe.lr=None has type NoneType, expected float"),
+    ({"nproc_per_node": 0}, "nproc_per_node=0 is not allowed"),
+])
+def test_bad_settings_name_the_key(settings, match):
+    with pytest.raises(ValueError, match=match):
+        accuracy.validate_settings(settings)
+
+
+def test_measure_returns_the_accuracy_columns(tmp_path):
+    settings = tiny_settings(tmp_path)
+    cols = accuracy.measure(context("bra", {"dim": 64, "num_heads": 2, "impl": "torch"}, settings))
+    assert 0 <= cols["acc_top5"] <= 100 and cols["acc_top1"] <= cols["acc_top5"]
+    assert cols["acc_epochs"] == 2 and len(cols["acc_loss_curve"]) == 2 and len(cols["acc_top1_curve"]) == 2
+    assert cols["acc_top1_curve"][-1] == cols["acc_top1"]
+    assert cols["acc_train_loss_final"] == cols["acc_loss_curve"][-1]
+    assert cols["acc_model"] == "swap:tiny:bra" and cols["acc_dataset"] == "synthetic8@32"
+    reference = models.create_model("swap", attention="bra", macro="tiny", img_size=32, num_classes=8)
+    assert cols["acc_params"] == sum(p.numel() for p in reference.parameters())
+    assert cols["acc_train_throughput_img_s"] > 0 and cols["model_latency_ms_median"] > 0
+    assert cols["model_macs_fvcore"] > 1e6
+    # the cell's config reached every slot (impl), its dim/num_heads did not (per stage)
+    job_dirs = list((tmp_path / "jobs").iterdir())
+    assert len(job_dirs) == 1 and job_dirs[0].name.startswith("bra-")
+    ckpt = torch.load(job_dirs[0] / "checkpoint.pt", weights_only=False)
+    assert ckpt["fingerprint"]["overrides"] == {"impl": "torch"} and ckpt["fingerprint"]["seed"] == 3
+    # measuring the same cell again finds the finished job: same numbers, nothing retrained
+    again = accuracy.measure(context("bra", {"dim": 64, "num_heads": 2, "impl": "torch"}, settings))
+    assert again["acc_top1"] == cols["acc_top1"] and again["acc_loss_curve"] == cols["acc_loss_curve"]
+
+
+def test_model_template_picks_a_preset_per_attention(tmp_path):
+    settings = tiny_settings(tmp_path, model="debiformer_t_swap_{attention}_iso", img_size=224,
+                             recipe={**FAST_RECIPE, "epochs": 1})
+    from attnbench.accuracy.job import build_model, make_job
+
+    job = make_job(settings, "agent", {}, "cpu")
+    with torch.device("meta"):
+        model = build_model(job, num_classes=8)
+    assert job.model_name() == "debiformer_t_swap_agent_iso"
+    assert [type(m).name for m in model.attention_slots().values()] == ["agent"] * 14
+    assert model.head.out_features == 8
+
+
+def test_accuracy_suite_end_to_end(tmp_path):
+    """A two-attention suite through the runner: rows in results.jsonl carry the accuracy columns."""
+    from attnbench import runner
+
+    suite = {"name": "acc_tiny", "attentions": [{"name": "mhsa"}, {"name": "agent"}],
+             "axes": {"resolution": [8], "device": ["cpu"]}, "metrics": ["params", "accuracy"],
+             "settings": {"accuracy": tiny_settings(tmp_path / "work", recipe={**FAST_RECIPE, "epochs": 1})}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps(suite))  # JSON is YAML
+    summary = runner.run(runner.plan(str(path), out=str(tmp_path / "run")), progress=False)
+    assert summary.counts == {"ok": 2}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["attention"] for r in rows] == ["mhsa", "agent"]
+    for row in rows:
+        assert row["status"] == "ok" and 0 <= row["acc_top1"] <= 100 and row["acc_epochs"] == 1
+        assert row["acc_model"] == f"swap:tiny:{row['attention']}"
+
+
+@pytest.mark.parametrize("suite", ["accuracy_smoke.yaml", "accuracy_subset.yaml"])
+def test_shipped_suites_load(suite):
+    from attnbench.suite import load_suite
+
+    loaded = load_suite(REPO / "suites" / suite)
+    assert "accuracy" in loaded.metrics and len(loaded.attentions) == 5
+    accuracy.validate_settings(loaded.to_dict()["settings"]["accuracy"])
