@@ -87,12 +87,14 @@ def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
             saved.append(fig_dir / f"{name}.{ext}")
         plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for r in rows.itertuples():
-        ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=r.label)
-    ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
-    ax.legend(fontsize=7)
-    save(fig, "accuracy_loss_curves")
+    curves = rows.dropna(subset=["acc_loss_curve"]) if "acc_loss_curve" in rows else rows.iloc[:0]
+    if not curves.empty:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for r in curves.itertuples():
+            ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=r.label)
+        ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
+        ax.legend(fontsize=7)
+        save(fig, "accuracy_loss_curves")
     for column, xlabel, name in (("model_latency_ms_median", "model latency (ms)", "accuracy_vs_model_latency"),
                                  ("model_macs_fvcore", "model MACs (fvcore)", "accuracy_vs_model_macs")):
         points = rows.dropna(subset=[column]) if column in rows else rows.iloc[:0]

@@ -93,7 +93,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
         report.figures = render_figures(frame, out)
-    (out / "summary.md").write_text(render_summary(report), encoding="utf-8")
+    from .accuracy import render_accuracy  # the accuracy rows' text and curve columns, model-level costs
+
+    accuracy_text, _ = render_accuracy(list(run_dirs), out, figures)
+    summary = render_summary(report) + ("\n" + accuracy_text + "\n" if accuracy_text else "")
+    (out / "summary.md").write_text(summary, encoding="utf-8")
     from .html import render_html
 
     (out / "index.html").write_text(render_html(report), encoding="utf-8")

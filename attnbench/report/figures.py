@@ -225,19 +225,28 @@ def _pareto_plot(x: str, xlabel: str) -> Callable:
     def draw(rows: pd.DataFrame, style: dict):
         if "acc_top1" not in rows.columns:
             return None
-        points = rows.dropna(subset=[x, "acc_top1"])
-        points = points[points[x] > 0]
-        if points.empty:
-            return None
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        sns.scatterplot(points, x=x, y="acc_top1", hue="series", ax=ax, s=40, **style)
-        front = points[pareto_front(points[x].to_numpy(), points["acc_top1"].to_numpy())].sort_values(x)
-        ax.step(front[x], front["acc_top1"], where="post", color="0.3", linestyle="--", label="Pareto front")
-        ax.set(xlabel=xlabel, ylabel="top-1 accuracy (%)")
-        _log([ax], x=True, y=False)
-        ax.legend(fontsize=7, title="attention")
-        return fig, f"Accuracy vs {xlabel}", f"Top-1 accuracy against {xlabel}; the dashed line is the Pareto front."
+        x_col, x_label = x, xlabel
+        # accuracy rows carry the whole trained model's cost: prefer it to the attention-level cell column
+        if f"model_{x}" in rows.columns and rows[f"model_{x}"].notna().any():
+            x_col, x_label = f"model_{x}", f"model {xlabel}"
+        return _draw_pareto(rows, x_col, x_label, style)
+
     return draw
+
+
+def _draw_pareto(rows: pd.DataFrame, x: str, xlabel: str, style: dict):
+    points = rows.dropna(subset=[x, "acc_top1"])
+    points = points[points[x] > 0]
+    if points.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    sns.scatterplot(points, x=x, y="acc_top1", hue="series", ax=ax, s=40, **style)
+    front = points[pareto_front(points[x].to_numpy(), points["acc_top1"].to_numpy())].sort_values(x)
+    ax.step(front[x], front["acc_top1"], where="post", color="0.3", linestyle="--", label="Pareto front")
+    ax.set(xlabel=xlabel, ylabel="top-1 accuracy (%)")
+    _log([ax], x=True, y=False)
+    ax.legend(fontsize=7, title="attention")
+    return fig, f"Accuracy vs {xlabel}", f"Top-1 accuracy against {xlabel}; the dashed line is the Pareto front."
 
 
 _PER_CONTEXT = (

@@ -189,7 +189,10 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["label"] = frame["label"].where(frame["label"].notna(), frame["attention"])
     frame["status"] = frame["status"].fillna("ok")
     frame["latency_noisy"] = _noisy(frame)
-    for column in [c for c in frame.columns if c.startswith(("macs_analytic_", "acc_"))]:
+    # acc_model, acc_dataset and the per-epoch curves are text and lists: only the numeric acc_* columns convert
+    text_columns = ("acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve")
+    for column in [c for c in frame.columns
+                   if c.startswith(("macs_analytic_", "acc_")) and c not in text_columns]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     extra = sorted(c for c in frame.columns if c not in IDENTITY_COLUMNS + METRIC_COLUMNS)
     return frame[list(IDENTITY_COLUMNS + METRIC_COLUMNS) + extra]

@@ -134,8 +134,8 @@ def _acc_spec(column: str) -> MetricSpec:
 
 def build_sections(frame: pd.DataFrame) -> list[Section]:
     """One section per metric with at least one measured value (accuracy columns included when present)."""
-    specs = list(METRICS) + [_acc_spec(c) for c in sorted(frame.columns)
-                             if c.startswith(DELTA_PREFIX) and not c.endswith("_delta")]
+    # only top-1/top-5 are percentages; the other acc_* columns are in the accuracy section (report/accuracy.py)
+    specs = list(METRICS) + [_acc_spec(c) for c in ("acc_top1", "acc_top5") if c in frame.columns]
     sections = []
     for spec in specs:
         if spec.column not in frame.columns or frame[spec.column].isna().all():
