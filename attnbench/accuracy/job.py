@@ -22,6 +22,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from attentions.config import describe_type, type_ok  # the same type rules as attention configs
+
 __all__ = ["AccuracySettings", "Job", "make_job", "run_job", "build_model", "build_datasets", "default_work_root",
            "WORK_ENV", "RUN_DIR_ENV"]
 
@@ -84,9 +86,9 @@ class AccuracySettings:
         if unknown:
             raise ValueError(f"unknown option(s) {unknown}; allowed: {', '.join(hints)}")
         for key, value in values.items():
-            if not _fits(value, hints[key]):
+            if not type_ok(value, hints[key]):
                 raise ValueError(f"settings.accuracy.{key}={value!r} has type {type(value).__name__}, "
-                                 f"expected {_describe(hints[key])}")
+                                 f"expected {describe_type(hints[key])}")
         settings = cls(**values)
         for key in ("img_size", "nproc_per_node", "latency_batch", "synthetic_train_per_class",
                     "synthetic_val_per_class"):
@@ -96,21 +98,8 @@ class AccuracySettings:
         return settings
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union:
-        return any(_fits(value, a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, origin or hint)
 
 
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Union:
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
 def default_work_root(settings: AccuracySettings) -> Path:

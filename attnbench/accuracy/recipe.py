@@ -20,6 +20,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from attentions.config import describe_type, type_ok  # the same type rules as attention configs
+
 __all__ = ["Recipe", "PAPER_RECIPE", "make_optimizer", "make_scheduler", "make_mixup", "make_criterion",
            "scaled_lr"]
 
@@ -73,9 +75,9 @@ class Recipe:
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {unknown}; allowed: {', '.join(hints)}")
         for key, value in values.items():
-            if not _fits(value, hints[key]):
+            if not type_ok(value, hints[key]):
                 raise ValueError(f"{where}.{key}={value!r} has type {type(value).__name__}, "
-                                 f"expected {_describe(hints[key])}")
+                                 f"expected {describe_type(hints[key])}")
         recipe = cls(**{k: (float(v) if hints[k] in (float, Optional[float]) and v is not None else v)
                         for k, v in values.items()})
         recipe.validate(where)
@@ -99,22 +101,8 @@ class Recipe:
         return self.mixup > 0 or self.cutmix > 0
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    if typing.get_origin(hint) is typing.Union:
-        return any(_fits(value, a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
 
 
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Union:
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return "null" if hint is type(None) else hint.__name__
 
 
 #: the official ImageNet-1K recipe of DeBiFormer (300 epochs on 8 GPUs at 128 images each)
