@@ -1,4 +1,6 @@
-"""The accuracy part of a report: one table per run, training-loss curves, accuracy-vs-cost Pareto figures.
+"""The accuracy part of a report: one table per run and the training-loss curves.
+
+The accuracy-vs-cost Pareto figures are drawn with the other figures (``figures.py``), on the model-level costs.
 
 Reads the rows of the ``accuracy`` metric as written (``results.jsonl``), because its text and list columns
 (``acc_model``, ``acc_dataset``, ``acc_loss_curve``, ``acc_top1_curve``) do not survive the numeric frame.
@@ -75,8 +77,6 @@ def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import pareto_front
-
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
@@ -95,22 +95,6 @@ def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
         ax.legend(fontsize=7)
         save(fig, "accuracy_loss_curves")
-    for column, xlabel, name in (("model_latency_ms_median", "model latency (ms)", "accuracy_vs_model_latency"),
-                                 ("model_macs_fvcore", "model MACs (fvcore)", "accuracy_vs_model_macs")):
-        points = rows.dropna(subset=[column]) if column in rows else rows.iloc[:0]
-        if points.empty:
-            continue
-        x, y = points[column].to_numpy(float), points["acc_top1"].to_numpy(float)
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for xi, yi, label in zip(x, y, points["label"]):
-            ax.scatter([xi], [yi], s=30)
-            ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(x, y)
-        order = x[front].argsort()
-        ax.step(x[front][order], y[front][order], where="post", color="0.3", linestyle="--", label="Pareto front")
-        ax.set(xlabel=xlabel, ylabel="top-1 accuracy (%)", xscale="log")
-        ax.legend(fontsize=7)
-        save(fig, name)
     return saved
 
 
