@@ -18,11 +18,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
-
-from attentions.config import describe_type, type_ok  # the same type rules as attention configs
 
 __all__ = ["AccuracySettings", "Job", "make_job", "run_job", "build_model", "build_datasets", "default_work_root",
            "WORK_ENV", "RUN_DIR_ENV"]
@@ -78,17 +75,10 @@ class AccuracySettings:
     @classmethod
     def from_dict(cls, values: Optional[Mapping[str, Any]]) -> "AccuracySettings":
         """Validate ``settings.accuracy``; errors name the key, the value and what is expected."""
-        from .recipe import Recipe
+        from .recipe import Recipe, check_fields
 
         values = dict(values or {})
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(values) - set(hints))
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; allowed: {', '.join(hints)}")
-        for key, value in values.items():
-            if not type_ok(value, hints[key]):
-                raise ValueError(f"settings.accuracy.{key}={value!r} has type {type(value).__name__}, "
-                                 f"expected {describe_type(hints[key])}")
+        check_fields(cls, values, "settings.accuracy")
         settings = cls(**values)
         for key in ("img_size", "nproc_per_node", "latency_batch", "synthetic_train_per_class",
                     "synthetic_val_per_class"):

@@ -70,14 +70,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "recipe") -> "Recipe":
         """Build from a mapping; unknown keys and wrongly typed values raise ``ValueError`` naming them."""
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(values) - set(hints))
-        if unknown:
-            raise ValueError(f"{where}: unknown option(s) {unknown}; allowed: {', '.join(hints)}")
-        for key, value in values.items():
-            if not type_ok(value, hints[key]):
-                raise ValueError(f"{where}.{key}={value!r} has type {type(value).__name__}, "
-                                 f"expected {describe_type(hints[key])}")
+        hints = check_fields(cls, values, where)
         recipe = cls(**{k: (float(v) if hints[k] in (float, Optional[float]) and v is not None else v)
                         for k, v in values.items()})
         recipe.validate(where)
@@ -103,6 +96,22 @@ class Recipe:
 
 
 
+
+
+def check_fields(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The type hints of dataclass ``cls``, after checking that ``values`` has only its fields, each of its type.
+
+    Errors name ``where``, the key, the value and what is expected.
+    """
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {unknown}; allowed: {', '.join(hints)}")
+    for key, value in values.items():
+        if not type_ok(value, hints[key]):
+            raise ValueError(f"{where}.{key}={value!r} has type {type(value).__name__}, "
+                             f"expected {describe_type(hints[key])}")
+    return hints
 
 
 #: the official ImageNet-1K recipe of DeBiFormer (300 epochs on 8 GPUs at 128 images each)
