@@ -6,12 +6,17 @@ The rule (exit code 1 when any holds, else 0):
   ``macs_analytic`` or any ``macs_analytic_<part>`` — an improvement too, since a count moves only when the code
   or the counting did, and the expected numbers must then be refreshed on purpose (PyTorch's PR-time benchmark
   rule, see ../shared/design/benchmarking-practice.md §5);
-- a latency got worse by more than the threshold (new median / base median > 1 + threshold) **and** the IQRs do
-  not overlap (new q1 > base q3): a slowdown inside the noise is reported (``slower?``) but does not fail;
+- a latency got worse by more than the threshold **and** the change is statistically clear, tested on the raw
+  samples (``latency_samples_ms``) of both runs with :func:`attnbench.stats.detect_change`: the 95% bootstrap
+  interval of the ratio of medians new/base lies wholly above 1 + threshold, and the two-sided Mann-Whitney U
+  test gives p < 0.01. A slowdown past the threshold that is not clear is reported (``slower?``) but does not
+  fail. Rows of runs made before raw samples were stored fall back to "the IQRs do not overlap";
 - a cell that was ``ok`` in the base is ``failed``/``oom``/``skipped`` in the new run (``broke``).
 
 Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) but does not fail the comparison.
-Cells present in only one run are listed and do not fail it. Reads only the results files; never imports torch.
+Cells present in only one run are listed and do not fail it; two runs with no cell in common (different suites,
+or a filter that matched nothing) are an error (exit 2), never a pass. Reads only the results files; never
+imports torch.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import stats
+from .errors import UserError
 from .report.load import load_runs
 from .report.markdown import md_table
 from .report.tables import Table, fmt_num
@@ -68,6 +75,12 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
     base = load_runs([base_dir]).frame.set_index("cell_id", drop=False)
     new = load_runs([new_dir]).frame.set_index("cell_id", drop=False)
     common = [c for c in base.index if c in new.index]
+    if not common:
+        suites = sorted(set(base["suite"].astype(str)) | set(new["suite"].astype(str)))
+        raise UserError(
+            f"no comparable cells: {base_dir} ({len(base)} cells) and {new_dir} ({len(new)} cells) share none "
+            f"(suites: {', '.join(suites)}); cells match on suite, label, config, shape, batch, dtype, device, "
+            "pass and mode, so compare two runs of the same suite")
     rows = []
     for cell in sorted(common, key=lambda c: _order(base.loc[c])):
         rows += _compare_cell(base.loc[cell], new.loc[cell], threshold)
@@ -102,6 +115,7 @@ def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
     def add(metric: str, base: str, new: str, ratio: float, verdict: str, digits: int = 3) -> None:
         ratio_text = "" if pd.isna(ratio) else f"{ratio:.{digits}f}×"
         out.append({**ident, "metric": metric, "base": base, "new": new, "ratio": ratio_text, "verdict": verdict})
+        return out[-1]
 
     if b["status"] != n["status"]:
         verdict = "broke" if b["status"] == "ok" else "fixed" if n["status"] == "ok" else "changed status"
@@ -141,21 +155,36 @@ def _int_text(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.0f}" if value == int(value) else f"{value:g}"
 
 
+def _samples(row: pd.Series) -> list[float]:
+    value = row.get("latency_samples_ms")
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
 def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
     bm, nm = _num(b.get("latency_ms_median")), _num(n.get("latency_ms_median"))
     if math.isnan(bm) and math.isnan(nm):
         return
+    verdict = _missing(bm, nm)
+    if verdict is not None:
+        add("latency_ms", _latency_text(b), _latency_text(n), math.nan, verdict)
+        return
+    base_samples, new_samples = _samples(b), _samples(n)
+    if len(base_samples) >= 2 and len(new_samples) >= 2:
+        change = stats.detect_change(base_samples, new_samples, threshold)
+        r = change.ratio
+        out = add("latency_ms", _latency_text(b), _latency_text(n), r.estimate, change.verdict)
+        out["ratio"] += f" [{r.low:.3f}–{r.high:.3f}] p={change.p_value:.2g}"
+        return
+    # runs without raw samples: the older rule, IQRs apart
     ratio = nm / bm if bm else math.nan
     separated_up = _num(n.get("latency_ms_q1")) > _num(b.get("latency_ms_q3"))
     separated_down = _num(n.get("latency_ms_q3")) < _num(b.get("latency_ms_q1"))
-    verdict = _missing(bm, nm)
-    if verdict is None:
-        if ratio > 1 + threshold:
-            verdict = "slower" if separated_up else "slower?"
-        elif ratio < 1 - threshold:
-            verdict = "faster" if separated_down else "faster?"
-        else:
-            verdict = "same"
+    if ratio > 1 + threshold:
+        verdict = "slower" if separated_up else "slower?"
+    elif ratio < 1 - threshold:
+        verdict = "faster" if separated_down else "faster?"
+    else:
+        verdict = "same"
     add("latency_ms", _latency_text(b), _latency_text(n), ratio, verdict)
 
 
