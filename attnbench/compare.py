@@ -14,6 +14,9 @@ The rule (exit code 1 when any holds, else 0):
 - a cell that was ``ok`` in the base is ``failed``/``oom``/``skipped`` in the new run (``broke``).
 
 Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) but does not fail the comparison.
+Where both runs timed a cell interleaved with their baseline, the two paired ratios are shown side by side
+(``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and opposite),
+which is how two runs of one suite are checked for agreement; this never fails the comparison.
 Cells present in only one run are listed and do not fail it; two runs with no cell in common (different suites,
 or a filter that matched nothing) are an error (exit 2), never a pass. Reads only the results files; never
 imports torch.
@@ -130,6 +133,7 @@ def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
             # counts move by a few units out of millions: six decimals keep a change visible in the ratio
             add(column, _int_text(bv), _int_text(nv), nv / bv if bv else math.nan, verdict, digits=6)
     _compare_latency(b, n, threshold, add)
+    _compare_paired(b, n, add)
     bm, nm = _num(b.get("mem_peak_bytes")), _num(n.get("mem_peak_bytes"))
     if not (math.isnan(bm) and math.isnan(nm)):
         ratio = nm / bm if bm else math.nan
@@ -188,6 +192,28 @@ def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
     add("latency_ms", _latency_text(b), _latency_text(n), ratio, verdict)
 
 
+def _paired_text(row: pd.Series) -> str:
+    return (f"{_num(row['paired_ratio']):.3f}× [{_num(row['paired_ratio_low']):.3f}–"
+            f"{_num(row['paired_ratio_high']):.3f}]")
+
+
+def _side(row: pd.Series) -> str:
+    """Where the cell's paired ratio to the baseline lies: 'faster', 'slower' (interval clear of 1) or 'tie'."""
+    return {"below": "faster", "above": "slower", "tie": "tie"}[stats.Interval(
+        _num(row["paired_ratio"]), _num(row["paired_ratio_low"]), _num(row["paired_ratio_high"]), 0).compare_to(1.0)]
+
+
+def _compare_paired(b: pd.Series, n: pd.Series, add) -> None:
+    """The ratio to the baseline, measured interleaved in each run: do the two runs order the cell and the
+    baseline the same way? ``agree`` (same side of 1 in both), ``tie`` (an interval holds 1), ``flipped`` (clear
+    and opposite: the timing is not to be trusted). Informational: never fails the comparison."""
+    if any(math.isnan(_num(r.get("paired_ratio"))) for r in (b, n)):
+        return
+    sides = _side(b), _side(n)
+    verdict = "tie" if "tie" in sides else "agree" if sides[0] == sides[1] else "flipped"
+    add(f"ratio_to_{b.get('paired_baseline')}", _paired_text(b), _paired_text(n), math.nan, verdict)
+
+
 def _latency_text(row: pd.Series) -> str:
     if pd.isna(row.get("latency_ms_median")):
         return "—"
@@ -200,7 +226,7 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
     rows = comparison.rows
     total = len(rows)
     if changed_only:
-        rows = rows[rows["verdict"] != "same"]
+        rows = rows[~rows["verdict"].isin(["same", "agree", "tie"])]
     varying = [a for a in _AXES if rows[a].nunique() > 1] if len(rows) else []
     columns = ["label", "resolution", "batch", "pass", *varying, "metric", "base", "new", "ratio", "verdict"]
     table = Table(caption="", header=columns, rows=[[str(v) for v in r] for r in rows[columns].itertuples(index=False)],
@@ -213,6 +239,11 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
             lines += [f"- {c}" for c in cells] + [""]
     verdict = (f"{comparison.regressions} regression(s): exit 1" if comparison.exit_code
                else "no regression: exit 0")
+    paired = comparison.rows[comparison.rows["metric"].str.startswith("ratio_to_")] if total else comparison.rows
+    if len(paired):
+        counts = paired["verdict"].value_counts()
+        lines.append(f"ratios to the baseline (paired, 95% intervals): {counts.get('agree', 0)} agree, "
+                     f"{counts.get('tie', 0)} tie, {counts.get('flipped', 0)} flipped between the runs")
     lines.append(f"{total} comparisons, threshold {comparison.threshold * 100:g}%; "
                  f"{verdict}")
     return "\n".join(lines) + "\n"

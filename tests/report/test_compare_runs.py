@@ -206,3 +206,26 @@ def test_zero_comparable_cells_is_an_error(tmp_path):
     assert result.exit_code == 2
     assert "no comparable cells" in result.output and "another_suite" in result.output
     assert "Traceback" not in result.output
+
+
+def _pair(row, ratio, low, high):
+    row.update(paired_baseline="mhsa", paired_ratio=ratio, paired_ratio_low=low, paired_ratio_high=high)
+
+
+def test_paired_ratios_of_two_runs_agree_tie_or_flip(tmp_path):
+    base_rows, new_rows = fixture_rows(), copy.deepcopy(fixture_rows())
+    _pair(_find(base_rows, "bra", 8, "forward"), 0.5, 0.45, 0.55)
+    _pair(_find(new_rows, "bra", 8, "forward"), 0.6, 0.55, 0.65)      # both clearly faster: agree
+    _pair(_find(base_rows, "bra", 16, "forward"), 0.9, 0.8, 1.02)
+    _pair(_find(new_rows, "bra", 16, "forward"), 1.1, 1.05, 1.2)      # one interval holds 1: tie
+    _pair(_find(base_rows, "dbra", 8, "forward"), 0.8, 0.75, 0.85)
+    _pair(_find(new_rows, "dbra", 8, "forward"), 1.3, 1.2, 1.4)       # clear and opposite: flipped
+    base = write_run(tmp_path / "base", base_rows, manifest())
+    new = write_run(tmp_path / "new", new_rows, manifest())
+    comparison = compare_runs(base, new, 0.05)
+    paired = comparison.rows[comparison.rows["metric"] == "ratio_to_mhsa"]
+    assert [(r["label"], r["resolution"], r["verdict"]) for _, r in paired.iterrows()] == [
+        ("bra", "8×8", "agree"), ("bra", "16×16", "tie"), ("dbra", "8×8", "flipped")]
+    assert comparison.exit_code == 0  # a flip is evidence of noise, reported, not a regression
+    from attnbench.compare import render
+    assert "1 agree, 1 tie, 1 flipped" in render(comparison)
