@@ -133,8 +133,7 @@ def measure(case, provider, inputs, ref, args, ceil, meter=None) -> dict:
 
     ``ref``: (out, grads, dout) of the float32 lean torch path. Gradient errors, bit-identical reruns and memory
     are measured at every shape; Flex gets its block mask built outside its timings (``mask_ms``)."""
-    row = dict(op=case.op, res=case.res, stage=case.stage, batch=case.batch,
-               routing=case.routing if case.op != "pixel" else "–", shape=case.describe(), provider=provider)
+    row = _row(case, provider)
     names = bp.grad_inputs(case)
     ref_out, ref_grads, dout = ref
     try:
@@ -287,28 +286,54 @@ def main(argv=None) -> int:
     header = environment(args, ceil)
     rows, start = [], time.monotonic()
     flex_at = None if args.flex_at == "all" else {tuple(map(int, x.split("x"))) for x in args.flex_at.split(",")}
-    for case in todo:
-        inputs = bp.make_inputs(case, dtype, device)
-        dout = torch.randn(inputs["q"].shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-        ref_out, ref_grads = bp.reference(case, inputs, dout)
-        ref = (ref_out, ref_grads, dout)
-        for prov in providers:
-            skip = None
-            if args.budget_s is not None and time.monotonic() - start > args.budget_s:
-                skip = "skipped: --budget-s reached"
-            elif prov == "flex" and flex_at is not None and (case.res, case.batch) not in flex_at:
-                skip = f"skipped: --flex-at {args.flex_at}"
-            if skip:
-                rows.append(dict(op=case.op, res=case.res, stage=case.stage, batch=case.batch,
-                                 routing=case.routing, shape=case.describe(), provider=prov, error=skip))
-                print(f"{case.op} {case.res} stage {case.stage} batch {case.batch} {prov}: {skip}", flush=True)
+    # Flex last: each Flex problem costs a 10-30 s compile, so every other cell is measured first and Flex gets
+    # what is left of --budget-s.
+    passes = [[p for p in providers if p != "flex"], [p for p in providers if p == "flex"]]
+    for pass_providers in passes:
+        for case in todo:
+            want = [p for p in pass_providers if not _skip(rows, case, p, args, flex_at, start)]
+            if not want:
                 continue
-            rows.append(measure(case, prov, inputs, ref, args, ceil))
-            print(" ".join(f"{k}={_fmt(v)}" for k, v in rows[-1].items()), flush=True)
-        del inputs, ref, ref_out, ref_grads, dout
-        write(rows, header, args.out)  # after every problem: a run cut short still leaves its table
+            inputs = bp.make_inputs(case, dtype, device)
+            dout = torch.randn(inputs["q"].shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+            ref_out, ref_grads = bp.reference(case, inputs, dout)
+            for prov in want:
+                if _skip(rows, case, prov, args, flex_at, start):
+                    continue
+                rows.append(measure(case, prov, inputs, (ref_out, ref_grads, dout), args, ceil))
+                print(" ".join(f"{k}={_fmt(v)}" for k, v in rows[-1].items() if k != "_case"), flush=True)
+            del inputs, ref_out, ref_grads, dout
+            rows.sort(key=lambda r: (todo.index(_case_of(r)), providers.index(r["provider"])))
+            write(rows, header, args.out)  # after every problem: a run cut short still leaves its table
+    rows.sort(key=lambda r: (todo.index(_case_of(r)), providers.index(r["provider"])))
+    write(rows, header, args.out)
     print(markdown(rows, header))
     return 0
+
+
+def _row(case, provider) -> dict:
+    """The identifying columns of one cell (``_case`` is kept for ordering, not written)."""
+    return dict(op=case.op, res=case.res, stage=case.stage, batch=case.batch,
+                routing=case.routing if case.op != "pixel" else "–", shape=case.describe(), provider=provider,
+                _case=case)
+
+
+def _case_of(row) -> "bp.Case":
+    return row["_case"]
+
+
+def _skip(rows, case, prov, args, flex_at, start) -> bool:
+    """Record a skipped cell (with its reason, also printed) and return True, or return False."""
+    skip = None
+    if args.budget_s is not None and time.monotonic() - start > args.budget_s:
+        skip = f"skipped: --budget-s {args.budget_s:g} reached"
+    elif prov == "flex" and flex_at is not None and (case.res, case.batch) not in flex_at:
+        skip = f"skipped: --flex-at {args.flex_at}"
+    if skip is None:
+        return False
+    rows.append(dict(_row(case, prov), error=skip))
+    print(f"{case.op} {case.res} stage {case.stage} batch {case.batch} {case.routing} {prov}: {skip}", flush=True)
+    return True
 
 
 def write(rows, header, out) -> None:
@@ -318,7 +343,7 @@ def write(rows, header, out) -> None:
     with open(out, "w") as f:
         f.write(markdown(rows, header) + "\n")
     with open(os.path.splitext(out)[0] + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
 
