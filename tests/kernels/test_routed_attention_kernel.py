@@ -223,7 +223,7 @@ def test_gradients_bit_identical_across_runs():
     for kernel in (ra._routed_attn_fwd, ra._routed_attn_bwd_dq, ra._routed_attn_bwd_dkdv):
         assert "tl.atomic" not in inspect.getsource(kernel.fn)
     g = torch.Generator().manual_seed(5)
-    B, P, nq, nk, C, heads, topk = 2, 9, 2, 8, 32, 2, 4
+    B, P, nq, nk, C, heads, topk = 1, 6, 2, 8, 32, 2, 3
     q, k, v, _, dout = _inputs(B, P, nq, nk, C, topk, seed=5)
     idx = _skewed_idx(B, P, topk, g).to(DEVICE)
     for dtype in (torch.float32, torch.bfloat16):
