@@ -1,4 +1,5 @@
-"""Helpers shared by the Triton kernels: interpreter detection, device checks, tile sizes, one matmul helper.
+"""Helpers shared by the Triton kernels: interpreter detection, device checks, tile sizes, matmul precision,
+autotuning (collapsed to one heuristic configuration under the interpreter) and launching.
 
 The Triton interpreter (``TRITON_INTERPRET=1``) runs a kernel's programs one after another on the CPU with NumPy.
 ``triton.jit`` reads that variable when it *decorates* a kernel, so it must be set before the first import of

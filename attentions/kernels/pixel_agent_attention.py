@@ -19,14 +19,17 @@ Design (docs/kernels.md has the full account):
   two and masked) and their positions sit in registers; the program computes q kᵀ, the four bilinear taps of
   the bias from the pixel's coordinate and each agent's position, softmax (exp2), and P V. It writes out and the
   base-2 logsumexp. No displacement, bias or logit tensor exists in memory.
-* Backward: one program per (b·m, chunk of pixel blocks) recomputes the probabilities from the logsumexp, stores
-  dQ, keeps dK, dV and the position gradient in registers across its chunk (one atomic add each at the end), and
-  scatters the RPE-table gradient (the 4 taps × dS) with float32 atomic adds into a table-sized buffer.
+* Backward: one program per (b·m, chunk of pixels) recomputes the probabilities from the logsumexp, stores dQ,
+  keeps dK, dV and the position gradient in registers across its chunk and stores them into its own slot of
+  per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
+  per-(image, head) partial tables as int64 fixed-point numbers (:func:`fixed_point_scale`): integer atomic adds
+  are associative, so the result is bit-identical across runs; the partial tables are summed as integers.
 * Gradients flow to q, k, v, rpe_table and pos, like the torch reference (grid_sample differentiates its grid).
 
 Differences from official: none in the maths. The bias is evaluated in float32 whatever the table's dtype (the
-official code samples the table in its own dtype, bf16 under autocast), and the RPE-table, position, dK and dV
-gradients are summed by atomics, so their float32 summation order varies between runs.
+official code samples the table in its own dtype, bf16 under autocast), and the RPE-table gradient is summed in
+int64 fixed point (exact after rounding each contribution to ~1e-18 of a bound on its total; deterministic, where
+the official grid_sample backward's float atomics are not).
 """
 from __future__ import annotations
 

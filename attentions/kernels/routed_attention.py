@@ -17,10 +17,13 @@ Design (docs/kernels.md has the full account):
   therefore fill a tile with several regions instead of padding one region to 16 rows.
 * Forward: online softmax in base 2 (scale·log2 e folded into one multiplier), writes out and the base-2
   logsumexp ``lse2`` (B, P, heads, nq) in float32.
-* Backward, one kernel on the same grid: recompute the probabilities from ``lse2``, dQ in registers and stored
-  once; dK and dV accumulated with float32 atomics into buffers the size of k and v. Nothing in the forward or the
-  backward grows with P·topk beyond the inputs: the official expanded gather's (B, P, P, nk, C) gradient buffer
-  never exists. Atomics make dK/dV's summation order non-deterministic (last-bit differences between runs).
+* Backward, two passes and no atomics: a query-major pass (the forward's grid) recomputes the probabilities from
+  ``lse2`` and stores dQ and delta = rowsum(dO∘O); then :func:`inverse_routing` sorts idx into, per key region,
+  the query regions that picked it, and a key-major pass (one program per key region, head and key block) walks
+  those regions' queries as one flattened axis, accumulates dK and dV in registers and writes them once. Every
+  gradient element has one writer and a fixed summation order: bit-identical across runs. Nothing grows with
+  P·topk beyond the inputs and the index: the official expanded gather's (B, P, P, nk, C) buffer never exists.
+* On a GPU all three kernels are autotuned (``_common.autotuned``), keyed on (nq, nk, topk, head dim, dtypes).
 
 Differences from official: none in the maths (same softmax, same scale). Indices outside [0, P) are masked out
 instead of read (the official gather would raise); :func:`routed_attention_triton` checks them on CPU.
