@@ -143,3 +143,23 @@ def test_backward_flop_convention_matches_torch_sdpa():
     shape = (B, heads, n, C // heads)
     assert ours["attentions.routed_attention"] == sdpa_flop_count(shape, shape, shape)
     assert ours["attentions.routed_attention_backward"] == sdpa_backward_flop_count(shape, shape, shape, shape)
+
+
+def test_autotuning_configs_per_shape():
+    """Autotuning: off under the interpreter (one heuristic configuration, so CPU tests stay fast); on a GPU the
+    configurations are pruned per shape: DBRA's 1-4 queries per region get only 16-row "small-query" tiles, the
+    key-major pass only key blocks that fit a region, and the pixel backward only tiles within its register cap."""
+    from attentions.kernels import pixel_agent_attention as pa
+    from attentions.kernels import routed_attention as ra
+
+    if _common.interpreted(ra._routed_attn_fwd):
+        assert ra._fwd_tuned is ra._dq_tuned is ra._dkdv_tuned is pa._fwd_tuned is pa._bwd_tuned is None
+    q_prune = ra._prune(lambda a: a["NQ"], lambda a: a["TOPK"] * a["NK"])
+    kv_prune = ra._prune(lambda a: a["NQ"] * a["TOPK"], lambda a: a["NK"])
+    dbra = dict(NQ=1, NK=64, TOPK=4)
+    assert {c.kwargs["BLOCK_M"] for c in q_prune(ra._configs(ra._Q_CONFIGS), dbra)} == {16}
+    assert {c.kwargs["BLOCK_N"] for c in kv_prune(ra._configs(ra._KV_CONFIGS), dict(NQ=4, NK=16, TOPK=16))} == {16}
+    bra = dict(NQ=256, NK=256, TOPK=1)
+    assert len(q_prune(ra._configs(ra._Q_CONFIGS), bra)) == len(ra._Q_CONFIGS)  # everything fits
+    big = pa._prune(4096)(pa._configs(), dict(BLOCK_S=256, HW=128 * 128))
+    assert big and all(c.kwargs["BLOCK_M"] == 16 for c in big)
