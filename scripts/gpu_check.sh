@@ -3,7 +3,9 @@
 # (torch 2.11 / triton 3.6 or newer). Stages, each with its own time budget; a stage that no longer fits in what is
 # left of the 8 minutes is skipped with a printed reason:
 #   1. correctness: the kernel tests on the real GPU (tests/conftest.py sets TRITON_INTERPRET only without CUDA;
-#      tests/kernels/conftest.py turns TF32 off), autotuning off (ATTN_KERNELS_AUTOTUNE=0: no tuning compiles);
+#      tests/kernels/conftest.py turns TF32 off), autotuning off (ATTN_KERNELS_AUTOTUNE=0: no tuning compiles),
+#      Flex's own tests deselected by default (PYTEST_ARGS="-k 'not flex'": each costs a 10-30 s compile, and the
+#      tables check Flex's output and gradients at every shape anyway);
 #   2. the 224² table (scripts/bench_kernels.py --res 224), Flex at batch 64 only, measured after every other cell;
 #   3. the 512² table (--res 512), likewise.
 # Every table is written after every problem, so a stage cut short still leaves its rows.
@@ -59,7 +61,7 @@ run_stage() {
 }
 
 run_stage "correctness: kernel tests" "$TEST_S" 300 "$OUT/kernel-tests-$tag.log" \
-    env ATTN_KERNELS_AUTOTUNE=0 python3 -m pytest -q -p no:cacheprovider tests/kernels ${PYTEST_ARGS:-}
+    env ATTN_KERNELS_AUTOTUNE=0 python3 -m pytest -q -p no:cacheprovider tests/kernels ${PYTEST_ARGS:--k "not flex"}
 # --budget-s stops starting new cells 25 s before the stage's timeout (one cell, a compile, may still run)
 run_stage "224² table" "$T224_S" 150 "$OUT/bench-224-$tag.log" \
     bash -c 'python3 scripts/bench_kernels.py --res 224 --flex-at 224x64 --budget-s $((BUDGET_S - 25)) \
