@@ -38,6 +38,7 @@ class Case:
     stage: int
     batch: int
     tiny: bool = False  # --smoke: a CPU-sized stand-in with the same structure
+    routing: str = "uniform"  # routed ops: "uniform" (random distinct regions) or "skewed" (Zipf popularity)
 
     @property
     def geometry(self) -> dict:
@@ -57,14 +58,33 @@ class Case:
         if self.op == "pixel":
             return f"HW={g['H']}² Ns={g['Hk']}² m={g['heads']} G={g['groups']}"
         nq = n if self.op == "bra" else (g["Hk"] // g["n_win"]) ** 2
-        return f"P={P} nq={nq} nk={n} topk={g['topk']} C={g['C']}"
+        return f"P={P} nq={nq} nk={n} topk={g['topk']} C={g['C']}" + (" skewed" if self.routing == "skewed" else "")
 
 
-def cases(resolutions, batches, stages, ops, tiny=False) -> list[Case]:
-    """Problems in priority order: the largest (the H100 targets, 512² batch 64) first."""
-    out = [Case(op, res, stage, b, tiny) for res in sorted(resolutions, reverse=True)
-           for b in sorted(batches, reverse=True) for op in ops for stage in stages]
+ROUTINGS = ("uniform", "skewed")
+
+
+def cases(resolutions, batches, stages, ops, tiny=False, routings=("uniform",)) -> list[Case]:
+    """Problems in priority order: the largest (the H100 targets, 512² batch 64) first. The back attention has no
+    routing, so it runs once (``uniform`` stands for "not routed")."""
+    out = [Case(op, res, stage, b, tiny, r) for res in sorted(resolutions, reverse=True)
+           for b in sorted(batches, reverse=True) for op in ops for stage in stages
+           for r in (routings if op != "pixel" else ("uniform",))]
     return sorted(out, key=lambda c: (-c.batch, -c.res))
+
+
+def routing_indices(B: int, P: int, topk: int, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """(B, P, topk) distinct routed regions per query region. ``uniform``: a random top-k. ``skewed``: regions
+    have Zipf popularity (weight 1/rank, a random rank order per image) and each query region draws its top-k
+    without replacement by popularity, so a few key regions are picked by most query regions and many by none,
+    as trained routers do (content-similar regions share their favourite key regions)."""
+    if kind == "uniform":
+        return torch.rand(B, P, P, generator=gen).topk(topk, dim=-1).indices
+    if kind != "skewed":
+        raise ValueError(f"routing must be one of {ROUTINGS}, got {kind!r}")
+    rank = torch.argsort(torch.rand(B, P, generator=gen), dim=-1).float()
+    weight = (1.0 / (rank + 1.0))[:, None, :].expand(B, P, P).reshape(B * P, P)
+    return torch.multinomial(weight, topk, replacement=False, generator=gen).view(B, P, topk)
 
 
 def make_inputs(case: Case, dtype, device, seed=0) -> dict:
@@ -85,7 +105,7 @@ def make_inputs(case: Case, dtype, device, seed=0) -> dict:
     P = g["n_win"] ** 2
     nk = (g["H"] // g["n_win"]) ** 2
     nq = nk if case.op == "bra" else (g["Hk"] // g["n_win"]) ** 2
-    idx = torch.rand(B, P, P, generator=gen).topk(g["topk"], dim=-1).indices.to(device)
+    idx = routing_indices(B, P, g["topk"], case.routing, gen).to(device)
     return dict(q=rand(B, P, nq, C), k=rand(B, P, nk, C), v=rand(B, P, nk, C), idx=idx, num_heads=m,
                 scale=C**-0.5)
 
@@ -119,7 +139,7 @@ def provider_fn(case: Case, provider: str, compiled_flex: bool):
             from attentions.kernels import routed_attention_triton
             return lambda a: routed_attention_triton(**a)
         if provider == "flex":
-            return lambda a: flex_routed_attention(**a, flex=_flex(compiled_flex))
+            return lambda a: flex_routed_attention(**a, flex=_flex(compiled_flex))  # a may carry block_mask
     raise NotImplementedError(f"unknown provider {provider!r}")
 
 
@@ -134,34 +154,58 @@ def _flex(compiled: bool):
     return _FLEX[compiled]
 
 
-def routing_block_mask(idx: torch.Tensor, nq: int, nk: int, block: int = 128):
-    """FlexAttention BlockMask for region-major tokens: query token t attends to key token u iff region u // nk
-    is among the routed regions of region t // nq.
+def aligned_block(n: int) -> int:
+    """Flex's block size along an axis of n-token regions: 128 where regions hold a multiple of 128 tokens, the
+    region itself where it is a power of two ≥ 16 (blocks never straddle regions: every tile is one region pair,
+    skipped or full, and Flex does exactly the routed work), else 16 (DBRA's 1-4 agents per region, BRA's
+    4-token stage-3 regions: Flex tiles must be ≥ 16 tokens, so a tile spans several regions and is partial)."""
+    if n % 128 == 0:
+        return 128
+    if n >= 16 and n & (n - 1) == 0:
+        return n
+    return 16
 
-    Built at region level in O(B·P²): a (block × block) tile is skipped if no query region in it routes to a key
-    region in it, "full" if every pair is routed (no mask_mod call), partial otherwise. A 128-row query tile spans
-    128 / nq query regions whose routed sets differ, so with small regions (DBRA agents: nq = 1) nearly every
-    tile is partial: Flex expresses the routing but cannot skip work. All heads share the routing.
+
+def flex_kernel_options(q_block: int, kv_block: int) -> dict | None:
+    """Flex tiles that divide the block mask's blocks (required below 128; torch ≥ 2.12 shrinks them itself):
+    forward BLOCK_M | q_block, BLOCK_N | kv_block; backward BLOCK_N1 % BLOCK_M1 == BLOCK_M2 % BLOCK_N2 == 0."""
+    if q_block >= 128 and kv_block >= 128:
+        return None
+    small = min(32, q_block, kv_block)
+    return dict(BLOCK_M=min(64, q_block), BLOCK_N=min(64, kv_block), BLOCK_M1=small, BLOCK_N1=min(64, kv_block),
+                BLOCK_M2=min(64, q_block), BLOCK_N2=small)
+
+
+def routing_block_mask(idx: torch.Tensor, nq: int, nk: int, block=128):
+    """FlexAttention BlockMask for region-major tokens: query token t attends to key token u iff region u // nk
+    is among the routed regions of region t // nq. ``block``: an int or (q_block, kv_block).
+
+    Built at region level in O(B·P²): a tile is skipped if no query region in it routes to a key region in it,
+    "full" if every pair is routed (no mask_mod call), partial otherwise. With region-aligned blocks
+    (:func:`aligned_block`) every tile is one region pair or a part of one, so tiles are skipped or full; with
+    tiles spanning several query regions whose routed sets differ (small regions) nearly every tile is partial.
+    All heads share the routing.
     """
     from torch.nn.attention.flex_attention import BlockMask
 
+    qb, kb = (block, block) if isinstance(block, int) else block
     B, P, _ = idx.shape
     Lq, Lk = P * nq, P * nk
-    nqb, nkb = -(-Lq // block), -(-Lk // block)
+    nqb, nkb = -(-Lq // qb), -(-Lk // kb)
     route = torch.zeros(B, P, P, device=idx.device)
     route.scatter_(2, idx, 1.0)
-    tok_q = torch.arange(nqb * block, device=idx.device)
-    tok_k = torch.arange(nkb * block, device=idx.device)
+    tok_q = torch.arange(nqb * qb, device=idx.device)
+    tok_k = torch.arange(nkb * kb, device=idx.device)
     # cover[i, r]: tile i holds a token of region r (padding tokens past L hold none)
     cover_q = torch.zeros(nqb, P, device=idx.device).index_put_(
-        ((tok_q // block)[tok_q < Lq], (tok_q // nq)[tok_q < Lq]), torch.tensor(1.0, device=idx.device))
+        ((tok_q // qb)[tok_q < Lq], (tok_q // nq)[tok_q < Lq]), torch.tensor(1.0, device=idx.device))
     cover_k = torch.zeros(nkb, P, device=idx.device).index_put_(
-        ((tok_k // block)[tok_k < Lk], (tok_k // nk)[tok_k < Lk]), torch.tensor(1.0, device=idx.device))
+        ((tok_k // kb)[tok_k < Lk], (tok_k // nk)[tok_k < Lk]), torch.tensor(1.0, device=idx.device))
     routed_pairs = cover_q @ route @ cover_k.T  # (B, nqb, nkb) routed region pairs per tile
     all_pairs = cover_q.sum(1)[:, None] * cover_k.sum(1)[None, :]
     ragged = torch.zeros(nqb, nkb, dtype=torch.bool, device=idx.device)  # tiles holding padding stay partial
-    ragged[-1, :] |= Lq % block != 0
-    ragged[:, -1] |= Lk % block != 0
+    ragged[-1, :] |= Lq % qb != 0
+    ragged[:, -1] |= Lk % kb != 0
     full = (routed_pairs == all_pairs) & ~ragged & (routed_pairs > 0)
     partial = (routed_pairs > 0) & ~full
 
@@ -176,20 +220,22 @@ def routing_block_mask(idx: torch.Tensor, nq: int, nk: int, block: int = 128):
 
     num, ind = lists(partial)
     fnum, find = lists(full)
-    return BlockMask.from_kv_blocks(num, ind, fnum, find, BLOCK_SIZE=block, mask_mod=mask_mod,
+    return BlockMask.from_kv_blocks(num, ind, fnum, find, BLOCK_SIZE=(qb, kb), mask_mod=mask_mod,
                                     seq_lengths=(Lq, Lk))
 
 
-def flex_routed_attention(q, k, v, idx, num_heads, scale, flex, block_mask=None):
-    """Routed attention through FlexAttention on region-major tokens, heads split head-major like the kernel."""
+def flex_routed_attention(q, k, v, idx, num_heads, scale, flex, block_mask=None, kernel_options=None):
+    """Routed attention through FlexAttention on region-major tokens, heads split head-major like the kernel.
+    Without ``block_mask`` one is built with region-aligned blocks (the benchmark builds it outside the timing)."""
     B, P, nq, C = q.shape
     nk, d = k.shape[2], C // num_heads
     if block_mask is None:
-        block_mask = routing_block_mask(idx, nq, nk)
+        block = (aligned_block(nq), aligned_block(nk))
+        block_mask, kernel_options = routing_block_mask(idx, nq, nk, block), flex_kernel_options(*block)
     qh = q.reshape(B, P * nq, num_heads, d).transpose(1, 2)
     kh = k.reshape(B, P * nk, num_heads, d).transpose(1, 2)
     vh = v.reshape(B, P * nk, num_heads, d).transpose(1, 2)
-    out = flex(qh, kh, vh, block_mask=block_mask, scale=scale)
+    out = flex(qh, kh, vh, block_mask=block_mask, scale=scale, kernel_options=kernel_options)
     return out.transpose(1, 2).reshape(B, P, nq, C)
 
 
@@ -223,6 +269,28 @@ def flex_pixel_agent(q, k, v, pos, rpe_table, n_groups, H, W, scale, flex):
     return out.reshape(Z, N, d)
 
 
+def flex_mask_inputs(case: Case, inputs: dict) -> dict:
+    """The Flex provider's inputs: the routed inputs plus a block mask (region-aligned blocks) and matching
+    kernel options, built once here so that Flex's timings exclude it (the benchmark times it separately)."""
+    if case.op == "pixel":
+        return inputs
+    nq, nk = inputs["q"].shape[2], inputs["k"].shape[2]
+    block = (aligned_block(nq), aligned_block(nk))
+    return dict(inputs, block_mask=routing_block_mask(inputs["idx"], nq, nk, block),
+                kernel_options=flex_kernel_options(*block))
+
+
+def flops(case: Case, inputs: dict) -> tuple[int, int]:
+    """(forward, forward+backward) FLOPs, torch's convention (2 per MAC; backward 2.5× forward, docs/kernels.md)."""
+    from attentions.kernels import pixel_agent_attention_macs, routed_attention_macs
+
+    if case.op == "pixel":
+        macs = pixel_agent_attention_macs(inputs["q"].shape, inputs["k"].shape)
+    else:
+        macs = routed_attention_macs(inputs["q"].shape, inputs["k"].shape, inputs["idx"].shape)
+    return 2 * macs, 2 * macs + 5 * macs
+
+
 def io_bytes(case: Case, inputs: dict) -> tuple[int, int]:
     """(forward, forward+backward) bytes that must cross memory at least once: each input read once, each
     output written once (the backward reads inputs, out and dout, and writes one gradient per input)."""
@@ -233,11 +301,17 @@ def io_bytes(case: Case, inputs: dict) -> tuple[int, int]:
     return fwd, fwd + (size + 2 * out) + size
 
 
-def reference(case: Case, inputs: dict) -> torch.Tensor:
-    """float32 forward of the lean torch path (official where there is none), for the max-error column."""
-    f32 = {n: (t.float() if torch.is_tensor(t) and t.is_floating_point() else t) for n, t in inputs.items()}
-    with torch.no_grad():
-        if case.op == "pixel":
-            fn = getattr(deformable, "pixel_to_agent_attention_lean", deformable.pixel_to_agent_attention_torch)
-            return fn(**f32)
-        return routed_attention(**f32, impl="torch")
+def reference(case: Case, inputs: dict, dout: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """float32 forward and gradients (for ``dout``) of the lean torch path (official where there is none): the
+    max-error and gradient-error columns."""
+    names = grad_inputs(case)
+    f32 = {n: (t.detach().float() if torch.is_tensor(t) and t.is_floating_point() else t) for n, t in inputs.items()}
+    for n in names:
+        f32[n].requires_grad_()
+    if case.op == "pixel":
+        fn = getattr(deformable, "pixel_to_agent_attention_lean", deformable.pixel_to_agent_attention_torch)
+        out = fn(**f32)
+    else:
+        out = routed_attention(**f32, impl="torch")
+    grads = torch.autograd.grad(out, [f32[n] for n in names], dout.float())
+    return out.detach(), dict(zip(names, grads))

@@ -54,23 +54,28 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     args = p.parse_args(argv)
     prec = "ieee" if args.dtype == "fp32" else "tf32"
-    io = {n: f"*{args.dtype}" for n in ("Q", "K", "V", "OUT", "DOUT", "DQ", "TABLE")}
-    io.update(IDX="*i64", LSE2="*fp32", DK="*fp32", DV="*fp32", POS="*fp32", DPOS="*fp32", DTABLE="*fp32")
+    io = {n: f"*{args.dtype}" for n in ("Q", "K", "V", "OUT", "DOUT", "DQ", "TABLE", "DK", "DV")}
+    io.update(IDX="*i64", LSE2="*fp32", DELTA="*fp32", INV="*i32", OFFS="*i32", POS="*fp32", DPOS="*fp32",
+              DTABLE="*i64", FX_SCALE="*fp32")
+    pixel_io = dict(io, DK="*fp32", DV="*fp32")  # per-chunk float32 partial sums
     for nq, nk, topk, heads in _ROUTED:
         bm, bn, bd = ra._tiles(nq, nk, topk, 32)
-        meta = dict(NQ=nq, NK=nk, TOPK=topk, NUM_HEADS=heads, HEAD_DIM=32, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
-                    DOT_PRECISION=prec, UPCAST=False, num_warps=4)
-        for fn in (ra._routed_attn_fwd, ra._routed_attn_bwd):
+        kbm, kbn = ra._kv_tiles(nq, nk, topk)
+        base = dict(NQ=nq, NK=nk, TOPK=topk, NUM_HEADS=heads, HEAD_DIM=32, BLOCK_D=bd, DOT_PRECISION=prec,
+                    UPCAST=False, num_warps=4)
+        for fn, (m_, n_) in ((ra._routed_attn_fwd, (bm, bn)), (ra._routed_attn_bwd_dq, (bm, bn)),
+                             (ra._routed_attn_bwd_dkdv, (kbm, kbn))):
+            meta = dict(base, BLOCK_M=m_, BLOCK_N=n_)
             rep = compile_report(fn, meta, io, ("qk_scale", "sm_scale"), args.arch)
-            print(f"{fn.fn.__name__:18s} nq={nq:<3d} nk={nk:<3d} topk={topk:<2d} tiles {bm}x{bn}x{bd}  {rep}")
+            print(f"{fn.fn.__name__:21s} nq={nq:<3d} nk={nk:<3d} topk={topk:<2d} tiles {m_}x{n_}x{bd}  {rep}")
     for ns, heads, groups, table in _PIXEL:
         for backward, fn in ((False, pa._pixel_agent_fwd), (True, pa._pixel_agent_bwd)):
             bs = triton.next_power_of_2(max(ns, 16))
             bm, warps = (pa._BWD_TILES if backward else pa._FWD_TILES)[bs]
             meta = dict(NS=ns, HEAD_DIM=32, NUM_HEADS=heads, N_GROUPS=groups, TH=table, TW=table, BLOCK_M=bm,
                         BLOCK_S=bs, BLOCK_D=32, DOT_PRECISION=prec, UPCAST=False, num_warps=warps)
-            rep = compile_report(fn, meta, io, ("den_h", "den_w", "sm_scale"), args.arch)
-            print(f"{fn.fn.__name__:18s} Ns={ns:<3d} m={heads} G={groups} tiles {bm}x{bs} warps {warps}  {rep}")
+            rep = compile_report(fn, meta, pixel_io, ("den_h", "den_w", "sm_scale"), args.arch)
+            print(f"{fn.fn.__name__:21s} Ns={ns:<3d} m={heads} G={groups} tiles {bm}x{bs} warps {warps}  {rep}")
     return 0
 
 

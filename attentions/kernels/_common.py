@@ -1,4 +1,5 @@
-"""Helpers shared by the Triton kernels: interpreter detection, device checks, tile sizes, one matmul helper.
+"""Helpers shared by the Triton kernels: interpreter detection, device checks, tile sizes, matmul precision,
+autotuning (collapsed to one heuristic configuration under the interpreter) and launching.
 
 The Triton interpreter (``TRITON_INTERPRET=1``) runs a kernel's programs one after another on the CPU with NumPy.
 ``triton.jit`` reads that variable when it *decorates* a kernel, so it must be set before the first import of
@@ -8,10 +9,13 @@ interpreter run on CPU tensors; kernels compiled for the GPU run on CUDA tensors
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 
-__all__ = ["LOG2E", "interpreted", "check_runnable", "pow2_at_least", "dot_precision", "upcast_operands"]
+__all__ = ["LOG2E", "interpreted", "check_runnable", "pow2_at_least", "dot_precision", "upcast_operands",
+           "autotuned", "launch"]
 
 LOG2E = 1.4426950408889634  # log2(e): the kernels use exp2, so logits are pre-multiplied by it
 
@@ -63,3 +67,31 @@ def upcast_operands(kernel) -> bool:
     multiplies bfloat16 tiles as raw integers (triton 3.8). Products of bf16 values are exact in float32, so the
     upcast changes only the summation order (and probabilities are not rounded to bf16 before PV)."""
     return interpreted(kernel)
+
+
+def autotuned(kernel, configs: list, key: list[str], prune, reset_to_zero=None):
+    """``kernel`` wrapped in ``triton.autotune`` over ``configs`` (pruned per shape by ``prune(configs, args)``),
+    or None where autotuning is off: under the interpreter (every launch would run each config on the CPU) and
+    when ``ATTN_KERNELS_AUTOTUNE=0`` (read at import; the GPU check's test stage uses it to skip the tuning
+    compiles). Triton appends the dtypes of the tensor arguments to ``key`` itself, so the key is (key..., dtypes).
+    ``reset_to_zero`` names buffers the kernel accumulates into: zeroed before every timed config and again
+    before the real launch."""
+    if interpreted(kernel) or os.environ.get("ATTN_KERNELS_AUTOTUNE", "1") == "0":
+        return None
+
+    def early_prune(cfgs, named_args, **kwargs):
+        kept = prune(cfgs, {**named_args, **kwargs})
+        return kept or cfgs[:1]
+
+    return triton.autotune(configs=configs, key=key, reset_to_zero=reset_to_zero,
+                           prune_configs_by={"early_config_prune": early_prune})(kernel)
+
+
+def launch(kernel, tuned, grid, args: tuple, consts: dict, heuristic: dict, forced: bool) -> None:
+    """Launch ``tuned`` (autotuned over the tile meta-parameters) or, when it is None or tiles were ``forced`` by
+    the caller (tests), ``kernel`` with the ``heuristic`` tiles. ``grid(meta)`` gives the launch grid."""
+    if tuned is None or forced:
+        meta = {**consts, **heuristic}
+        kernel[grid(meta)](*args, **meta)
+    else:
+        tuned[grid](*args, **consts)

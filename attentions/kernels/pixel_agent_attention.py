@@ -19,14 +19,17 @@ Design (docs/kernels.md has the full account):
   two and masked) and their positions sit in registers; the program computes q kᵀ, the four bilinear taps of
   the bias from the pixel's coordinate and each agent's position, softmax (exp2), and P V. It writes out and the
   base-2 logsumexp. No displacement, bias or logit tensor exists in memory.
-* Backward: one program per (b·m, chunk of pixel blocks) recomputes the probabilities from the logsumexp, stores
-  dQ, keeps dK, dV and the position gradient in registers across its chunk (one atomic add each at the end), and
-  scatters the RPE-table gradient (the 4 taps × dS) with float32 atomic adds into a table-sized buffer.
+* Backward: one program per (b·m, chunk of pixels) recomputes the probabilities from the logsumexp, stores dQ,
+  keeps dK, dV and the position gradient in registers across its chunk and stores them into its own slot of
+  per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
+  per-(image, head) partial tables as int64 fixed-point numbers (:func:`fixed_point_scale`): integer atomic adds
+  are associative, so the result is bit-identical across runs; the partial tables are summed as integers.
 * Gradients flow to q, k, v, rpe_table and pos, like the torch reference (grid_sample differentiates its grid).
 
 Differences from official: none in the maths. The bias is evaluated in float32 whatever the table's dtype (the
-official code samples the table in its own dtype, bf16 under autocast), and the RPE-table, position, dK and dV
-gradients are summed by atomics, so their float32 summation order varies between runs.
+official code samples the table in its own dtype, bf16 under autocast), and the RPE-table gradient is summed in
+int64 fixed point (exact after rounding each contribution to ~1e-18 of a bound on its total; deterministic, where
+the official grid_sample backward's float atomics are not).
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_runnable, dot_precision, pow2_at_least, upcast_operands
+from ._common import autotuned, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
 
-__all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs"]
+__all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs", "fixed_point_scale"]
 
 MAX_AGENTS = 256  # all agents of a head live in one program's registers
 
@@ -59,8 +62,10 @@ def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
     tl.static_assert(BLOCK_S >= 16)
     tl.static_assert(BLOCK_D >= 16)
     LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
-    pid_m = tl.program_id(0)
-    z = tl.program_id(1).to(tl.int64)  # b·m + head
+    # 1-D grid (no 65535 cap on B·m): program -> (b·m + head, block of pixels)
+    n_mblocks = tl.cdiv(HW, BLOCK_M)
+    pid_m = tl.program_id(0) % n_mblocks
+    z = (tl.program_id(0) // n_mblocks).to(tl.int64)  # b·m + head
     h = z % NUM_HEADS
     pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)  # b·G + group of this head
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -119,14 +124,14 @@ def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
 
 
 @triton.jit
-def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, DQ, DK, DV, DPOS, DTABLE,  #
+def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV, DPOS, DTABLE,  #
                      stride_qz, stride_qn, stride_qd,  #
                      stride_kz, stride_ks, stride_kd,  #
                      stride_vz, stride_vs, stride_vd,  #
                      stride_pz, stride_ps, stride_pc,  #
                      stride_th, stride_ty, stride_tx,  #
                      stride_dz, stride_dn, stride_dd,  #
-                     HW, H, W, den_h, den_w, sm_scale, BLOCKS_PER_PROG,  #
+                     HW, H, W, den_h, den_w, sm_scale, N_CHUNKS, PIX_PER_CHUNK, Z,  #
                      NS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_HEADS: tl.constexpr, N_GROUPS: tl.constexpr,  #
                      TH: tl.constexpr, TW: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
@@ -137,8 +142,9 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, DQ, DK, DV, DPOS, DTA
     tl.static_assert(BLOCK_S >= 16)
     tl.static_assert(BLOCK_D >= 16)
     LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
-    chunk = tl.program_id(0)
-    z = tl.program_id(1).to(tl.int64)
+    # 1-D grid: program -> (b·m + head, chunk of PIX_PER_CHUNK pixels)
+    chunk = tl.program_id(0) % N_CHUNKS
+    z = (tl.program_id(0) // N_CHUNKS).to(tl.int64)
     h = z % NUM_HEADS
     pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)
     offs_s = tl.arange(0, BLOCK_S)
@@ -159,10 +165,13 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, DQ, DK, DV, DPOS, DTA
     dpy = tl.zeros([BLOCK_S], tl.float32)
     dpx = tl.zeros([BLOCK_S], tl.float32)
     T = TABLE + h * stride_th
-    DT = DTABLE + h * TH * TW  # contiguous float32 (m, TH, TW)
-    for blk in range(0, BLOCKS_PER_PROG):
-        offs_m = (chunk * BLOCKS_PER_PROG + blk) * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < HW  # a block past the end is fully masked and contributes nothing
+    DT = DTABLE + z * TH * TW  # this image's and head's int64 fixed-point partial table, (B·m, TH, TW)
+    fx_scale = tl.load(FX_SCALE)  # a power of two: contributions become integers, their sum is exact
+    lo = chunk * PIX_PER_CHUNK
+    hi = tl.minimum(lo + PIX_PER_CHUNK, HW)
+    for start in range(lo, hi, BLOCK_M):
+        offs_m = start + tl.arange(0, BLOCK_M)
+        m_valid = offs_m < hi
         q_mask = m_valid[:, None] & d_valid[None, :]
         q = tl.load(Q + z * stride_qz + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
                     mask=q_mask, other=0.)
@@ -212,22 +221,31 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, DQ, DK, DV, DPOS, DTA
         # -- positions: summed over the block's pixels --
         dpy += tl.sum(ds * gy, 0)
         dpx += tl.sum(ds * gx, 0)
-        # -- RPE table: each tap receives dS times its bilinear weight (masks recomputed: cheaper than kept) --
+        # -- RPE table: each tap receives dS times its bilinear weight, as a fixed-point integer: integer addition
+        #    is associative, so the sum is the same whatever order the atomics land in (bit-deterministic), and
+        #    each (image, head) has its own partial table (64× less contention than one table at batch 64) --
         in_y0 = ms & (y0 >= 0) & (y0 < TH)
         in_y1 = ms & (y0 + 1 >= 0) & (y0 + 1 < TH)
         in_x0 = (x0 >= 0) & (x0 < TW)
         in_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
-        tl.atomic_add(DT + y0 * TW + x0, ds * (1.0 - fy) * (1.0 - fx), mask=in_y0 & in_x0, sem="relaxed")
-        tl.atomic_add(DT + y0 * TW + x0 + 1, ds * (1.0 - fy) * fx, mask=in_y0 & in_x1, sem="relaxed")
-        tl.atomic_add(DT + (y0 + 1) * TW + x0, ds * fy * (1.0 - fx), mask=in_y1 & in_x0, sem="relaxed")
-        tl.atomic_add(DT + (y0 + 1) * TW + x0 + 1, ds * fy * fx, mask=in_y1 & in_x1, sem="relaxed")
-    # epilogue: one atomic add per agent gradient.
+        dsf = ds * fx_scale
+        tl.atomic_add(DT + y0 * TW + x0, tl.floor(dsf * (1.0 - fy) * (1.0 - fx) + 0.5).to(tl.int64),
+                      mask=in_y0 & in_x0, sem="relaxed")
+        tl.atomic_add(DT + y0 * TW + x0 + 1, tl.floor(dsf * (1.0 - fy) * fx + 0.5).to(tl.int64),
+                      mask=in_y0 & in_x1, sem="relaxed")
+        tl.atomic_add(DT + (y0 + 1) * TW + x0, tl.floor(dsf * fy * (1.0 - fx) + 0.5).to(tl.int64),
+                      mask=in_y1 & in_x0, sem="relaxed")
+        tl.atomic_add(DT + (y0 + 1) * TW + x0 + 1, tl.floor(dsf * fy * fx + 0.5).to(tl.int64),
+                      mask=in_y1 & in_x1, sem="relaxed")
+    # epilogue: this program's agent gradients go to its own (chunk, z) slot, plain stores; the wrapper sums the
+    # chunks (and the heads of a group, for pos) in a fixed order.
     # iy = ((qy − py)/2 + 1)/2 · (TH − 1), so ∂iy/∂py = −(TH − 1)/4 (likewise for x)
-    kv_ptrs = (z * NS + offs_s)[:, None] * HEAD_DIM + offs_d[None, :]
-    tl.atomic_add(DK + kv_ptrs, dk * sm_scale, mask=kv_mask, sem="relaxed")
-    tl.atomic_add(DV + kv_ptrs, dv, mask=kv_mask, sem="relaxed")
-    tl.atomic_add(DPOS + (pos_row * NS + offs_s) * 2, dpy * (-0.25 * (TH - 1)), mask=s_valid, sem="relaxed")
-    tl.atomic_add(DPOS + (pos_row * NS + offs_s) * 2 + 1, dpx * (-0.25 * (TW - 1)), mask=s_valid, sem="relaxed")
+    slot = chunk * Z + z
+    kv_ptrs = (slot * NS + offs_s)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DK + kv_ptrs, dk * sm_scale, mask=kv_mask)
+    tl.store(DV + kv_ptrs, dv, mask=kv_mask)
+    tl.store(DPOS + (slot * NS + offs_s) * 2, dpy * (-0.25 * (TH - 1)), mask=s_valid)
+    tl.store(DPOS + (slot * NS + offs_s) * 2 + 1, dpx * (-0.25 * (TW - 1)), mask=s_valid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,21 +281,44 @@ def _check_inputs(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int) -> Non
         raise ValueError(f"{_OP}: pos and rpe_table must be floating point, got {pos.dtype}, {rpe_table.dtype}")
 
 
-# (BLOCK_M, num_warps) by BLOCK_S: the backward keeps a dozen (BLOCK_M, BLOCK_S) float32 temporaries and the
-# (BLOCK_S, d) dK/dV accumulators in registers. Chosen from ptxas' report for sm_90 (triton 3.8, bf16, d = 32): no
-# spills except the backward at BLOCK_S = 256 (~250 bytes); not yet timed on a GPU (docs/kernels.md).
+# Heuristic (BLOCK_M, num_warps) by BLOCK_S, the interpreter's and ATTN_KERNELS_AUTOTUNE=0's single configuration:
+# the backward keeps a dozen (BLOCK_M, BLOCK_S) float32 temporaries and the (BLOCK_S, d) dK/dV accumulators in
+# registers. Chosen from ptxas' report for sm_90 (triton 3.8, bf16, d = 32): no spills except the backward at
+# BLOCK_S = 256 (~250 bytes). On a GPU the autotuner picks among _CONFIGS instead.
 _FWD_TILES = {16: (64, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8), 256: (16, 8)}
 _BWD_TILES = {16: (32, 4), 32: (32, 4), 64: (16, 4), 128: (16, 8), 256: (16, 8)}
+_CONFIGS = [(16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8)]
+_KEY = ["HW", "NS", "HEAD_DIM"]  # + the tensors' dtypes (Triton appends them)
 
 
-def _meta(q, k, rpe_table, n_groups, backward: bool, block_m=None) -> dict:
+def _prune(max_tile: int):
+    """Keep configs with BLOCK_M·BLOCK_S ≤ max_tile (register pressure) and BLOCK_M ≤ the padded pixel count."""
+    def prune(cfgs, a):
+        block_s, rows = a["BLOCK_S"], pow2_at_least(a["HW"], 16)
+        return [c for c in cfgs if c.kwargs["BLOCK_M"] * block_s <= max_tile and c.kwargs["BLOCK_M"] <= rows]
+    return prune
+
+
+def _configs():
+    return [triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=2) for bm, w in _CONFIGS]
+
+
+_fwd_tuned = autotuned(_pixel_agent_fwd, _configs(), _KEY, _prune(8192))
+# the partial RPE tables accumulate (integer atomics): zeroed before every timed config and before the real launch
+_bwd_tuned = autotuned(_pixel_agent_bwd, _configs(), _KEY, _prune(4096), reset_to_zero=["DTABLE"])
+
+
+def _consts(q, k, rpe_table, n_groups) -> dict:
     Ns, d = k.shape[1], k.shape[2]
     m, Th, Tw = rpe_table.shape
-    block_s = pow2_at_least(Ns, 16)
-    tile_m, warps = (_BWD_TILES if backward else _FWD_TILES)[block_s]
-    return dict(NS=Ns, HEAD_DIM=d, NUM_HEADS=m, N_GROUPS=n_groups, TH=Th, TW=Tw, BLOCK_M=block_m or tile_m,
-                BLOCK_S=block_s, BLOCK_D=pow2_at_least(d, 16), DOT_PRECISION=dot_precision(q.dtype),
-                UPCAST=upcast_operands(_pixel_agent_fwd), num_warps=warps)
+    return dict(NS=Ns, HEAD_DIM=d, NUM_HEADS=m, N_GROUPS=n_groups, TH=Th, TW=Tw, BLOCK_S=pow2_at_least(Ns, 16),
+                BLOCK_D=pow2_at_least(d, 16), DOT_PRECISION=dot_precision(q.dtype),
+                UPCAST=upcast_operands(_pixel_agent_fwd))
+
+
+def _heuristic(consts: dict, backward: bool, block_m=None) -> dict:
+    tile_m, warps = (_BWD_TILES if backward else _FWD_TILES)[consts["BLOCK_S"]]
+    return dict(BLOCK_M=block_m or tile_m, num_warps=warps)
 
 
 def _grid_args(H: int, W: int) -> tuple:
@@ -293,39 +334,64 @@ def _forward(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int, scale: floa
     lse2 = torch.empty((Z, N), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse2
-    meta = _meta(q, k, rpe_table, n_groups, False, block_m)
-    grid = (triton.cdiv(N, meta["BLOCK_M"]), Z)
-    _pixel_agent_fwd[grid](q, k, v, pos, rpe_table, out, lse2, *q.stride(), *k.stride(), *v.stride(),
-                           *pos.stride(), *rpe_table.stride(), *_grid_args(H, W), scale, **meta)
+    c = _consts(q, k, rpe_table, n_groups)
+    launch(_pixel_agent_fwd, _fwd_tuned, lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,),
+           (q, k, v, pos, rpe_table, out, lse2, *q.stride(), *k.stride(), *v.stride(), *pos.stride(),
+            *rpe_table.stride(), *_grid_args(H, W), scale), c, _heuristic(c, False, block_m), bool(block_m))
     return out, lse2
 
 
-def _chunks(n_blocks: int, Z: int, device: torch.device) -> int:
+def _chunks(N: int, Z: int, device: torch.device) -> int:
     """Programs per head in the backward: enough for ~4 per SM; one on the interpreter (fewest programs)."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(n_blocks, triton.cdiv(4 * sms, Z)))
+    return max(1, min(triton.cdiv(N, 128), triton.cdiv(4 * sms, Z)))
+
+
+def fixed_point_scale(dout: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The power of two that turns RPE-table gradient contributions into int64 without overflow: 2^60 / bound.
+
+    ``bound`` ≥ Σ over every (b·m, pixel, agent) of |dS| ≥ |any partial or total table entry|, because
+    Σ_s |dS_ns| = Σ_s P_ns |dO_n·v_s − Σ_t P_nt dO_n·v_t| ≤ 2 ‖dO_n‖ max_s ‖v_s‖ and the four bilinear weights sum
+    to ≤ 1; a factor 4 covers the norms' rounding. Each contribution is then rounded to bound·2^-61, about 1e-18 of
+    the bound (float32 atomics round each partial sum to 6e-8 of itself). Computed on the device: no sync."""
+    rows = torch.linalg.vector_norm(dout, dim=-1).float().sum()  # (B·m, H·W) norms: 1/d of dout, not a copy
+    bound = 4.0 * rows * torch.linalg.vector_norm(v, dim=-1).float().amax()
+    exponent = torch.floor(torch.log2(2.0**60 / bound.clamp_min(1e-30))).clamp(-100.0, 100.0)
+    return torch.exp2(exponent).reshape(1).to(torch.float32)
 
 
 def _backward(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale, block_m=None, chunks=None):
-    """Launch the backward -> (dq, dk, dv, dpos, drpe_table); float32 accumulators for all but dq."""
+    """Launch the backward -> (dq, dk, dv, dpos, drpe_table), every gradient bit-identical from run to run.
+
+    dK, dV and dpos: each (chunk, b·m) program stores its float32 partial sums into its own slot of a
+    (chunks, ...) buffer, summed here in a fixed order (chunks = 1 when B·m alone fills the GPU). The RPE table:
+    int64 fixed-point partial tables per (image, head), (B·m, Th, Tw), filled by integer atomics (exact, so
+    order-free), summed over the batch as integers and scaled back once."""
     check_runnable(_OP, _pixel_agent_bwd, dout, q, k, v, pos, rpe_table)
     Z, N, d = q.shape
+    m, Th, Tw = rpe_table.shape
+    B, Ns = Z // m, k.shape[1]
+    n_chunks = chunks or _chunks(N, Z, q.device)
+    pix_per_chunk = triton.cdiv(N, n_chunks)
+    n_chunks = triton.cdiv(N, pix_per_chunk) if N else 1  # no empty chunk
     dq = torch.empty((Z, N, d), dtype=q.dtype, device=q.device)
-    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
-    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
-    dpos = torch.zeros(pos.shape, dtype=torch.float32, device=pos.device)
-    dtable = torch.zeros(rpe_table.shape, dtype=torch.float32, device=rpe_table.device)
+    dk = torch.zeros((n_chunks, Z, Ns, d), dtype=torch.float32, device=k.device)
+    dv = torch.zeros_like(dk)
+    dpos = torch.zeros((n_chunks, Z, Ns, 2), dtype=torch.float32, device=pos.device)
+    dtable = torch.zeros((Z, Th, Tw), dtype=torch.int64, device=rpe_table.device)
+    fx_scale = fixed_point_scale(dout, v)
     if dq.numel() > 0:
-        meta = _meta(q, k, rpe_table, n_groups, True, block_m)
-        n_blocks = triton.cdiv(N, meta["BLOCK_M"])
-        per_prog = triton.cdiv(n_blocks, chunks or _chunks(n_blocks, Z, q.device))
-        grid = (triton.cdiv(n_blocks, per_prog), Z)
-        _pixel_agent_bwd[grid](q, k, v, pos, rpe_table, out.contiguous(), dout, lse2, dq, dk, dv, dpos, dtable,
-                               *q.stride(), *k.stride(), *v.stride(), *pos.stride(), *rpe_table.stride(),
-                               *dout.stride(), *_grid_args(H, W), scale, per_prog, **meta)
-    return dq, dk.to(k.dtype), dv.to(v.dtype), dpos.to(pos.dtype), dtable.to(rpe_table.dtype)
+        c = _consts(q, k, rpe_table, n_groups)
+        launch(_pixel_agent_bwd, _bwd_tuned, lambda meta: (n_chunks * Z,),
+               (q, k, v, pos, rpe_table, out.contiguous(), dout, lse2, fx_scale, dq, dk, dv, dpos, dtable,
+                *q.stride(), *k.stride(), *v.stride(), *pos.stride(), *rpe_table.stride(), *dout.stride(),
+                *_grid_args(H, W), scale, n_chunks, pix_per_chunk, Z), c, _heuristic(c, True, block_m),
+               bool(block_m))
+    dpos = dpos.sum(0).view(B, n_groups, m // n_groups, Ns, 2).sum(2).view(B * n_groups, Ns, 2)
+    dtable = (dtable.view(B, m, Th, Tw).sum(0).to(torch.float64) / fx_scale.double()).to(rpe_table.dtype)
+    return dq, dk.sum(0).to(k.dtype), dv.sum(0).to(v.dtype), dpos.to(pos.dtype), dtable
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,7 +458,8 @@ def _register_flop_formulas() -> None:
 
     @register_flop_formula(torch.ops.attentions.pixel_agent_attention_backward)
     def _bwd_flops(dout_shape, q_shape, k_shape, *args, **kwargs) -> int:
-        return 4 * pixel_agent_attention_macs(q_shape, k_shape)  # four matmuls, as torch counts SDPA's backward
+        # five matmuls (QKᵀ recomputed, dO Vᵀ, PᵀdO, dS K, dSᵀQ): 2.5× the forward, torch's SDPA convention
+        return 5 * pixel_agent_attention_macs(q_shape, k_shape)
 
 
 _register_flop_formulas()

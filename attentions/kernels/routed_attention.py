@@ -17,10 +17,13 @@ Design (docs/kernels.md has the full account):
   therefore fill a tile with several regions instead of padding one region to 16 rows.
 * Forward: online softmax in base 2 (scale·log2 e folded into one multiplier), writes out and the base-2
   logsumexp ``lse2`` (B, P, heads, nq) in float32.
-* Backward, one kernel on the same grid: recompute the probabilities from ``lse2``, dQ in registers and stored
-  once; dK and dV accumulated with float32 atomics into buffers the size of k and v. Nothing in the forward or the
-  backward grows with P·topk beyond the inputs: the official expanded gather's (B, P, P, nk, C) gradient buffer
-  never exists. Atomics make dK/dV's summation order non-deterministic (last-bit differences between runs).
+* Backward, two passes and no atomics: a query-major pass (the forward's grid) recomputes the probabilities from
+  ``lse2`` and stores dQ and delta = rowsum(dO∘O); then :func:`inverse_routing` sorts idx into, per key region,
+  the query regions that picked it, and a key-major pass (one program per key region, head and key block) walks
+  those regions' queries as one flattened axis, accumulates dK and dV in registers and writes them once. Every
+  gradient element has one writer and a fixed summation order: bit-identical across runs. Nothing grows with
+  P·topk beyond the inputs and the index: the official expanded gather's (B, P, P, nk, C) buffer never exists.
+* On a GPU all three kernels are autotuned (``_common.autotuned``), keyed on (nq, nk, topk, head dim, dtypes).
 
 Differences from official: none in the maths (same softmax, same scale). Indices outside [0, P) are masked out
 instead of read (the official gather would raise); :func:`routed_attention_triton` checks them on CPU.
@@ -31,9 +34,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, check_runnable, dot_precision, pow2_at_least, upcast_operands
+from ._common import LOG2E, autotuned, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
 
-__all__ = ["routed_attention_triton", "routed_attention_macs"]
+__all__ = ["routed_attention_triton", "routed_attention_macs", "inverse_routing"]
 
 
 @triton.jit
@@ -109,18 +112,19 @@ def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
 
 
 @triton.jit
-def _routed_attn_bwd(Q, K, V, IDX, OUT, DOUT, LSE2, DQ, DK, DV,  #
-                     stride_qb, stride_qp, stride_qn, stride_qc,  #
-                     stride_kb, stride_kp, stride_kn, stride_kc,  #
-                     stride_vb, stride_vp, stride_vn, stride_vc,  #
-                     stride_ib, stride_ip, stride_it,  #
-                     stride_ob, stride_op, stride_on, stride_oc,  #
-                     stride_db, stride_dp, stride_dn, stride_dc,  #
-                     P, sm_scale, qk_scale,  #
-                     NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
-                     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
-                     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def _routed_attn_bwd_dq(Q, K, V, IDX, OUT, DOUT, LSE2, DELTA, DQ,  #
+                        stride_qb, stride_qp, stride_qn, stride_qc,  #
+                        stride_kb, stride_kp, stride_kn, stride_kc,  #
+                        stride_vb, stride_vp, stride_vn, stride_vc,  #
+                        stride_ib, stride_ip, stride_it,  #
+                        stride_ob, stride_op, stride_on, stride_oc,  #
+                        stride_db, stride_dp, stride_dn, stride_dc,  #
+                        P, sm_scale, qk_scale,  #
+                        NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
+                        NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
+                        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Query-major backward pass: dQ (registers, stored once) and delta = rowsum(dO∘O), on the forward's grid."""
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M >= 16)
     tl.static_assert(BLOCK_N >= 16)
@@ -151,6 +155,7 @@ def _routed_attn_bwd(Q, K, V, IDX, OUT, DOUT, LSE2, DQ, DK, DV,  #
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # rowsum(dO ∘ O) = Σ_j P_ij dP_ij
+    tl.store(DELTA + bph * NQ + offs_m, delta, mask=m_valid)  # read by the key-major pass
     lse2 = tl.load(LSE2 + bph * NQ + offs_m, mask=m_valid, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     IDX_ROW = IDX + b * stride_ib + p * stride_ip
@@ -169,23 +174,94 @@ def _routed_attn_bwd(Q, K, V, IDX, OUT, DOUT, LSE2, DQ, DK, DV,  #
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        # -- recompute the probabilities from the saved logsumexp --
+        # -- recompute the probabilities from the saved logsumexp; dS = P ∘ (dO Vᵀ − delta) --
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         prob = tl.exp2(s - lse2[:, None])
         prob = tl.where(m_valid[:, None] & valid[None, :], prob, 0.0)
-        # -- dV = Pᵀ dO ; dS = P ∘ (dO Vᵀ − delta) is the gradient of the scaled logits --
-        dv_blk = tl.dot(tl.trans(prob.to(do.dtype)), do, input_precision=DOT_PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         ds = prob * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
-        dk_blk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
-        # -- scatter into the K/V-sized float32 accumulators: several query regions route to one key region --
-        acc_ptrs = ((b * P + region) * NK + row)[:, None] * C + ch[None, :]
-        tl.atomic_add(DK + acc_ptrs, dk_blk * sm_scale, mask=kv_mask, sem="relaxed")
-        tl.atomic_add(DV + acc_ptrs, dv_blk, mask=kv_mask, sem="relaxed")
     # epilogue: dQ belongs to this program alone
     dq_ptrs = DQ + ((b * P + p) * NQ + offs_m)[:, None] * C + ch[None, :]
     tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_mask)
+
+
+@triton.jit
+def _routed_attn_bwd_dkdv(Q, K, V, DOUT, LSE2, DELTA, INV, OFFS, DK, DV,  #
+                          stride_qb, stride_qp, stride_qn, stride_qc,  #
+                          stride_kb, stride_kp, stride_kn, stride_kc,  #
+                          stride_vb, stride_vp, stride_vn, stride_vc,  #
+                          stride_db, stride_dp, stride_dn, stride_dc,  #
+                          P, sm_scale, qk_scale, LIST_LEN,  #
+                          NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
+                          NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
+                          DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Key-major backward pass: one program per (b, key region r, head, block of BLOCK_N keys of r).
+
+    It walks the *flattened routed query axis* of r: query i is row i % NQ of the query region INV[b, OFFS[b, r]
+    + i // NQ], the regions that routed to r in sorted order (a region listed twice contributes twice, as in the
+    forward). dK and dV stay in registers and are stored once: no atomics, a fixed summation order."""
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M >= 16)
+    tl.static_assert(BLOCK_N >= 16)
+    tl.static_assert(BLOCK_D >= 16)
+    C: tl.constexpr = NUM_HEADS * HEAD_DIM
+    N_KBLOCKS: tl.constexpr = (NK + BLOCK_N - 1) // BLOCK_N
+    pid = tl.program_id(0)
+    kb = pid % N_KBLOCKS
+    brh = (pid // N_KBLOCKS).to(tl.int64)
+    h = brh % NUM_HEADS
+    r = (brh // NUM_HEADS) % P
+    b = brh // NUM_HEADS // P
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    ch = h * HEAD_DIM + offs_d
+    d_valid = offs_d < HEAD_DIM
+    n_valid = offs_n < NK
+    kv_mask = n_valid[:, None] & d_valid[None, :]
+    # this program's K/V block stays in registers throughout
+    k = tl.load(K + b * stride_kb + r * stride_kp + offs_n[:, None] * stride_kn + ch[None, :] * stride_kc,
+                mask=kv_mask, other=0.0)
+    v = tl.load(V + b * stride_vb + r * stride_vp + offs_n[:, None] * stride_vn + ch[None, :] * stride_vc,
+                mask=kv_mask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    start = tl.load(OFFS + b * (P + 1) + r)
+    count = tl.load(OFFS + b * (P + 1) + r + 1) - start
+    INV_ROW = INV + b * LIST_LEN + start
+    for i0 in range(0, count * NQ, BLOCK_M):
+        offs_i = i0 + offs_m
+        valid = offs_i < count * NQ
+        row = offs_i % NQ
+        qreg = tl.load(INV_ROW + offs_i // NQ, mask=valid, other=0).to(tl.int64)
+        q_mask = valid[:, None] & d_valid[None, :]
+        q = tl.load(Q + b * stride_qb + qreg[:, None] * stride_qp + row[:, None] * stride_qn
+                    + ch[None, :] * stride_qc, mask=q_mask, other=0.0)
+        do = tl.load(DOUT + b * stride_db + qreg[:, None] * stride_dp + row[:, None] * stride_dn
+                     + ch[None, :] * stride_dc, mask=q_mask, other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        stat = ((b * P + qreg) * NUM_HEADS + h) * NQ + row  # (b, p, h, row) of lse2 and delta
+        lse2 = tl.load(LSE2 + stat, mask=valid, other=0.0)
+        delta = tl.load(DELTA + stat, mask=valid, other=0.0)
+        # -- recompute P for this (query tile, key block); dV = Pᵀ dO, dK = dSᵀ Q --
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        prob = tl.exp2(s - lse2[:, None])
+        prob = tl.where(valid[:, None] & n_valid[None, :], prob, 0.0)
+        dv += tl.dot(tl.trans(prob.to(do.dtype)), do, input_precision=DOT_PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = prob * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
+    # epilogue: written once, in k's dtype (a region nobody routed to gets zeros)
+    kv_ptrs = ((b * P + r) * NK + offs_n)[:, None] * C + ch[None, :]
+    tl.store(DK + kv_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,23 +290,73 @@ def _check_inputs(q, k, v, idx, num_heads: int) -> None:
 
 
 def _tiles(nq: int, nk: int, topk: int, head_dim: int, block_m=None, block_n=None) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D). 64×64 tiles cap the registers a program holds (q, acc, one K and V tile)."""
+    """Heuristic (BLOCK_M, BLOCK_N, BLOCK_D) of the query-major kernels (forward, dQ pass): the interpreter's and
+    ``ATTN_KERNELS_AUTOTUNE=0``'s single configuration. 64×64 tiles cap the registers a program holds."""
     block_m = block_m or pow2_at_least(nq, 16, 64)
     block_n = block_n or pow2_at_least(topk * nk, 16, 64)
     return block_m, block_n, pow2_at_least(head_dim, 16)
 
 
-def _meta(q, k, idx, num_heads, block_m=None, block_n=None) -> dict:
+def _kv_tiles(nq: int, nk: int, topk: int, block_m=None, block_n=None) -> tuple[int, int]:
+    """Heuristic (BLOCK_M, BLOCK_N) of the key-major pass: BLOCK_N keys of one region, BLOCK_M of the flattened
+    routed queries (on average topk query regions route to a key region, so about topk·nq of them)."""
+    return block_m or pow2_at_least(nq * topk, 16, 64), block_n or pow2_at_least(nk, 16, 64)
+
+
+# -- autotuning: (BLOCK_M, BLOCK_N, num_warps, num_stages). Key (NQ, NK, TOPK, HEAD_DIM) + the tensors' dtypes
+#    (Triton appends those). Configs larger than the problem are pruned, so DBRA's 1-4 queries per region get only
+#    the BLOCK_M = 16 "small-query" configs (1-2 warps: a 16-row tile has little work for 4).
+#    Six each: every configuration is one more compile per shape inside the GPU check's 8 minutes.
+_Q_CONFIGS = [(16, 32, 2, 2), (16, 64, 2, 2), (16, 128, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2)]
+_KV_CONFIGS = [(16, 16, 1, 2), (32, 16, 2, 2), (64, 16, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2)]
+_KEY = ["NQ", "NK", "TOPK", "HEAD_DIM"]
+
+
+def _configs(table):
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st) for bm, bn, w, st in table]
+
+
+def _prune(rows_of, cols_of):
+    """Keep configs whose tiles are not larger than the (padded) problem along either side."""
+    def prune(cfgs, a):
+        rows, cols = pow2_at_least(rows_of(a), 16), pow2_at_least(cols_of(a), 16)
+        return [c for c in cfgs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
+    return prune
+
+
+_fwd_tuned = autotuned(_routed_attn_fwd, _configs(_Q_CONFIGS), _KEY,
+                       _prune(lambda a: a["NQ"], lambda a: a["TOPK"] * a["NK"]))
+_dq_tuned = autotuned(_routed_attn_bwd_dq, _configs(_Q_CONFIGS), _KEY,
+                      _prune(lambda a: a["NQ"], lambda a: a["TOPK"] * a["NK"]))
+_dkdv_tuned = autotuned(_routed_attn_bwd_dkdv, _configs(_KV_CONFIGS), _KEY,
+                        _prune(lambda a: a["NQ"] * a["TOPK"], lambda a: a["NK"]))
+
+
+def _consts(q, k, idx, num_heads) -> dict:
     B, P, nq, C = q.shape
-    nk, topk, d = k.shape[2], idx.shape[2], C // num_heads
-    bm, bn, bd = _tiles(nq, nk, topk, d, block_m, block_n)
-    return dict(NQ=nq, NK=nk, TOPK=topk, NUM_HEADS=num_heads, HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
-                DOT_PRECISION=dot_precision(q.dtype), UPCAST=upcast_operands(_routed_attn_fwd), num_warps=4)
+    return dict(NQ=nq, NK=k.shape[2], TOPK=idx.shape[2], NUM_HEADS=num_heads, HEAD_DIM=C // num_heads,
+                BLOCK_D=pow2_at_least(C // num_heads, 16), DOT_PRECISION=dot_precision(q.dtype),
+                UPCAST=upcast_operands(_routed_attn_fwd))
 
 
-def _grid(q, num_heads, meta) -> tuple[int]:
+def _q_grid(q, num_heads):
     B, P, nq, _ = q.shape
-    return (B * P * num_heads * triton.cdiv(nq, meta["BLOCK_M"]),)
+    return lambda meta: (B * P * num_heads * triton.cdiv(nq, meta["BLOCK_M"]),)
+
+
+def inverse_routing(idx: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse routing map: which query regions picked each key region, in O(B·P·topk log) by a stable sort.
+
+    Returns ``inv`` (B, P·topk) int32, the query region of every routed pair sorted by key region, and ``offs``
+    (B, P + 1) int32: key region r's query regions are ``inv[b, offs[b, r]:offs[b, r + 1]]``, ascending. A query
+    region that lists r twice appears twice. Indices outside [0, P) fall outside every range (ignored, as the
+    forward masks them). Sorting is deterministic, so the key-major pass sums in the same order on every run."""
+    B, _, topk = idx.shape
+    keys, order = torch.sort(idx.reshape(B, -1), dim=1, stable=True)
+    inv = torch.div(order, topk, rounding_mode="floor").to(torch.int32)
+    bounds = torch.arange(P + 1, device=idx.device, dtype=keys.dtype).expand(B, P + 1).contiguous()
+    offs = torch.searchsorted(keys.contiguous(), bounds).to(torch.int32)
+    return inv.contiguous(), offs.contiguous()
 
 
 def _forward(q, k, v, idx, num_heads: int, scale: float, block_m=None, block_n=None):
@@ -241,27 +367,41 @@ def _forward(q, k, v, idx, num_heads: int, scale: float, block_m=None, block_n=N
     lse2 = torch.empty((B, P, num_heads, nq), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse2
-    meta = _meta(q, k, idx, num_heads, block_m, block_n)
-    _routed_attn_fwd[_grid(q, num_heads, meta)](
-        q, k, v, idx, out, lse2, *q.stride(), *k.stride(), *v.stride(), *idx.stride(), *out.stride(),
-        P, scale * LOG2E, **meta)
+    c = _consts(q, k, idx, num_heads)
+    bm, bn, _ = _tiles(nq, k.shape[2], idx.shape[2], c["HEAD_DIM"], block_m, block_n)
+    launch(_routed_attn_fwd, _fwd_tuned, _q_grid(q, num_heads),
+           (q, k, v, idx, out, lse2, *q.stride(), *k.stride(), *v.stride(), *idx.stride(), *out.stride(),
+            P, scale * LOG2E), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced=bool(block_m or block_n))
     return out, lse2
 
 
 def _backward(dout, q, k, v, idx, out, lse2, num_heads: int, scale: float, block_m=None, block_n=None):
-    """Launch the backward kernel -> (dq, dk, dv). Allocates dq (q's size) and float32 dK/dV (k's, v's size)."""
-    check_runnable(_OP, _routed_attn_bwd, dout, q, k, v, idx)
+    """dQ by the query-major pass, then dK/dV by the key-major pass over the inverse routing map -> (dq, dk, dv).
+
+    Allocates dq, dk, dv in the inputs' dtype, delta (lse2's size), and the inverse map (2·B·P·topk int32).
+    Nothing accumulates across programs: the gradients are bit-identical from run to run."""
+    check_runnable(_OP, _routed_attn_bwd_dq, dout, q, k, v, idx)
     B, P, nq, C = q.shape
     dq = torch.empty((B, P, nq, C), dtype=q.dtype, device=q.device)
-    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
-    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
-    if dq.numel() > 0:
-        meta = _meta(q, k, idx, num_heads, block_m, block_n)
-        _routed_attn_bwd[_grid(q, num_heads, meta)](
-            q, k, v, idx, out, dout, lse2, dq, dk, dv,
-            *q.stride(), *k.stride(), *v.stride(), *idx.stride(), *out.stride(), *dout.stride(),
-            P, scale, scale * LOG2E, **meta)
-    return dq, dk.to(k.dtype), dv.to(v.dtype)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    if dq.numel() == 0 or dk.numel() == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    c = _consts(q, k, idx, num_heads)
+    nk, topk, forced = k.shape[2], idx.shape[2], bool(block_m or block_n)
+    delta = torch.empty_like(lse2)
+    bm, bn, _ = _tiles(nq, nk, topk, c["HEAD_DIM"], block_m, block_n)
+    launch(_routed_attn_bwd_dq, _dq_tuned, _q_grid(q, num_heads),
+           (q, k, v, idx, out, dout, lse2, delta, dq, *q.stride(), *k.stride(), *v.stride(), *idx.stride(),
+            *out.stride(), *dout.stride(), P, scale, scale * LOG2E), c,
+           dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced)
+    inv, offs = inverse_routing(idx, P)
+    bm, bn = _kv_tiles(nq, nk, topk, block_m, block_n)
+    launch(_routed_attn_bwd_dkdv, _dkdv_tuned,
+           lambda meta: (B * P * num_heads * triton.cdiv(nk, meta["BLOCK_N"]),),
+           (q, k, v, dout, lse2, delta, inv, offs, dk, dv, *q.stride(), *k.stride(), *v.stride(), *dout.stride(),
+            P, scale, scale * LOG2E, inv.shape[1]), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced)
+    return dq, dk, dv
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,11 +464,12 @@ def _register_flop_formulas() -> None:
     def _fwd_flops(q_shape, k_shape, v_shape, idx_shape, *args, **kwargs) -> int:
         return 2 * routed_attention_macs(q_shape, k_shape, idx_shape)  # FLOPs = 2 · MACs
 
-    # backward: dV = PᵀdO, dP = dO Vᵀ, dQ = dS K, dK = dSᵀ Q — twice the forward, as torch counts SDPA's
-    # backward (the recomputed QKᵀ is not counted)
+    # backward: torch's SDPA convention (torch.utils.flop_counter.sdpa_backward_flop_count): five matmuls, the
+    # recomputed QKᵀ, dP = dO Vᵀ, dV = PᵀdO, dQ = dS K, dK = dSᵀ Q -> 2.5× the forward. The kernels execute seven
+    # (the dQ pass and the key-major pass each recompute QKᵀ and dO Vᵀ): 3.5× the forward, docs/kernels.md §3.
     @register_flop_formula(torch.ops.attentions.routed_attention_backward)
     def _bwd_flops(dout_shape, q_shape, k_shape, v_shape, idx_shape, *args, **kwargs) -> int:
-        return 4 * routed_attention_macs(q_shape, k_shape, idx_shape)
+        return 5 * routed_attention_macs(q_shape, k_shape, idx_shape)
 
 
 _register_flop_formulas()

@@ -89,7 +89,9 @@ def softmax_handle(macs_per_element: int) -> Callable[[list, list], int]:
 
 
 def routed_attention_handle(inputs: list, outputs: list) -> int:
-    """MACs of the ``attentions::routed_attention`` custom op (the Triton path): its two matmuls."""
+    """MACs of the ``attentions::routed_attention`` custom op (the Triton path): its two matmuls. Forward only, as
+    fvcore counts; ``FlopCounterMode`` also counts the backward op, at 2.5× the forward in FLOPs (torch's SDPA
+    convention, docs/kernels.md §3)."""
     from attentions.kernels.routed_attention import routed_attention_macs
 
     return routed_attention_macs(_shape(inputs[0]), _shape(inputs[1]), _shape(inputs[3]))

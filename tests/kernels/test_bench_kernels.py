@@ -24,20 +24,26 @@ pytestmark = pytest.mark.triton
 def test_dry_run_lists_every_problem(capsys):
     assert bench_kernels.main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 * 2 * 3 * 3  # resolutions × batches × ops × stages
-    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64" in lines[3]
+    # resolutions × batches × stages × (2 routed ops × 2 routings + the back attention)
+    assert len(lines) == 2 * 2 * 3 * (2 * 2 + 1)
+    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 " in lines[6]
+    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 skewed" in lines[7]
 
 
 def test_smoke_run_writes_tables(tmp_path):
     out = tmp_path / "bench.md"
-    bench_kernels.main(["--smoke", "--ops", "dbra,pixel", "--providers", "official,triton", "--out", str(out)])
+    bench_kernels.main(["--smoke", "--ops", "dbra,pixel", "--providers", "official,triton", "--routing", "skewed",
+                        "--out", str(out)])
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
-    assert [(r["op"], r["provider"]) for r in rows] == [
-        ("dbra", "official"), ("dbra", "triton"), ("pixel", "official"), ("pixel", "triton")]
+    assert [(r["op"], r["routing"], r["provider"]) for r in rows] == [
+        ("dbra", "skewed", "official"), ("dbra", "skewed", "triton"), ("pixel", "–", "official"),
+        ("pixel", "–", "triton")]
     for r in rows:
         assert r["error"] == "" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0
         assert float(r["max_err"]) < 2e-2  # bf16 forward vs the float32 torch path
-    assert "| dbra | 224 | 1 | 1 | P=4 nq=4 nk=16 topk=2 C=32 | triton |" in out.read_text()
+        assert float(r["grad_err"]) < 5e-2 and r["bitwise"] == "yes"  # every gradient checked at every shape
+        assert float(r["fwdbwd_tflops"]) > 0 and float(r["fwd_gbps"]) > 0
+    assert "| dbra | 224 | 1 | 1 | P=4 nq=4 nk=16 topk=2 C=32 skewed | triton |" in out.read_text()
 
 
 def test_dimensions_of_the_stage_problems():
@@ -47,6 +53,108 @@ def test_dimensions_of_the_stage_problems():
     g = bp.Case("pixel", 512, 3, 1).geometry
     assert (g["H"], g["n_win"], g["Hk"], g["heads"], g["groups"], g["q_size"]) == (32, 8, 16, 8, 4, 14)
     assert bp.Case("bra", 512, 2, 1).describe() == "P=64 nq=64 nk=64 topk=4 C=128"
+
+
+class _LiveBytesMeter:
+    """CPU stand-in for the CUDA allocator's accounting: live bytes = the storages of every tensor the garbage
+    collector can reach, and of their ``.grad``; "peak" = live bytes after ``fn`` minus before (a lower bound of
+    the true peak, enough to see whether the gradients ``fn`` leaves alive are counted)."""
+
+    @staticmethod
+    def live() -> int:
+        import gc
+
+        seen, total = set(), 0
+        for obj in gc.get_objects():
+            if issubclass(type(obj), torch.Tensor):  # type(): no attribute lookups on lazy proxies
+                for t in (obj, obj.grad):
+                    if t is not None and t.device.type == "cpu" and not t.is_meta:
+                        st = t.untyped_storage()
+                        if st.data_ptr() not in seen and st.nbytes():
+                            seen.add(st.data_ptr())
+                            total += st.nbytes()
+        return total
+
+    def peak_above_baseline(self, fn) -> int:
+        base = self.live()
+        fn()
+        return self.live() - base
+
+
+def test_memory_baseline_frees_previous_gradients():
+    """The fwd+bwd peak must count the gradients the run creates: freeing the previous run's gradients inside the
+    timed function (the old benchmark) puts them in the baseline and reports ~0; freeing them before the baseline
+    (``prepare``) reports at least their size."""
+    x = torch.randn(512, 1024, requires_grad=True)  # 2 MiB, and 2 MiB of gradient
+    grad_mib = x.numel() * 4 / 2**20
+
+    def free():
+        x.grad = None
+
+    def fwd_bwd():
+        free()
+        (x * 2).sum().backward()
+
+    fwd_bwd()  # a previous run (timing) leaves x.grad alive
+    old_way = bench_kernels.peak_mib(fwd_bwd, meter=_LiveBytesMeter())
+    fixed = bench_kernels.peak_mib(fwd_bwd, prepare=free, meter=_LiveBytesMeter())
+    assert old_way < 0.5 * grad_mib  # understated: the new gradient replaced one counted in the baseline
+    assert fixed >= grad_mib
+
+
+def test_benchmark_row_counts_gradients_in_fwdbwd_peak():
+    """measure() itself: with the CPU meter, the fwd+bwd peak of a real problem is at least the bytes of the
+    q, k, v gradients it leaves alive (the forward's peak is not: it runs without gradients)."""
+    case = bp.Case("dbra", 224, 1, 1, tiny=True)
+    inputs = bp.make_inputs(case, torch.float32, "cpu")
+    dout = torch.randn(inputs["q"].shape)
+    ref_out, ref_grads = bp.reference(case, inputs, dout)
+    args = bench_kernels.parse_args(["--smoke"])
+    row = bench_kernels.measure(case, "torch", inputs, (ref_out, ref_grads, dout), args, {}, meter=_LiveBytesMeter())
+    assert row.get("error") is None, row
+    grad_mib = sum(inputs[n].numel() * 4 for n in ("q", "k", "v")) / 2**20
+    assert row["fwdbwd_peak_mib"] >= grad_mib
+    assert row["grad_err"] < 1e-5 and row["bitwise"] == "yes"
+
+
+def test_skewed_routing_is_distinct_and_skewed():
+    """Skewed routing: distinct regions in every routed list; the most popular key region is picked by far more
+    query regions than under uniform routing, and some key regions by none."""
+    g = torch.Generator().manual_seed(0)
+    B, P, topk = 4, 49, 4
+    for kind in bp.ROUTINGS:
+        idx = bp.routing_indices(B, P, topk, kind, g)
+        assert idx.shape == (B, P, topk) and all(len(set(r)) == topk for r in idx.view(-1, topk).tolist())
+    skew = torch.stack([torch.bincount(i.flatten(), minlength=P) for i in bp.routing_indices(B, P, topk, "skewed", g)])
+    flat = torch.stack([torch.bincount(i.flatten(), minlength=P) for i in bp.routing_indices(B, P, topk, "uniform", g)])
+    assert skew.amax(1).float().mean() > 2 * flat.amax(1).float().mean()
+    assert (skew == 0).sum() > (flat == 0).sum()
+
+
+def test_region_aligned_flex_blocks():
+    """Flex block sizes: 128 for regions of 256 tokens, the region itself for 16/64, 16 below 16 tokens; kernel
+    options divide the blocks and satisfy Flex's backward constraints."""
+    assert [bp.aligned_block(n) for n in (256, 64, 16, 4, 1, 49)] == [128, 64, 16, 16, 16, 16]
+    assert bp.flex_kernel_options(128, 128) is None
+    for qb, kb in ((16, 64), (64, 16), (16, 16), (64, 64), (128, 16)):
+        o = bp.flex_kernel_options(qb, kb)
+        assert qb % o["BLOCK_M"] == 0 and kb % o["BLOCK_N"] == 0
+        assert kb % o["BLOCK_N1"] == 0 and qb % o["BLOCK_M1"] == 0 and kb % o["BLOCK_N2"] == 0
+        assert qb % o["BLOCK_M2"] == 0 and o["BLOCK_N1"] % o["BLOCK_M1"] == 0 and o["BLOCK_M2"] % o["BLOCK_N2"] == 0
+
+
+def test_region_aligned_block_mask_is_exactly_the_routing():
+    """With blocks = region sizes, every tile is one (query region, key region) pair: the full blocks of each
+    query region are exactly its routed regions and nothing is partial, so Flex does exactly the routed work."""
+    g = torch.Generator().manual_seed(1)
+    B, P, topk, nq, nk = 2, 9, 3, 16, 64
+    idx = bp.routing_indices(B, P, topk, "skewed", g)
+    mask = bp.routing_block_mask(idx, nq, nk, (nq, nk))
+    assert int(mask.kv_num_blocks.sum()) == 0  # no partial tile
+    full_num, full_idx = mask.full_kv_num_blocks[:, 0], mask.full_kv_indices[:, 0]
+    for b in range(B):
+        for p in range(P):
+            assert sorted(full_idx[b, p, :full_num[b, p]].tolist()) == sorted(idx[b, p].tolist())
 
 
 @pytest.mark.filterwarnings("ignore:.*without torch.compile")  # eager Flex on CPU is the slow math path

@@ -66,21 +66,22 @@ def test_torch_compile_fullgraph_matches_eager():
 
 def test_flop_counter_counts_both_passes():
     """FLOPs = 2·MACs; MACs of the forward: 2·B·P·nq·topk·nk·C (routed), 2·B·m·H·W·Ns·d (pixel-agent); the
-    backward counts twice the forward (four matmuls, as torch counts SDPA)."""
+    backward counts 2.5× the forward (five matmuls incl. the recomputed QKᵀ), as torch counts SDPA's backward."""
     B, P, nq, nk, C, topk = 1, 4, 2, 3, 16, 2
     q, k, v, idx = _with_grad(_routed_inputs(B, P, nq, nk, C, topk))
     with FlopCounterMode(display=False) as fc:
         routed_attention_triton(q, k, v, idx, 2, 0.25).sum().backward()
     fwd = 2 * (2 * B * P * nq * topk * nk * C)
     counts = {str(op): n for op, n in fc.get_flop_counts()["Global"].items()}
-    assert counts == {"attentions.routed_attention": fwd, "attentions.routed_attention_backward": 2 * fwd}
+    assert counts == {"attentions.routed_attention": fwd, "attentions.routed_attention_backward": 5 * fwd // 2}
 
     ts, (G, H, W) = _pixel_inputs(B=1, m=2, G=2, H=3, W=4, Ns=5, d=16)
     with FlopCounterMode(display=False) as fc:
         pixel_agent_attention_triton(*_with_grad(ts), G, H, W, 0.3).sum().backward()
     fwd = 2 * (2 * 2 * 12 * 5 * 16)
     counts = {str(op): n for op, n in fc.get_flop_counts()["Global"].items()}
-    assert counts == {"attentions.pixel_agent_attention": fwd, "attentions.pixel_agent_attention_backward": 2 * fwd}
+    assert counts == {"attentions.pixel_agent_attention": fwd,
+                      "attentions.pixel_agent_attention_backward": 5 * fwd // 2}
 
 
 @pytest.mark.parametrize("change, match", [
@@ -124,3 +125,41 @@ def test_cpu_without_interpreter_says_how_to_fix(monkeypatch):
     monkeypatch.setattr(_common, "interpreted", lambda kernel: False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1 .* impl='torch'"):
         routed_attention_triton(*_routed_inputs(), 2, 0.25)
+
+
+def test_backward_flop_convention_matches_torch_sdpa():
+    """The routed op with one routed region holding every key is plain attention: its forward and backward FLOPs
+    equal torch's own SDPA formulas (``sdpa_flop_count``, ``sdpa_backward_flop_count``, the ones FlopCounterMode
+    applies to the flash/efficient/cuDNN kernels) on the same problem: backward 2.5× forward."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    B, n, C, heads = 1, 16, 32, 2
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(B, 1, n, C, generator=g).to(DEVICE).requires_grad_() for _ in range(3))
+    idx = torch.zeros(B, 1, 1, dtype=torch.long, device=DEVICE)
+    with FlopCounterMode(display=False) as fc:
+        routed_attention_triton(q, k, v, idx, heads, 0.25).sum().backward()
+    ours = {str(op): c for op, c in fc.get_flop_counts()["Global"].items()}
+    shape = (B, heads, n, C // heads)
+    assert ours["attentions.routed_attention"] == sdpa_flop_count(shape, shape, shape)
+    assert ours["attentions.routed_attention_backward"] == sdpa_backward_flop_count(shape, shape, shape, shape)
+
+
+def test_autotuning_configs_per_shape():
+    """Autotuning: off under the interpreter (one heuristic configuration, so CPU tests stay fast); on a GPU the
+    configurations are pruned per shape: DBRA's 1-4 queries per region get only 16-row "small-query" tiles, the
+    key-major pass only key blocks that fit a region, and the pixel backward only tiles within its register cap."""
+    from attentions.kernels import pixel_agent_attention as pa
+    from attentions.kernels import routed_attention as ra
+
+    if _common.interpreted(ra._routed_attn_fwd):
+        assert ra._fwd_tuned is ra._dq_tuned is ra._dkdv_tuned is pa._fwd_tuned is pa._bwd_tuned is None
+    q_prune = ra._prune(lambda a: a["NQ"], lambda a: a["TOPK"] * a["NK"])
+    kv_prune = ra._prune(lambda a: a["NQ"] * a["TOPK"], lambda a: a["NK"])
+    dbra = dict(NQ=1, NK=64, TOPK=4)
+    assert {c.kwargs["BLOCK_M"] for c in q_prune(ra._configs(ra._Q_CONFIGS), dbra)} == {16}
+    assert {c.kwargs["BLOCK_N"] for c in kv_prune(ra._configs(ra._KV_CONFIGS), dict(NQ=4, NK=16, TOPK=16))} == {16}
+    bra = dict(NQ=256, NK=256, TOPK=1)
+    assert len(q_prune(ra._configs(ra._Q_CONFIGS), bra)) == len(ra._Q_CONFIGS)  # everything fits
+    big = pa._prune(4096)(pa._configs(), dict(BLOCK_S=256, HW=128 * 128))
+    assert big and all(c.kwargs["BLOCK_M"] == 16 for c in big)
