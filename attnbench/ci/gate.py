@@ -118,7 +118,7 @@ def baseline_document(runs: Sequence[CaseRun], device: str, threads: int,
                                       "mem_method": run.columns["mem_method"]}
     return {"schema": SCHEMA, "refresh": REFRESH_COMMAND, "reference": Reference.description,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "environment": env, "machine": pbjson.machine_info(device).get("cpu", {}).get("brand_raw", ""),
+            "environment": env, "machine": pbjson.cpu_name(),
             "benchmarks": dict(sorted(benches.items()))}
 
 

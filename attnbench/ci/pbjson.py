@@ -17,9 +17,21 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-__all__ = ["TEST_FILE", "benchmark_entry", "document", "write", "machine_info", "commit_info"]
+__all__ = ["TEST_FILE", "benchmark_entry", "document", "write", "machine_info", "commit_info", "cpu_name"]
 
 TEST_FILE = "benchmarks/test_benchmarks.py"
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else ``platform.processor()``; cheap, unlike py-cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -40,7 +40,8 @@ HARNESS_ROOT = Path(__file__).resolve().parents[2]
 def _git(repo: Path, *args: str) -> str:
     res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if res.returncode != 0:
-        raise UserError(f"git {' '.join(args)} failed in {repo}: {res.stderr.strip().splitlines()[-1:] or ''}")
+        last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+        raise UserError(f"git {' '.join(args)} failed in {repo}: {last}")
     return res.stdout.strip()
 
 
@@ -56,7 +57,9 @@ class base_worktree:
         self.repo, self.ref, self.path = repo, ref, tmp / "base"
 
     def __enter__(self) -> Path:
-        commit = _git(self.repo, "rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}") if self.ref else ""
+        res = subprocess.run(["git", "-C", str(self.repo), "rev-parse", "--verify", "--quiet",
+                              f"{self.ref}^{{commit}}"], capture_output=True, text=True)
+        commit = res.stdout.strip() if res.returncode == 0 else ""
         if not commit:
             raise UserError(f"--base {self.ref!r}: not a commit in {self.repo}")
         _git(self.repo, "worktree", "add", "--detach", str(self.path), commit)
