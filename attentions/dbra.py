@@ -17,6 +17,8 @@ Differences from official:
 * Bug fixes: the ``uto_pad`` keyword typo of the official ``Block`` does not arise (we take ``auto_pad``), and
   without ``auto_pad`` the agent-grid size is taken from the offsets (the official ``Hg, Wg`` are unbound there).
   An input the official code cannot run raises a ``ValueError`` naming H, W and the requirement, not an assert.
+* ``auto_pad`` defaults to True (official: False), so the defaults run on every grid (7, 14, 28, …); an input
+  that fits is computed exactly as without it.
 * ``offset_channels=2`` ("paper intent") predicts separate (dy, dx) offsets; ``1`` (default) is the official single
   channel added to both y and x, so points only move along the diagonal.
 * ``lce_kernel=0`` disables the LCE (the official lambda would return a full-resolution zero tensor and fail).
@@ -67,7 +69,10 @@ class DBRAConfig(AttentionConfig):
         rpe_size: the q_size (h, w) that sizes ``rpe_table`` (num_heads, 2h-1, 2w-1); an int means (n, n).
         lce_kernel: kernel of the strided depthwise LCE on V (official ``side_dwconv``), odd; 0 disables it.
         offset_channels: 1 = the official single offset channel broadcast to (y, x); 2 = separate (dy, dx).
-        auto_pad: zero-pad H, W (and then the agent grid) to multiples of n_win and crop the output.
+        auto_pad: zero-pad H, W (and then the agent grid) to multiples of n_win and crop the output. On by
+            default (the official default is off): with offset_stride 8 only multiples of 56 fit otherwise, so
+            the common grids 14 and 28 would fail. Padding is a no-op on an input that fits, so outputs there
+            and official checkpoints are unaffected; ``auto_pad=False`` restores the official strictness.
         impl: ``"torch"`` (lean: chunked, recomputing attentions), ``"official"`` (expanded gather, materialised
             back attention), ``"triton"`` or ``"auto"`` (Triton on CUDA if the kernels import, else torch).
     """
@@ -81,7 +86,7 @@ class DBRAConfig(AttentionConfig):
     rpe_size: int | tuple[int, int] = 56
     lce_kernel: int = 5
     offset_channels: int = 1
-    auto_pad: bool = False
+    auto_pad: bool = True
     impl: Literal["auto", "torch", "official", "triton"] = "auto"
 
     def validate(self) -> None:

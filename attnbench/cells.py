@@ -141,13 +141,25 @@ class Expansion:
     cells: list[Cell]
     skipped: list[tuple[Cell, str]]
     excluded: int = 0
+    #: the cells ``exclude`` dropped, with the index of the first entry that matched
+    excluded_cells: list[tuple[Cell, int]] = dataclasses.field(default_factory=list)
     #: indices of ``exclude`` entries that matched no cell (likely a mistake)
     unused_excludes: list[int] = dataclasses.field(default_factory=list)
 
     def select(self, keep: CellFilter) -> "Expansion":
         """Only the cells (and skipped cells) ``keep`` matches."""
         return Expansion([c for c in self.cells if keep.matches(c)],
-                         [(c, r) for c, r in self.skipped if keep.matches(c)], self.excluded, self.unused_excludes)
+                         [(c, r) for c, r in self.skipped if keep.matches(c)], self.excluded,
+                         [(c, i) for c, i in self.excluded_cells if keep.matches(c)], self.unused_excludes)
+
+    def baselines(self, label: str) -> dict[str, Cell]:
+        """cell_id -> the cell of ``label`` at the same shape, batch, dtype, device, pass and mode, for every
+        runnable cell that has one (the baseline's own cells excluded): what the paired latency is timed against."""
+        def key(c: Cell) -> tuple:
+            return (c.height, c.width, c.batch, c.dtype, c.device, c.pass_, c.mode)
+
+        base = {key(c): c for c in self.cells if c.label == label}
+        return {c.cell_id: base[key(c)] for c in self.cells if c.label != label and key(c) in base}
 
 
 def _combos(suite: Suite) -> Iterable[dict[str, Any]]:
@@ -192,6 +204,7 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
                 hits[i] += 1
             if matched:
                 out.excluded += 1
+                out.excluded_cells.append((cell, matched[0]))
             elif concrete == "cuda" and not cuda_available:
                 out.skipped.append((cell, "device 'cuda' is not available here (torch.cuda.is_available() is False)"))
             elif probe is not None and (reason := probe(cell)) is not None:

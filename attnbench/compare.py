@@ -6,12 +6,20 @@ The rule (exit code 1 when any holds, else 0):
   ``macs_analytic`` or any ``macs_analytic_<part>`` — an improvement too, since a count moves only when the code
   or the counting did, and the expected numbers must then be refreshed on purpose (PyTorch's PR-time benchmark
   rule, see ../shared/design/benchmarking-practice.md §5);
-- a latency got worse by more than the threshold (new median / base median > 1 + threshold) **and** the IQRs do
-  not overlap (new q1 > base q3): a slowdown inside the noise is reported (``slower?``) but does not fail;
+- a latency got worse by more than the threshold **and** the change is statistically clear, tested on the raw
+  samples (``latency_samples_ms``) of both runs with :func:`attnbench.stats.detect_change`: the 95% bootstrap
+  interval of the ratio of medians new/base lies wholly above 1 + threshold, and the two-sided Mann-Whitney U
+  test gives p < 0.01. A slowdown past the threshold that is not clear is reported (``slower?``) but does not
+  fail. Rows of runs made before raw samples were stored fall back to "the IQRs do not overlap";
 - a cell that was ``ok`` in the base is ``failed``/``oom``/``skipped`` in the new run (``broke``).
 
 Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) but does not fail the comparison.
-Cells present in only one run are listed and do not fail it. Reads only the results files; never imports torch.
+Where both runs timed a cell interleaved with their baseline, the two paired ratios are shown side by side
+(``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and opposite),
+which is how two runs of one suite are checked for agreement; this never fails the comparison.
+Cells present in only one run are listed and do not fail it; two runs with no cell in common (different suites,
+or a filter that matched nothing) are an error (exit 2), never a pass. Reads only the results files; never
+imports torch.
 """
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import stats
+from .errors import UserError
 from .report.load import load_runs
 from .report.markdown import md_table
 from .report.tables import Table, fmt_num
@@ -68,6 +78,12 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
     base = load_runs([base_dir]).frame.set_index("cell_id", drop=False)
     new = load_runs([new_dir]).frame.set_index("cell_id", drop=False)
     common = [c for c in base.index if c in new.index]
+    if not common:
+        suites = sorted(set(base["suite"].astype(str)) | set(new["suite"].astype(str)))
+        raise UserError(
+            f"no comparable cells: {base_dir} ({len(base)} cells) and {new_dir} ({len(new)} cells) share none "
+            f"(suites: {', '.join(suites)}); cells match on suite, label, config, shape, batch, dtype, device, "
+            "pass and mode, so compare two runs of the same suite")
     rows = []
     for cell in sorted(common, key=lambda c: _order(base.loc[c])):
         rows += _compare_cell(base.loc[cell], new.loc[cell], threshold)
@@ -102,6 +118,7 @@ def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
     def add(metric: str, base: str, new: str, ratio: float, verdict: str, digits: int = 3) -> None:
         ratio_text = "" if pd.isna(ratio) else f"{ratio:.{digits}f}×"
         out.append({**ident, "metric": metric, "base": base, "new": new, "ratio": ratio_text, "verdict": verdict})
+        return out[-1]
 
     if b["status"] != n["status"]:
         verdict = "broke" if b["status"] == "ok" else "fixed" if n["status"] == "ok" else "changed status"
@@ -116,6 +133,7 @@ def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
             # counts move by a few units out of millions: six decimals keep a change visible in the ratio
             add(column, _int_text(bv), _int_text(nv), nv / bv if bv else math.nan, verdict, digits=6)
     _compare_latency(b, n, threshold, add)
+    _compare_paired(b, n, add)
     bm, nm = _num(b.get("mem_peak_bytes")), _num(n.get("mem_peak_bytes"))
     if not (math.isnan(bm) and math.isnan(nm)):
         ratio = nm / bm if bm else math.nan
@@ -141,22 +159,59 @@ def _int_text(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.0f}" if value == int(value) else f"{value:g}"
 
 
+def _samples(row: pd.Series) -> list[float]:
+    value = row.get("latency_samples_ms")
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
 def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
     bm, nm = _num(b.get("latency_ms_median")), _num(n.get("latency_ms_median"))
     if math.isnan(bm) and math.isnan(nm):
         return
+    verdict = _missing(bm, nm)
+    if verdict is not None:
+        add("latency_ms", _latency_text(b), _latency_text(n), math.nan, verdict)
+        return
+    base_samples, new_samples = _samples(b), _samples(n)
+    if len(base_samples) >= 2 and len(new_samples) >= 2:
+        change = stats.detect_change(base_samples, new_samples, threshold)
+        r = change.ratio
+        out = add("latency_ms", _latency_text(b), _latency_text(n), r.estimate, change.verdict)
+        out["ratio"] += f" [{r.low:.3f}–{r.high:.3f}] p={change.p_value:.2g}"
+        return
+    # runs without raw samples: the older rule, IQRs apart
     ratio = nm / bm if bm else math.nan
     separated_up = _num(n.get("latency_ms_q1")) > _num(b.get("latency_ms_q3"))
     separated_down = _num(n.get("latency_ms_q3")) < _num(b.get("latency_ms_q1"))
-    verdict = _missing(bm, nm)
-    if verdict is None:
-        if ratio > 1 + threshold:
-            verdict = "slower" if separated_up else "slower?"
-        elif ratio < 1 - threshold:
-            verdict = "faster" if separated_down else "faster?"
-        else:
-            verdict = "same"
+    if ratio > 1 + threshold:
+        verdict = "slower" if separated_up else "slower?"
+    elif ratio < 1 - threshold:
+        verdict = "faster" if separated_down else "faster?"
+    else:
+        verdict = "same"
     add("latency_ms", _latency_text(b), _latency_text(n), ratio, verdict)
+
+
+def _paired_text(row: pd.Series) -> str:
+    return (f"{_num(row['paired_ratio']):.3f}× [{_num(row['paired_ratio_low']):.3f}–"
+            f"{_num(row['paired_ratio_high']):.3f}]")
+
+
+def _side(row: pd.Series) -> str:
+    """Where the cell's paired ratio to the baseline lies: 'faster', 'slower' (interval clear of 1) or 'tie'."""
+    return {"below": "faster", "above": "slower", "tie": "tie"}[stats.Interval(
+        _num(row["paired_ratio"]), _num(row["paired_ratio_low"]), _num(row["paired_ratio_high"]), 0).compare_to(1.0)]
+
+
+def _compare_paired(b: pd.Series, n: pd.Series, add) -> None:
+    """The ratio to the baseline, measured interleaved in each run: do the two runs order the cell and the
+    baseline the same way? ``agree`` (same side of 1 in both), ``tie`` (an interval holds 1), ``flipped`` (clear
+    and opposite: the timing is not to be trusted). Informational: never fails the comparison."""
+    if any(math.isnan(_num(r.get("paired_ratio"))) for r in (b, n)):
+        return
+    sides = _side(b), _side(n)
+    verdict = "tie" if "tie" in sides else "agree" if sides[0] == sides[1] else "flipped"
+    add(f"ratio_to_{b.get('paired_baseline')}", _paired_text(b), _paired_text(n), math.nan, verdict)
 
 
 def _latency_text(row: pd.Series) -> str:
@@ -171,7 +226,7 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
     rows = comparison.rows
     total = len(rows)
     if changed_only:
-        rows = rows[rows["verdict"] != "same"]
+        rows = rows[~rows["verdict"].isin(["same", "agree", "tie"])]
     varying = [a for a in _AXES if rows[a].nunique() > 1] if len(rows) else []
     columns = ["label", "resolution", "batch", "pass", *varying, "metric", "base", "new", "ratio", "verdict"]
     table = Table(caption="", header=columns, rows=[[str(v) for v in r] for r in rows[columns].itertuples(index=False)],
@@ -184,6 +239,11 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
             lines += [f"- {c}" for c in cells] + [""]
     verdict = (f"{comparison.regressions} regression(s): exit 1" if comparison.exit_code
                else "no regression: exit 0")
+    paired = comparison.rows[comparison.rows["metric"].str.startswith("ratio_to_")] if total else comparison.rows
+    if len(paired):
+        counts = paired["verdict"].value_counts()
+        lines.append(f"ratios to the baseline (paired, 95% intervals): {counts.get('agree', 0)} agree, "
+                     f"{counts.get('tie', 0)} tie, {counts.get('flipped', 0)} flipped between the runs")
     lines.append(f"{total} comparisons, threshold {comparison.threshold * 100:g}%; "
                  f"{verdict}")
     return "\n".join(lines) + "\n"

@@ -118,11 +118,12 @@ class CellRunner:
         return {"metrics": [[n, _location(f)] for n, f in self.functions], "gate": _location(self.gate),
                 "settings": self.settings, "seed": self.seed}
 
-    def context(self, cell: Cell) -> tuple[MetricContext, nn.Module]:
+    def context(self, cell: Cell, baseline: Optional[Cell] = None) -> tuple[MetricContext, nn.Module]:
         """The metrics' view of the cell, and a first module built for it.
 
         ``config['dim']`` is filled in from the module when the suite left it to the attention's default, because
-        the context sizes the input by it.
+        the context sizes the input by it. ``baseline``: the suite baseline's cell at the same shape, batch, dtype,
+        device, pass and mode, which the context carries for the paired latency measurement.
         """
         device, dtype = torch.device(cell.device), getattr(torch, cell.dtype)
         make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed)
@@ -133,13 +134,15 @@ class CellRunner:
             config["dim"] = dim
         ctx = MetricContext(attention=cell.attention, config=config, make_module=make, batch=cell.batch,
                             height=cell.height, width=cell.width, dtype=dtype, device=device, pass_=cell.pass_,
-                            mode=cell.mode, settings=self.settings, seed=self.seed)
+                            mode=cell.mode, settings=self.settings, seed=self.seed, label=cell.label)
+        if baseline is not None:
+            ctx.baseline = self.context(baseline)[0]
         return ctx, module
 
-    def measure(self, cell: Cell) -> Outcome:
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         stage, module = "build", None
         try:
-            ctx, module = self.context(cell)
+            ctx, module = self.context(cell, baseline)
             stage = "correctness"
             self.gate(ctx, module)
             module = None  # metrics build their own; this one would only hold memory
@@ -188,8 +191,9 @@ class IsolatedRunner:
     def __init__(self, runner: CellRunner):
         self.spec = runner.locations()
 
-    def measure(self, cell: Cell) -> Outcome:
-        payload = json.dumps({**self.spec, "cell": cell.identity()}, default=str)
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
+        payload = json.dumps({**self.spec, "cell": cell.identity(),
+                              "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with tempfile.TemporaryDirectory(prefix="attnbench-cell-") as tmp:
@@ -230,7 +234,8 @@ def child_main(argv: Optional[list[str]] = None) -> int:
     spec = json.loads(args.cell)
     runner = CellRunner([n for n, _ in spec["metrics"]], spec["settings"], spec["seed"],
                         functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]))
-    outcome = runner.measure(Cell.from_identity(spec["cell"]))
+    baseline = Cell.from_identity(spec["baseline"]) if spec.get("baseline") else None
+    outcome = runner.measure(Cell.from_identity(spec["cell"]), baseline)
     from .results import _jsonable, _strict
 
     text = json.dumps(_strict(dataclasses.asdict(outcome)), default=_jsonable, allow_nan=False)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from . import machine_load
 from .cells import Cell, Expansion, expand, parse_only
 from .errors import UserError
 from .results import (SCHEMA_VERSION, ResultsWriter, finished_ids, make_row, read_manifest, read_rows,
@@ -45,6 +46,8 @@ class Plan:
     done: int = 0
     resume: bool = False
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: cell_id -> the baseline's cell it is timed against (interleaved), for the cells that have one
+    baselines: dict[str, Cell] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -119,18 +122,23 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
             raise UserError(f"--out {run_dir}: it already holds results; resume it with --resume {run_dir} "
                             "or choose another directory")
     expansion = expand(suite, cuda_available=cuda_available, device=device, probe=Probe())
+    # from the whole suite: a --only that leaves the baseline out still pairs each cell with it
+    baselines = expansion.baselines(suite.baseline) if "latency" in suite.metrics else {}
     if only:
         expansion = expansion.select(parse_only(only))
+        if not expansion.cells and not expansion.skipped:
+            raise UserError(f"--only {only!r} matches none of the suite's cells; `attnbench run {suite_path or ''} "
+                            "--dry-run` lists them")
     to_run = [c for c in expansion.cells if c.cell_id not in done]
     to_skip = [(c, r) for c, r in expansion.skipped if c.cell_id not in done]
     return Plan(suite, suite_path, run_dir, expansion, to_run, to_skip, done=len(done), resume=bool(resume),
-                options={"only": only, "device": device})
+                options={"only": only, "device": device}, baselines=baselines)
 
 
 def _start_manifest(p: Plan, argv: list[str], isolate: bool) -> dict[str, Any]:
     from .env import capture
 
-    environment = capture()
+    environment = {**capture(), "load_at_start": machine_load.sample()}
     started = now_iso()
     if p.resume:
         manifest = read_manifest(p.run_dir)
@@ -142,9 +150,17 @@ def _start_manifest(p: Plan, argv: list[str], isolate: bool) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION, "run_id": p.run_dir.name, "suite": p.suite.to_dict(),
         "suite_path": p.suite_path, **environment, "started_at": started, "ended_at": None, "argv": argv,
         "options": {**p.options, "isolate": isolate},
-        "cells": {"to_run": len(p.to_run), "skipped": len(p.to_skip), "excluded": p.expansion.excluded},
+        "cells": {"to_run": len(p.to_run), "skipped": len(p.to_skip), "excluded": p.expansion.excluded,
+                  "excluded_cells": [_excluded_entry(c, i) for c, i in p.expansion.excluded_cells]},
         "counts": None, "interrupted": None, "resumes": [],
     }
+
+
+def _excluded_entry(cell: Cell, index: int) -> dict[str, Any]:
+    """What the report needs to draw and list a cell the suite's ``exclude`` dropped."""
+    ident = cell.identity()
+    keys = ("label", "attention", "height", "width", "batch", "pass", "dtype", "device", "mode")
+    return {**{k: ident[k] for k in keys}, "reason": f"excluded by the suite (exclude entry {index})"}
 
 
 def _final_counts(run_dir: Path) -> dict[str, int]:
@@ -182,12 +198,13 @@ def run(p: Plan, *, isolate: bool = False, argv: Optional[list[str]] = None, pro
                                        started_at=now_iso(), duration_s=0.0))
             for cell in p.to_run:
                 bar.start(cell)
-                started, c0 = now_iso(), time.perf_counter()
-                outcome = executor.measure(cell)
+                started, c0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
+                outcome = executor.measure(cell, p.baselines.get(cell.cell_id))
                 duration = time.perf_counter() - c0
+                columns = {**outcome.columns, **machine_load.cell_columns(load_before, machine_load.sample())}
                 writer.append(make_row(cell, run_id, status=outcome.status, error=outcome.error,
                                        error_stage=outcome.error_stage, started_at=started, duration_s=duration,
-                                       columns=outcome.columns))
+                                       columns=columns))
                 ran += 1
                 if outcome.status != "ok":
                     problems.append((cell.describe(), outcome.status, outcome.error or ""))
@@ -200,7 +217,8 @@ def run(p: Plan, *, isolate: bool = False, argv: Optional[list[str]] = None, pro
             signal.signal(signal.SIGTERM, old_handler)
     counts = _final_counts(p.run_dir)
     ended = now_iso()
-    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted)
+    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted,
+                    load=machine_load.summarize(read_rows(p.run_dir)))
     if p.resume:
         manifest["resumes"][-1]["ended_at"] = ended
     write_manifest(p.run_dir, manifest)

@@ -10,9 +10,11 @@ Methods (the reasons are in ../shared/design/paired-measurement.md and docs/metr
   time", ISMM 2013). Pairing cancels slow phases of the machine that hit both contenders in the same round.
 - :func:`ratio_of_medians`: for two independent sample sets (two runs): ``median(new) / median(base)`` with a
   bootstrap interval that resamples each set on its own.
-- :func:`detect_change`: the rule of ``attnbench compare`` and the CI gate: a change is reported only when the
-  ratio of medians is past the threshold **and** statistically clear — its bootstrap interval excludes 1 and the
-  two-sided Mann-Whitney U test on the raw samples gives p < ``alpha`` (asv's rule).
+- :func:`detect_change`: the rule of ``attnbench compare`` and the CI gate: a change is reported only when it is
+  past the threshold **and** statistically clear — the whole 95% bootstrap interval of the ratio lies beyond
+  1 ± threshold, and the two-sided Mann-Whitney U test on the raw samples gives p < ``alpha`` (asv's rule).
+  Requiring the interval, not just the point estimate, to clear the threshold keeps the false-alarm rate low even
+  when a comparison covers many cells.
 - :func:`loglog_fit`: least squares of ``log(y) = k log(x) + c`` with the t-interval of the slope ``k``.
 """
 from __future__ import annotations
@@ -171,11 +173,12 @@ class Change:
 
 
 def classify_ratio(ratio: Interval, threshold: float, clear: bool) -> str:
-    """The verdict for a ratio (new/base, lower is faster) given whether the evidence is statistically clear."""
+    """The verdict for a ratio (new/base, lower is faster): ``slower``/``faster`` when the whole interval is past
+    1 ± threshold and ``clear`` (the rank test agrees); ``slower?``/``faster?`` when only the estimate is."""
     if ratio.estimate > 1 + threshold:
-        return "slower" if clear and ratio.low > 1 else "slower?"
+        return "slower" if clear and ratio.low > 1 + threshold else "slower?"
     if ratio.estimate < 1 - threshold:
-        return "faster" if clear and ratio.high < 1 else "faster?"
+        return "faster" if clear and ratio.high < 1 - threshold else "faster?"
     return "same"
 
 

@@ -581,10 +581,26 @@ def test_bad_config_names_the_parameter(kwargs, name):
 
 @pytest.mark.parametrize("shape", [(28, 28), (56, 63), (15, 14)])
 def test_input_the_official_code_cannot_run_is_a_clear_error(shape):
-    m = attentions.build("dbra")  # n_win 7, stride 8: 28 gives a 4×4 agent grid; 15 is not a multiple of 7
+    m = attentions.build("dbra", auto_pad=False)  # n_win 7, stride 8: 28 gives a 4×4 agent grid; 15 is not a multiple of 7
     with pytest.raises(ValueError, match=rf"H×W = {shape[0]}×{shape[1]}.*multiples of n_win.*auto_pad=True"):
         m(torch.randn(1, *shape, 64))
-    assert attentions.build("dbra", auto_pad=True)(torch.randn(1, *shape, 64)).shape == (1, *shape, 64)
+    assert attentions.build("dbra")(torch.randn(1, *shape, 64)).shape == (1, *shape, 64)  # the default pads
+
+
+@pytest.mark.parametrize("name", ["dbra", "bra"])
+@pytest.mark.parametrize("side", [7, 14, 28, 56])
+def test_defaults_run_on_the_common_grids(name, side):
+    # the README's first example: defaults on (2, side, side, 64) for the usual stage grids
+    assert attentions.build(name, dim=64, num_heads=2)(torch.randn(2, side, side, 64)).shape == (2, side, side, 64)
+
+
+def test_auto_pad_changes_nothing_on_an_input_that_fits():
+    torch.manual_seed(0)
+    padded = attentions.build("dbra", dim=64, num_heads=2)
+    strict = attentions.build("dbra", dim=64, num_heads=2, auto_pad=False)
+    strict.load_state_dict(padded.state_dict())
+    x = torch.randn(1, 56, 56, 64)
+    assert torch.equal(padded(x), strict(x))
 
 
 def test_cost_at_debiformer_s_stage1():

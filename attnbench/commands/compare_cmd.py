@@ -12,15 +12,17 @@ __all__ = ["command"]
 @click.argument("base_run", metavar="BASE_RUN")
 @click.argument("new_run", metavar="NEW_RUN")
 @click.option("--threshold", default=5.0, show_default=True, type=click.FloatRange(min=0),
-              help="Latency slowdown (percent) that fails when the IQRs do not overlap.")
+              help="Latency slowdown (percent) that fails when it is also statistically clear "
+                   "(bootstrap interval above 1 and Mann-Whitney p < 0.01 on the raw samples).")
 @click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text", show_default=True,
               help="Table format.")
 @click.option("--changed-only", is_flag=True, help="Hide the rows whose verdict is 'same'.")
 def command(base_run: str, new_run: str, threshold: float, fmt: str, changed_only: bool) -> None:
     """Compare NEW_RUN against BASE_RUN cell by cell.
 
-    Exit 1 when params or a FLOP count changed (either way), a latency got slower by more than --threshold with
-    non-overlapping IQRs, or an ok cell now fails; 0 otherwise; 2 on bad input.
+    Exit 1 when params or a FLOP count changed (either way), a latency got slower by more than --threshold and
+    the slowdown is statistically clear, or an ok cell now fails; 0 otherwise; 2 on bad input, including two runs
+    with no cell in common.
     """
     from attnbench.compare import compare_runs, render
 

@@ -60,11 +60,17 @@ class Step:
             self.fn(self.x).float().sum().backward()
 
 
-def maybe_compile(module: nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``module`` for ``"eager"``, ``torch.compile(module)`` for ``"compile"`` (compiled lazily on first call)."""
+def maybe_compile(module: nn.Module, mode: str, reset: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` for ``"eager"``, ``torch.compile(module)`` for ``"compile"`` (compiled lazily on first call,
+    after ``torch._dynamo.reset()`` unless ``reset`` is False: a second module compiled for the same measurement
+    must not throw away the first one's graphs)."""
     if mode == "eager":
         return module
     if mode == "compile":
+        # a fresh dynamo state per cell: otherwise the recompile limit, hit after a few shapes, silently turns the
+        # later cells eager while they are still reported as compiled
+        if reset:
+            torch._dynamo.reset()
         return torch.compile(module)
     raise ValueError(f"mode={mode!r} is not allowed: expected one of {', '.join(MODES)}")
 

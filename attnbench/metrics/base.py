@@ -7,7 +7,7 @@ knows nothing of suites, the runner or the CLI. An exception it raises becomes t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -28,6 +28,10 @@ class MetricContext:
         device: ``torch.device``.
         pass_: ``"forward"`` or ``"forward_backward"``.
         mode: ``"eager"`` or ``"compile"``.
+        label: the cell's label in its suite (the attention name unless the suite gave one).
+        baseline: the suite baseline's context at the same shape, batch, dtype, device, pass and mode, when the
+            suite has a baseline, the cell is not it, and the baseline runs at that shape (``latency`` times the
+            two interleaved); else None.
         settings: the suite's per-metric settings, metric name -> dict, e.g.
             ``settings["latency"] == {"warmup": 3, "min_time_s": 0.2, "min_repeats": 5, "max_repeats": 200}``;
             a metric reads only its own entry and has defaults for everything.
@@ -45,6 +49,8 @@ class MetricContext:
     mode: str = "eager"
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
+    label: str = ""
+    baseline: Optional["MetricContext"] = None
 
     @property
     def dim(self) -> int:

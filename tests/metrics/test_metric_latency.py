@@ -1,4 +1,5 @@
-"""latency: statistics against numpy, stopping rule and call counts (never speeds), compile bookkeeping."""
+"""latency: statistics against numpy, stopping rule and call counts (never speeds), compile bookkeeping, the
+noisy flag on the sample sets that fooled it before, and paired rounds under a fake clock."""
 import numpy as np
 import pytest
 import torch
@@ -10,11 +11,12 @@ from attnbench.metrics._passes import CompileError
 from attnbench.metrics.latency import quantile, summarize
 
 measure = get_metric("latency")
-FAST = {"min_time_s": 0.0, "min_repeats": 4, "max_repeats": 4, "warmup": 2}
+FAST = {"min_time_s": 0.0, "min_repeats": 4, "max_repeats": 4, "warmup": 2, "min_block_s": 0.0}
 
 COLUMNS = {
     "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr", "latency_n", "latency_samples_ms",
-    "latency_noisy", "latency_timer", "compile_time_s", "threads",
+    "latency_noisy", "latency_timer", "compile_time_s", "threads", "latency_ms_ci_low", "latency_ms_ci_high",
+    "latency_block", "latency_stop", "flush_denormal", "subnormal_params", "subnormal_outputs",
 }
 
 
@@ -47,7 +49,23 @@ def test_summarize_known_samples():
     assert row["latency_ms_iqr"] == pytest.approx(1.5)
     assert row["latency_n"] == 5 and row["latency_samples_ms"] == [10.0, 12.0, 11.0, 30.0, 10.5]
     assert row["latency_noisy"] is True  # 1.5 / 11 > 0.10
-    assert summarize([10.0, 10.1, 10.2, 10.3])["latency_noisy"] is False
+    assert summarize([10.0, 10.1, 10.2, 10.3, 10.15, 10.05])["latency_noisy"] is False
+
+
+@pytest.mark.parametrize("samples", [
+    [24.0, 24.0],                                   # two samples on the scheduler quantum: nothing to judge by
+    [0.14, 0.18],                                   # the same cell in a quiet run: two samples are never enough
+    [0.15] * 12 + [24.0] * 6 + [48.0] * 4 + [280.0] * 2,   # quantum-sized preemptions in a third of the samples
+    [10.0 + (i % 2) * 3.0 for i in range(30)],      # bimodal: IQR 30% of the median
+])
+def test_noisy_flag_fires_on_the_reported_cases(samples):
+    assert summarize(samples)["latency_noisy"] is True
+
+
+def test_median_interval_columns_bracket_the_median():
+    row = summarize([float(v) for v in range(1, 41)])
+    assert row["latency_ms_ci_low"] < row["latency_ms_median"] < row["latency_ms_ci_high"]
+    assert row["latency_noisy"] is True  # 1..40 spreads far more than 10%
 
 
 def test_columns_and_counts_forward():
@@ -55,7 +73,7 @@ def test_columns_and_counts_forward():
     row = measure(make_ctx(lambda: mods.append(Counting()) or mods[-1], settings={"latency": FAST}))
     assert set(row) == COLUMNS
     assert row["latency_n"] == 4 and len(row["latency_samples_ms"]) == 4
-    assert mods[0].calls == 2 + 4  # warm-up + timed
+    assert mods[0].calls == 2 + 1 + 1 + 4  # warm-up + the block-sizing call + the subnormal check + timed
     assert row["latency_timer"] == "perf_counter" and row["compile_time_s"] is None
     assert row["threads"] == torch.get_num_threads()
     assert all(s >= 0 for s in row["latency_samples_ms"])
@@ -68,22 +86,37 @@ def test_forward_backward_resets_grads_each_call():
     ctx = make_ctx(lambda: mods.append(Counting()) or mods[-1], pass_="forward_backward", settings={"latency": FAST})
     row = measure(ctx)
     m = mods[0]
-    assert row["latency_n"] == 4 and m.calls == 6 and m.training
-    assert all(m.grad_was_none)
+    assert row["latency_n"] == 4 and m.calls == 8 and m.training
+    assert all(m.grad_was_none[:3] + m.grad_was_none[4:])  # [3]: the subnormal check's no-grad forward
     assert m.fc.weight.grad is not None  # backward did run
 
 
 def test_max_repeats_caps_and_min_repeats_floors():
     capped = measure(make_ctx(ToyLinear, settings={"latency": {"min_time_s": 1e9, "min_repeats": 2, "max_repeats": 7}}))
-    assert capped["latency_n"] == 7
+    assert capped["latency_n"] == 7 and capped["latency_stop"] == "max_repeats"
     floored = measure(make_ctx(ToyLinear, settings={"latency": {"min_time_s": 0.0, "min_repeats": 3}}))
-    assert floored["latency_n"] == 3
+    assert floored["latency_n"] == 3 and floored["latency_stop"] == "min_repeats"
+
+
+def test_time_budget_stops_after_five_samples():
+    settings = {"latency": {"min_time_s": 1e9, "min_repeats": 50, "max_time_s": 1e-9, "min_block_s": 0.0}}
+    row = measure(make_ctx(ToyLinear, settings=settings))
+    assert row["latency_n"] == 5 and row["latency_stop"] == "max_time_s"
+
+
+def test_fast_calls_are_timed_in_blocks():
+    mods = []
+    settings = {"latency": {**FAST, "min_block_s": 0.05}}  # a toy call takes microseconds: blocks of many calls
+    row = measure(make_ctx(lambda: mods.append(Counting()) or mods[-1], settings=settings))
+    assert row["latency_block"] > 1
+    assert mods[0].calls == 2 + 1 + 1 + 4 * row["latency_block"]
+    assert row["latency_ms_median"] < 50.0  # the per-call mean, not the block's time
 
 
 def test_min_time_keeps_sampling():
     settings = {"latency": {"min_time_s": 0.05, "min_repeats": 1, "max_repeats": 10**6}}
     row = measure(make_ctx(ToyLinear, settings=settings))
-    assert sum(row["latency_samples_ms"]) >= 50.0
+    assert sum(row["latency_samples_ms"]) * row["latency_block"] >= 50.0  # samples are per-call means of blocks
 
 
 def test_threads_setting_applied_and_restored():
@@ -103,7 +136,7 @@ def test_compile_bookkeeping(monkeypatch):
     settings = {"latency": {**FAST, "compile_warmup": 3}}
     row = measure(make_ctx(ToyLinear, mode="compile", settings=settings))
     assert isinstance(row["compile_time_s"], float) and row["compile_time_s"] >= 0
-    assert len(calls) == 1 + 3 + 4 and row["latency_n"] == 4
+    assert len(calls) == 1 + 3 + 1 + 4 and row["latency_n"] == 4
 
 
 def test_compile_failure_is_clear(monkeypatch):
@@ -157,3 +190,89 @@ def test_bad_pass_and_mode():
         measure(make_ctx(ToyLinear, pass_="backward", settings={"latency": FAST}))
     with pytest.raises(ValueError, match="mode='graph' is not allowed"):
         measure(make_ctx(ToyLinear, mode="graph", settings={"latency": FAST}))
+
+
+class Tiny(nn.Module):
+    """A module with one subnormal weight (as some official inits leave behind) and an output that keeps it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((8,), 1e-40))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_subnormals_are_counted_and_flushing_recorded():
+    row = measure(make_ctx(Tiny, settings={"latency": {**FAST, "flush_denormal": False}}))
+    assert row["subnormal_params"] == 8
+    assert row["flush_denormal"] is False
+    on = measure(make_ctx(Tiny, settings={"latency": FAST}))
+    assert on["flush_denormal"] in (True, False)  # False only where the CPU cannot flush
+    if on["flush_denormal"]:
+        assert on["subnormal_params"] == 0 or on["subnormal_outputs"] == 0
+    torch.set_flush_denormal(False)
+
+
+def test_compile_cells_reset_dynamo_once(monkeypatch):
+    resets = []
+    monkeypatch.setattr(_passes.torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(_passes.torch, "compile", lambda module: module)
+    base = make_ctx(ToyLinear, mode="compile", settings={"latency": FAST})
+    ctx = make_ctx(ToyLinear, mode="compile", settings={"latency": FAST})
+    ctx.baseline = base
+    measure(ctx)
+    assert resets == [1]  # the baseline compiled beside the cell must not discard the cell's graphs
+
+
+class _Work(nn.Module):
+    """Records its cost in the fake clock: ``units`` per call."""
+
+    def __init__(self, clock, units):
+        super().__init__()
+        self.clock, self.units = clock, units
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        self.clock.pending += self.units
+        return self.fc(x)
+
+
+class FakeClock:
+    """A timer whose reading is the work done times a load factor that changes every few samples, as bursts
+    of load from other processes do; ``order`` logs which contender each sample timed."""
+
+    def __init__(self):
+        self.pending, self.samples, self.order = 0.0, 0, []
+
+    def time_call(self, fn):
+        self.pending = 0.0
+        fn()
+        self.samples += 1
+        load = 1.0 + 9.0 * ((self.samples // 7) % 2)  # 7 samples quiet, 7 under 10x load, ...
+        self.order.append(self.pending)
+        return self.pending * load * 1e-3
+
+
+def test_paired_rounds_cancel_load_bursts(monkeypatch):
+    from attnbench.metrics import latency
+
+    clock = FakeClock()
+    monkeypatch.setattr(latency, "_timer", lambda device: ("fake", clock.time_call))
+    settings = {"latency": {**FAST, "min_repeats": 30, "max_repeats": 30}}
+    ctx = make_ctx(lambda: _Work(clock, 2.0), settings=settings)
+    ctx.baseline = make_ctx(lambda: _Work(clock, 1.0), settings=settings)
+    ctx.baseline.label = "base"
+    row = measure(ctx)
+    # unpaired medians would mix quiet and loaded samples; the per-round ratio is exactly 2 in every round
+    assert row["paired_ratio"] == 2.0 and row["paired_ratio_low"] == 2.0 and row["paired_ratio_high"] == 2.0
+    assert row["paired_rounds"] == 30 and row["paired_baseline"] == "base" and len(row["paired_ratios"]) == 30
+    timed = clock.order[-60:]  # the rounds: cell, base on even rounds; base, cell on odd ones
+    assert timed[:4] == [2.0, 1.0, 1.0, 2.0]
+    assert row["latency_n"] == 30
+
+
+def test_paired_off_times_the_cell_alone():
+    ctx = make_ctx(ToyLinear, settings={"latency": {**FAST, "paired": False}})
+    ctx.baseline = make_ctx(ToyLinear, settings={"latency": FAST})
+    assert "paired_ratio" not in measure(ctx)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -30,7 +31,9 @@ def _compare(tmp_path, edit, *args):
 
 
 def _set_latency(row, median, q1, q3):
-    row.update(latency_ms_median=median, latency_ms_q1=q1, latency_ms_q3=q3, latency_ms_iqr=q3 - q1)
+    # twelve raw samples spread over [q1, q3]: enough for the rank test to be able to call a change clear
+    row.update(latency_ms_median=median, latency_ms_q1=q1, latency_ms_q3=q3, latency_ms_iqr=q3 - q1,
+               latency_samples_ms=[float(v) for v in np.linspace(q1, q3, 12)])
 
 
 def _verdicts(tmp_path, edit, threshold=0.05):
@@ -145,3 +148,84 @@ def test_bad_input_exit_2(tmp_path, case):
     assert result.exit_code == 2
     assert str(new) in result.output
     assert ("not a directory" if case == "missing" else "no results") in result.output
+
+
+def _with_samples(row, samples):
+    s = sorted(samples)
+    row.update(latency_samples_ms=list(samples), latency_ms_median=float(np.median(s)), latency_n=len(s),
+               latency_ms_q1=float(np.percentile(s, 25)), latency_ms_q3=float(np.percentile(s, 75)))
+
+
+def _lognormal(seed, scale=1.0, n=30):
+    # timing-like samples: a floor plus a right-skewed tail, 10% spread
+    rng = np.random.default_rng(seed)
+    return list(scale * 10.0 * np.exp(rng.normal(0.0, 0.1, n)))
+
+
+def _set_all(rows, make):
+    for i, row in enumerate(rows):
+        if row.get("status") == "ok" and row.get("latency_ms_median") is not None:
+            _with_samples(row, make(i))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_injected_2x_slowdown_is_flagged(tmp_path, seed):
+    base_rows, new_rows = fixture_rows(), copy.deepcopy(fixture_rows())
+    _set_all(base_rows, lambda i: _lognormal(1000 * seed + i))
+    _set_all(new_rows, lambda i: _lognormal(1000 * seed + 500 + i))
+    _with_samples(_find(new_rows, "bra", 16, "forward"), _lognormal(7 + seed, scale=2.0))
+    base = write_run(tmp_path / "base", base_rows, manifest())
+    new = write_run(tmp_path / "new", new_rows, manifest())
+    comparison = compare_runs(base, new, 0.05)
+    slow = comparison.rows[comparison.rows["verdict"] == "slower"]
+    assert [(r.label, r.resolution, r.pass_) for r in slow.rename(columns={"pass": "pass_"}).itertuples()] == [
+        ("bra", "16×16", "forward")]
+    assert comparison.exit_code == 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_same_distribution_different_seeds_is_not_flagged(tmp_path, seed):
+    base_rows, new_rows = fixture_rows(), copy.deepcopy(fixture_rows())
+    _set_all(base_rows, lambda i: _lognormal(1000 * seed + i))
+    _set_all(new_rows, lambda i: _lognormal(1000 * seed + 500 + i))
+    base = write_run(tmp_path / "base", base_rows, manifest())
+    new = write_run(tmp_path / "new", new_rows, manifest())
+    comparison = compare_runs(base, new, 0.05)
+    latency = comparison.rows[comparison.rows["metric"] == "latency_ms"]
+    assert len(latency) > 0 and not latency["verdict"].isin(["slower", "faster"]).any()
+    assert comparison.exit_code == 0
+
+
+def test_zero_comparable_cells_is_an_error(tmp_path):
+    base = write_run(tmp_path / "base", fixture_rows(), manifest())
+    other = copy.deepcopy(fixture_rows())
+    for row in other:
+        row["suite"], row["cell_id"] = "another_suite", row["cell_id"][::-1]
+    new = write_run(tmp_path / "new", other, manifest())
+    result = CliRunner().invoke(main, ["compare", str(base), str(new)])
+    assert result.exit_code == 2
+    assert "no comparable cells" in result.output and "another_suite" in result.output
+    assert "Traceback" not in result.output
+
+
+def _pair(row, ratio, low, high):
+    row.update(paired_baseline="mhsa", paired_ratio=ratio, paired_ratio_low=low, paired_ratio_high=high)
+
+
+def test_paired_ratios_of_two_runs_agree_tie_or_flip(tmp_path):
+    base_rows, new_rows = fixture_rows(), copy.deepcopy(fixture_rows())
+    _pair(_find(base_rows, "bra", 8, "forward"), 0.5, 0.45, 0.55)
+    _pair(_find(new_rows, "bra", 8, "forward"), 0.6, 0.55, 0.65)      # both clearly faster: agree
+    _pair(_find(base_rows, "bra", 16, "forward"), 0.9, 0.8, 1.02)
+    _pair(_find(new_rows, "bra", 16, "forward"), 1.1, 1.05, 1.2)      # one interval holds 1: tie
+    _pair(_find(base_rows, "dbra", 8, "forward"), 0.8, 0.75, 0.85)
+    _pair(_find(new_rows, "dbra", 8, "forward"), 1.3, 1.2, 1.4)       # clear and opposite: flipped
+    base = write_run(tmp_path / "base", base_rows, manifest())
+    new = write_run(tmp_path / "new", new_rows, manifest())
+    comparison = compare_runs(base, new, 0.05)
+    paired = comparison.rows[comparison.rows["metric"] == "ratio_to_mhsa"]
+    assert [(r["label"], r["resolution"], r["verdict"]) for _, r in paired.iterrows()] == [
+        ("bra", "8×8", "agree"), ("bra", "16×16", "tie"), ("dbra", "8×8", "flipped")]
+    assert comparison.exit_code == 0  # a flip is evidence of noise, reported, not a regression
+    from attnbench.compare import render
+    assert "1 agree, 1 tie, 1 flipped" in render(comparison)
