@@ -80,7 +80,8 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
         title = f"Benchmarks: head vs base `{base_ref}` ({info['base_commit'][:10]})"
         notes = [f"Interleaved in one job on {device} ({threads or 'default'} thread(s)), {rounds} paired rounds per "
                  f"benchmark; ratio = head/base, median of the per-round ratios with its 95% bootstrap interval; "
-                 f"fails when > {thr * 100:g}% slower and the interval excludes 1, or FLOPs/memory grew."]
+                 f"fails when the whole interval is above {1 + thr:g} (> {thr * 100:g}% slower), or FLOPs/memory "
+                 f"grew."]
     else:
         from attnbench.ci import gate
 
@@ -101,8 +102,9 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
         rows = gate.compare_to_baseline(runs, reference, thr, device, used_threads)
         title = f"Benchmarks vs `{baseline}`"
         notes = [f"Times in units of the reference workload ({gate.Reference.description}) timed interleaved in this "
-                 f"job, {rounds} rounds, {device}, {used_threads} thread(s); fails when > {thr * 100:g}% slower than "
-                 f"the baseline and clear (bootstrap interval and Mann-Whitney p < 0.01), or FLOPs/memory changed. "
+                 f"job, {rounds} rounds, {device}, {used_threads} thread(s); fails when the whole 95% interval of "
+                 f"the ratio to the baseline is above {1 + thr:g} (> {thr * 100:g}% slower) and Mann-Whitney p < 0.01, or "
+                 f"FLOPs/memory changed. "
                  f"Refresh after an intended change: `{gate.REFRESH_COMMAND}`."]
     text = verdicts.render_markdown(rows, title, notes)
     (out_dir / "summary.md").write_text(text)
