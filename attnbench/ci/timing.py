@@ -71,7 +71,8 @@ def block_calls(call_s: float, block_s: float = BLOCK_S) -> int:
     return max(1, math.ceil(block_s / max(call_s, 1e-9)))
 
 
-def paired_rounds(a: Callable[[], float], b: Callable[[], float], rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
+def paired_rounds(a: Callable[[], float], b: Callable[[], float],
+                  rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
     """``rounds`` interleaved measurements of ``a`` and ``b`` (each returns its seconds per call), order alternating.
 
     Returns:

@@ -103,8 +103,8 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
         title = f"Benchmarks vs `{baseline}`"
         notes = [f"Times in units of the reference workload ({gate.Reference.description}) timed interleaved in this "
                  f"job, {rounds} rounds, {device}, {used_threads} thread(s); fails when the whole 95% interval of "
-                 f"the ratio to the baseline is above {1 + thr:g} (> {thr * 100:g}% slower) and Mann-Whitney p < 0.01, or "
-                 f"FLOPs/memory changed. "
+                 f"the ratio to the baseline is above {1 + thr:g} (> {thr * 100:g}% slower) and Mann-Whitney "
+                 f"p < 0.01, or FLOPs/memory changed. "
                  f"Refresh after an intended change: `{gate.REFRESH_COMMAND}`."]
     text = verdicts.render_markdown(rows, title, notes)
     (out_dir / "summary.md").write_text(text)
