@@ -91,7 +91,9 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
         runs = gate.run_gate(selected, device, rounds, block_s, threads or None,
                              progress=lambda r: click.echo(f"[ci] {r.case.name}: "
                                                            f"{r.error or 'ok'}", err=True))
-        used_threads = threads or __import__("torch").get_num_threads()
+        import torch
+
+        used_threads = threads or torch.get_num_threads()
         pbjson.write(out_dir / "benchmarks.json", pbjson.document(gate.gate_entries(runs), device))
         if update_baseline:
             gate.write_baseline(baseline, gate.baseline_document(runs, device, used_threads, previous))
