@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "run_cmd",
     "report": "report_cmd",
     "compare": "compare_cmd",
+    "ci": "ci_cmd",
 }
 
 _HELP = {
@@ -24,6 +25,7 @@ _HELP = {
     "run": "Run a YAML suite: FLOPs, params, latency, peak memory (and accuracy) per cell.",
     "report": "Render results.csv, summary.md, figures and index.html from run directories.",
     "compare": "Compare two runs cell by cell; exit 1 on a regression.",
+    "ci": "CI benchmark gate against a committed baseline, or PR vs base (--base REF); exit 1 on a regression.",
 }
 
 
