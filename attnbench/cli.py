@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "run_cmd",
     "report": "report_cmd",
     "compare": "compare_cmd",
+    "status": "status_cmd",
 }
 
 _HELP = {
@@ -24,6 +25,7 @@ _HELP = {
     "run": "Run a YAML suite: FLOPs, params, latency, peak memory (and accuracy) per cell.",
     "report": "Render results.csv, summary.md, figures and index.html from run directories.",
     "compare": "Compare two runs cell by cell; exit 1 on a regression.",
+    "status": "Show the batch jobs of a run (--executor local|slurm): state, scheduler id, cells, log.",
 }
 
 
