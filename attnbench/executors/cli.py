@@ -79,13 +79,11 @@ def run_if_executor(p, kw: dict[str, Any], *, isolate: bool, progress: bool, pri
         if any(v for k, v in kw.items() if k != "x_executor"):
             raise UserError("the executor options (--partition, --time, --sbatch, ...) need --executor local|slurm")
         return False
-    if isolate:
-        raise UserError("--isolate is for inline runs; batch jobs already measure in their own processes")
     from .submit import run_with_executor
 
     wait = not kw.get("x_no_wait")
-    summary = run_with_executor(p, executor, _overrides(kw), wait=wait, argv=["attnbench", *sys.argv[1:]],
-                                progress=progress)
+    summary = run_with_executor(p, executor, _overrides(kw), wait=wait, isolate=isolate,
+                                argv=["attnbench", *sys.argv[1:]], progress=progress)
     if not wait:
         click.echo(f"submitted {summary.submitted} jobs; follow them with: attnbench status {summary.run_dir}\n"
                    f"collect the rows (and re-submit missing cells) with: attnbench run --resume {summary.run_dir}")

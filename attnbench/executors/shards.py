@@ -123,11 +123,16 @@ class ShardJob(Checkpointable):
         runner_spec: :meth:`attnbench.execute.CellRunner.locations` of the parent's runner (metric functions by
             ``module:qualname``, gate, settings, seed), so the job runs exactly the parent's functions.
 
+        isolate: measure each cell in a fresh child process (``--isolate``), so a cell that kills its process
+            (a segfault) becomes a ``failed`` row instead of ending the job.
+
     Picklable plain data only (submitit pickles it, and again at a checkpoint): the runner is made in the job.
     """
 
-    def __init__(self, run_dir: str, name: str, cells: list[dict[str, Any]], runner_spec: dict[str, Any]):
+    def __init__(self, run_dir: str, name: str, cells: list[dict[str, Any]], runner_spec: dict[str, Any],
+                 isolate: bool = False):
         self.run_dir, self.name, self.cells, self.runner_spec = str(run_dir), name, cells, runner_spec
+        self.isolate = isolate
 
     def todo(self) -> list[Cell]:
         """This job's cells with no final row in its shard or in the merged results."""
@@ -142,9 +147,10 @@ class ShardJob(Checkpointable):
         if rank != 0:
             _follow_trainings(todo, self.runner_spec)
             return {"job": self.name, "rank": rank, "world_size": world}
-        from ..execute import CellRunner
+        from ..execute import CellRunner, IsolatedRunner
 
         runner = CellRunner.from_locations(self.runner_spec)
+        runner = IsolatedRunner(runner) if self.isolate else runner
         out = shard_dir(self.run_dir, self.name)
         out.mkdir(parents=True, exist_ok=True)
         run_id = Path(self.run_dir).name

@@ -98,8 +98,9 @@ class _Parent:
     """Submits and follows the jobs of one session."""
 
     def __init__(self, plan, cluster: str, section: ExecutorSection, runner_spec: dict[str, Any],
-                 stream: Optional[TextIO]):
+                 stream: Optional[TextIO], isolate: bool = False):
         self.p, self.cluster, self.section, self.spec, self.stream = plan, cluster, section, runner_spec, stream
+        self.isolate = isolate
         self.run_dir = Path(plan.run_dir)
         self.ledger = read_ledger(self.run_dir) or {"executor": cluster, "jobs": []}
         if self.ledger.get("executor") != cluster:
@@ -147,7 +148,8 @@ class _Parent:
             params = job_parameters(self.section, job, self.cluster, self.p.suite.name,
                                     setup=_pythonpath_setup() + _threads_setup(self.section))
             executor = _make_executor(self.cluster, self.run_dir, self.section, params)
-            fn = ShardJob(str(self.run_dir), job.name, [c.identity() for c in job.cells], self.spec)
+            fn = ShardJob(str(self.run_dir), job.name, [c.identity() for c in job.cells], self.spec,
+                          isolate=self.isolate)
             try:
                 handle = executor.submit(fn)
             except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account...): say which job
@@ -183,9 +185,10 @@ def _now() -> str:
 
 
 def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = None, *, wait: bool = True,
-                      argv: Optional[list[str]] = None, progress: bool = True,
+                      isolate: bool = False, argv: Optional[list[str]] = None, progress: bool = True,
                       stream: Optional[TextIO] = None) -> ExecutorSummary:
-    """Measure the plan's cells in batch jobs; see the module docstring."""
+    """Measure the plan's cells in batch jobs; see the module docstring. ``isolate``: each cell in a fresh
+    process inside its job (``attnbench run --isolate``)."""
     from ..execute import CellRunner
     from ..runner import _final_counts, _main_thread, _start_manifest, _Terminated, now_iso
 
@@ -197,10 +200,10 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     stream = (stream or sys.stderr) if progress else None
     t0 = time.perf_counter()
-    manifest = _start_manifest(p, list(argv if argv is not None else sys.argv), False)
+    manifest = _start_manifest(p, list(argv if argv is not None else sys.argv), isolate)
     manifest.setdefault("options", {})["executor"] = {"name": cluster, **section.model_dump()}
     write_manifest(run_dir, manifest)
-    parent = _Parent(p, cluster, section, spec, stream)
+    parent = _Parent(p, cluster, section, spec, stream, isolate)
 
     run_id = run_dir.name
     skipped = [make_row(c, run_id, status="skipped", error=r, error_stage="probe", started_at=now_iso(),
