@@ -141,7 +141,9 @@ class ShardJob(Checkpointable):
         return [c for c in cells if c.cell_id not in done]
 
     def __call__(self) -> dict[str, Any]:
-        os.environ.setdefault("ATTNBENCH_RUN_DIR", self.run_dir)  # accuracy checkpoints go under the run
+        from ..accuracy.job import RUN_DIR_ENV
+
+        os.environ[RUN_DIR_ENV] = self.run_dir  # accuracy checkpoints go under the run (a shared file system)
         rank, world = _join_distributed_env()
         todo = self.todo()
         if rank != 0:
