@@ -72,3 +72,19 @@ def test_preempted_accuracy_job_resumes_from_its_checkpoint(tmp_path, monkeypatc
     assert row["status"] == "ok" and row["acc_epochs"] == 6 and summary.submitted == 0
     assert 1 <= row["acc_resumed_from_epoch"] < 6  # the re-queued job continued from the checkpoint
     assert len(read_rows(shard_dir(run_dir, "job-0000"))) == 1
+
+
+def test_accuracy_cell_on_slurm_runs_two_srun_tasks(tmp_path, monkeypatch):
+    """The same through real sbatch/srun (single-node Slurm from scripts/slurm_local.sh; skipped without it)."""
+    conf, why = xfakes.local_slurm()
+    if conf is None:
+        pytest.skip(why)
+    monkeypatch.setenv("SLURM_CONF", conf)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = write_suite(tmp_path, 1, {"tasks_per_node": 2, "cpus_per_task": 1, "timeout_min": 10})
+    summary = run_with_executor(runner.plan(str(path), out=str(tmp_path / "run"), cuda_available=False), "slurm",
+                                progress=False, argv=["test"])
+    (row,) = read_rows(tmp_path / "run")
+    assert row["status"] == "ok" and row["acc_world_size"] == 2 and summary.missing == 0, row["error"]
+    (sub,) = read_ledger(tmp_path / "run")["jobs"][0]["submissions"]
+    assert "--ntasks-per-node=2" in Path(sub["stdout"]).parent.joinpath(f"{sub['job_id']}_submission.sh").read_text()

@@ -6,8 +6,11 @@ The batch jobs import this module by name (the parent passes its ``sys.path`` on
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: seconds each cell of the ``nap`` metric takes (the jobs inherit the variable from the test process)
 NAP_ENV = "ATTNBENCH_TEST_NAP_S"
@@ -53,3 +56,17 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def local_slurm() -> tuple[str | None, str]:
+    """(SLURM_CONF, '') of the single-node Slurm ``scripts/slurm_local.sh`` starts, or (None, why it could not)."""
+    script = ROOT / "scripts" / "slurm_local.sh"
+    try:
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return None, "scripts/slurm_local.sh did not finish in 300 s"
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        return None, f"scripts/slurm_local.sh could not start Slurm here: {tail}"
+    env = subprocess.run(["bash", str(script), "--env"], capture_output=True, text=True).stdout
+    return env.strip().split("=", 1)[1], ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -26,22 +25,15 @@ from attnbench.executors.submit import run_with_executor
 from attnbench.results import read_rows
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def slurm():
     """SLURM_CONF of a running single-node cluster, or skip with the script's reason."""
-    script = ROOT / "scripts" / "slurm_local.sh"
-    try:
-        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.skip("scripts/slurm_local.sh did not finish in 300 s")
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        pytest.skip(f"scripts/slurm_local.sh could not start Slurm here: {tail}")
-    conf = subprocess.run(["bash", str(script), "--env"], capture_output=True, text=True).stdout
-    return conf.strip().split("=", 1)[1]
+    conf, why = xfakes.local_slurm()
+    if conf is None:
+        pytest.skip(why)
+    return conf
 
 
 @pytest.fixture
