@@ -53,11 +53,14 @@ def resolve_section(plan, overrides: Optional[dict[str, Any]]) -> ExecutorSectio
     if plan.resume:
         stored = (read_manifest(plan.run_dir).get("options") or {}).get("executor") or {}
         section = section.merged({k: v for k, v in stored.items() if k != "name"})
+    from pydantic import ValidationError
+
     try:
         return section.merged(overrides)
-    except Exception as e:  # pydantic ValidationError: name the flag's key
-        first = str(e).splitlines()
-        raise UserError(f"--executor options: {' '.join(first[1:3]).strip() if len(first) > 2 else e}") from None
+    except ValidationError as e:  # a flag's value: name the key, the rule and the value
+        err = e.errors()[0]
+        key = ".".join(str(k) for k in err["loc"])
+        raise UserError(f"executor option {key}: {err['msg']}, got {err.get('input')!r}") from None
 
 
 def _pythonpath_setup() -> list[str]:
