@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from ..results import finished_ids, read_rows
+from .atomic import replace_atomically
 from .shards import rows_by_job
 
 __all__ = ["LEDGER_FILE", "read_ledger", "write_ledger", "JobStatus", "job_statuses", "slurm_states"]
@@ -37,17 +36,7 @@ def read_ledger(run_dir: str | Path) -> Optional[dict[str, Any]]:
 
 
 def write_ledger(run_dir: str | Path, ledger: dict[str, Any]) -> None:
-    run_dir = Path(run_dir)
-    fd, tmp = tempfile.mkstemp(prefix=".jobs-", suffix=".json", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(ledger, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run_dir / LEDGER_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(Path(run_dir) / LEDGER_FILE, (json.dumps(ledger, indent=1) + "\n").encode())
 
 
 @dataclasses.dataclass

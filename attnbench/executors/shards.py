@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - submitit missing: submitting fails wit
     Checkpointable = object  # type: ignore[assignment,misc]
 
 from ..cells import Cell
-from ..results import RESULTS_FILE, STATUSES, ResultsWriter, finished_ids, make_row, read_rows
+from ..results import RESULTS_FILE, STATUSES, ResultsWriter, _jsonable, _strict, finished_ids, make_row, read_rows
+from .atomic import replace_atomically
 
 __all__ = ["SHARDS_DIR", "ShardJob", "shard_dir", "shard_rows", "merge_shards", "MergeResult"]
 
@@ -82,29 +83,17 @@ def merge_shards(run_dir: str | Path, extra_rows: Iterable[dict[str, Any]] = ())
 
 
 def _rewrite_with(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``path`` with ``rows`` appended, replaced atomically."""
+    """``path`` with ``rows`` appended (in :class:`ResultsWriter`'s line format), replaced atomically."""
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):  # a line cut short by a killed in-process run: drop it, as the reader does
         old = old[: old.rfind(b"\n") + 1]
-    tmp = path.with_name(f".{path.name}.merge-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(old)
-        with _Appender(tmp) as w:
-            for row in rows:
-                w.append(row)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, old + "".join(_row_line(r) for r in rows).encode("utf-8"))
 
 
-class _Appender(ResultsWriter):
-    """:class:`ResultsWriter`'s durable line format, on a file of any name."""
-
-    def __init__(self, path: Path):  # noqa: D107 - same as the base, another file name
-        self.path = Path(path)
-        self._file = open(self.path, "a", encoding="utf-8")
+def _row_line(row: dict[str, Any]) -> str:
+    """One row as :meth:`attnbench.results.ResultsWriter.append` writes it (strict JSON, NaN as null)."""
+    return json.dumps(_strict(row), separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=_jsonable) + "\n"
 
 
 def now_iso() -> str:

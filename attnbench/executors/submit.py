@@ -24,6 +24,7 @@ from typing import Any, Optional, TextIO
 
 from ..errors import UserError
 from ..results import finished_ids, make_row, read_manifest, read_rows, write_manifest
+from ..runner import Summary
 from .config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
 from .ledger import job_statuses, read_ledger, write_ledger
@@ -33,15 +34,9 @@ __all__ = ["ExecutorSummary", "run_with_executor", "resolve_section"]
 
 
 @dataclasses.dataclass
-class ExecutorSummary:
+class ExecutorSummary(Summary):
     """What :func:`attnbench.commands.run_cmd.print_summary` prints, plus the jobs' side."""
 
-    run_dir: Path
-    counts: dict[str, int]
-    ran: int
-    interrupted: bool
-    elapsed_s: float
-    problems: list[tuple[str, str, str]]
     missing: int = 0
     jobs: list[Any] = dataclasses.field(default_factory=list)
     submitted: int = 0
