@@ -23,7 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 try:  # the parent and the jobs have submitit; `attnbench status` and merging do not need it
     from submitit.helpers import Checkpointable

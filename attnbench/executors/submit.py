@@ -188,7 +188,7 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
     """Measure the plan's cells in batch jobs; see the module docstring. ``isolate``: each cell in a fresh
     process inside its job (``attnbench run --isolate``)."""
     from ..execute import CellRunner
-    from ..runner import _final_counts, _main_thread, _start_manifest, _Terminated, now_iso
+    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated, now_iso
 
     if cluster not in EXECUTORS:
         raise UserError(f"--executor {cluster!r}: expected one of inline, {', '.join(EXECUTORS)}")
@@ -214,7 +214,7 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
                + (f"; {earlier} earlier jobs still queued or running" if earlier else ""))
 
     interrupted = False
-    old = signal.signal(signal.SIGTERM, _on_term) if _main_thread() else None
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     submitted = 0
     try:
         submitted += parent.submit_some(_count_live(run_dir, parent))
@@ -244,8 +244,7 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
     missing = len(expected - finished_ids(read_rows(run_dir)))
     counts = _final_counts(run_dir)
     ended = now_iso()
-    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted or (wait and missing > 0))
-    manifest["missing_cells"] = missing
+    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted, missing_cells=missing)
     if p.resume:
         manifest["resumes"][-1]["ended_at"] = ended
     write_manifest(run_dir, manifest)
@@ -267,9 +266,3 @@ def _state_counts(statuses) -> str:
         key = "failed" if s.state.startswith("failed") else s.state
         counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{v} {k}" for k, v in counts.items())
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    from ..runner import _Terminated
-
-    raise _Terminated()

@@ -6,7 +6,6 @@ executor_fakes) keep the cells cheap, so the cost is the jobs' start-up (importi
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 
