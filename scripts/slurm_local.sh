@@ -71,9 +71,8 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 0700 /etc/munge && chmod 0600 /etc/munge/munge.key
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    runuser -u munge -- munged --force --pid-file="$DIR/munged.pid.tmp" 2>/dev/null \
-        || runuser -u munge -- munged --force
-    cp "$DIR/munged.pid.tmp" "$DIR/munged.pid" 2>/dev/null || pgrep -n -x munged >"$DIR/munged.pid" || true
+    runuser -u munge -- munged --force
+    pgrep -n -x munged >"$DIR/munged.pid" || true   # for --stop
     for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.25; done
 fi
 
@@ -110,8 +109,6 @@ MinJobAge=300
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-# slurmd reads cgroup.conf only with cgroup plugins; an empty one silences the warning on some builds
-: >"$DIR/cgroup.conf"
 
 stop_pidfile "$DIR/slurmd.pid"
 stop_pidfile "$DIR/slurmctld.pid"
