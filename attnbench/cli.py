@@ -18,6 +18,7 @@ COMMANDS = {
     "report": "report_cmd",
     "compare": "compare_cmd",
     "ci": "ci_cmd",
+    "status": "status_cmd",
 }
 
 _HELP = {
@@ -26,6 +27,7 @@ _HELP = {
     "report": "Render results.csv, summary.md, figures and index.html from run directories.",
     "compare": "Compare two runs cell by cell; exit 1 on a regression.",
     "ci": "CI benchmark gate against a committed baseline, or PR vs base (--base REF); exit 1 on a regression.",
+    "status": "Show the batch jobs of a run (--executor local|slurm): state, scheduler id, cells, log.",
 }
 
 
@@ -49,3 +51,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="attnbench")
 def main() -> None:
     """attnbench: which attention is faster, leaner and more accurate at your resolution, and why."""
+
+
+if __name__ == "__main__":
+    main()

@@ -118,6 +118,12 @@ class CellRunner:
         return {"metrics": [[n, _location(f)] for n, f in self.functions], "gate": _location(self.gate),
                 "settings": self.settings, "seed": self.seed}
 
+    @classmethod
+    def from_locations(cls, spec: dict[str, Any]) -> "CellRunner":
+        """The runner :meth:`locations` describes, in another process (an ``--isolate`` child, a batch job)."""
+        return cls([n for n, _ in spec["metrics"]], spec["settings"], spec["seed"],
+                   functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]))
+
     def context(self, cell: Cell, baseline: Optional[Cell] = None) -> tuple[MetricContext, nn.Module]:
         """The metrics' view of the cell, and a first module built for it.
 
@@ -232,8 +238,7 @@ def child_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--outcome", required=True, help="file to write the outcome JSON to")
     args = parser.parse_args(argv)
     spec = json.loads(args.cell)
-    runner = CellRunner([n for n, _ in spec["metrics"]], spec["settings"], spec["seed"],
-                        functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]))
+    runner = CellRunner.from_locations(spec)
     baseline = Cell.from_identity(spec["baseline"]) if spec.get("baseline") else None
     outcome = runner.measure(Cell.from_identity(spec["cell"]), baseline)
     from .results import _jsonable, _strict

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import UserError
+from .executors.config import ExecutorSection
 
 __all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "Axes", "SuiteError", "did_you_mean", "load_suite",
            "suite_from_dict", "parse_resolution"]
@@ -100,6 +101,8 @@ class Suite(_Model):
     baseline: str = "mhsa"
     settings: dict[str, dict[str, Any]] = {}
     seed: int = 0
+    #: job grouping and resources for ``--executor local|slurm`` (docs/cluster.md); ignored when run in-process
+    executor: Optional[ExecutorSection] = None
 
     def labels(self) -> list[str]:
         return [e.display for e in self.attentions]

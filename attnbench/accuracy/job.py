@@ -192,7 +192,7 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
     """Train and evaluate ``job`` in this process (a torchrun process joins its group); the result on rank 0.
 
     The result is :func:`attnbench.accuracy.train.fit`'s, plus ``model``, ``dataset``, ``params``, ``num_classes``,
-    ``out_dir``.
+    ``out_dir``, ``world_size`` (training processes).
     """
     import torch
 
@@ -213,4 +213,5 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
         return None
     params = sum(p.numel() for p in model.parameters())
     return {**result, "model": job.model_name() if s.model != "swap" else f"swap:{s.macro}:{job.attention}",
-            "dataset": label, "params": params, "num_classes": len(classes), "out_dir": str(job.out_dir())}
+            "dataset": label, "params": params, "num_classes": len(classes), "out_dir": str(job.out_dir()),
+            "world_size": info.world_size}

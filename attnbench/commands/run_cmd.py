@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from ..executors.cli import executor_options, run_if_executor
 from ..progress import format_seconds
 
 _ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
@@ -54,8 +55,9 @@ def print_summary(summary, echo=click.echo) -> None:
               help="Replace the suite's device axis.")
 @click.option("--isolate", is_flag=True, help="Measure each cell in a fresh subprocess (a crash fails only it).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-cell lines on stderr.")
+@executor_options
 def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_run: bool, resume: Optional[str],
-            device: Optional[str], isolate: bool, no_progress: bool) -> None:
+            device: Optional[str], isolate: bool, no_progress: bool, **executor: object) -> None:
     """Run the YAML suite SUITE (optional with --resume): params, FLOPs, latency, memory per cell.
 
     Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
@@ -68,6 +70,8 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
         return
     for i in p.expansion.unused_excludes:
         click.echo(f"warning: exclude[{i}] {p.suite.exclude[i]} matches no cell", err=True)
+    if run_if_executor(p, executor, isolate=isolate, progress=not no_progress, print_summary=print_summary):
+        return
     summary = runner.run(p, isolate=isolate, argv=["attnbench", *sys.argv[1:]], progress=not no_progress)
     if summary.interrupted:
         click.echo(f"\ninterrupted: {sum(summary.counts.values())} cells are saved in "

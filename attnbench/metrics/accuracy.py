@@ -8,12 +8,15 @@ Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.Accu
     3. Training with the recipe (:mod:`attnbench.accuracy.recipe`), a checkpoint per epoch under the work
        folder; a job whose checkpoint exists is resumed (a finished one is only re-evaluated), so after a crash
        ``attnbench run --resume RUN_DIR`` continues where training stopped. ``nproc_per_node`` > 1 runs it under
-       ``torchrun`` (DDP) in child processes.
+       ``torchrun`` (DDP) in child processes; in a process that is already one of several (``WORLD_SIZE`` > 1,
+       e.g. a multi-node job of ``attnbench run --executor slurm``, see docs/cluster.md) it trains in-process
+       and joins that group.
     4. Whole-model cost of the trained architecture: fvcore MACs (attnbench's handles, batch 1, at ``img_size``)
        and eval-forward latency (float32, ``latency_batch``), for the accuracy-vs-cost figures.
 
 Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, ``acc_train_throughput_img_s``
 (training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
+``acc_world_size`` (training processes), ``acc_resumed_from_epoch`` (epochs a checkpoint held when it started),
 ``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_loss_curve`` (training loss per epoch),
 ``acc_top1_curve`` (validation top-1 per evaluated epoch), ``model_macs_fvcore``, ``model_latency_ms_median``.
 """
@@ -96,7 +99,8 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     job = make_job(raw, ctx.attention, ctx.config, str(ctx.device), seed=ctx.seed)
     log = (lambda line: print(f"  [accuracy {ctx.attention}] {line}", file=sys.stderr, flush=True)) \
         if settings.log else None
-    if settings.nproc_per_node > 1 or settings.torchrun_args:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # already one of several processes (a cluster job)
+    if (settings.nproc_per_node > 1 or settings.torchrun_args) and not launched:
         result = _run_torchrun(job, settings.nproc_per_node, settings.torchrun_args)
     else:
         result = run_job(job, log=log)
@@ -106,6 +110,8 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_train_loss_final": float(result["train_loss_final"]),
         "acc_train_throughput_img_s": float(result["throughput_img_s"]),
         "acc_epochs": int(result["epochs"]), "acc_dataset": result["dataset"], "acc_model": result["model"],
+        "acc_world_size": int(result.get("world_size", 1)),
+        "acc_resumed_from_epoch": int(result.get("resumed_from", 0)),
         "acc_params": int(result["params"]),
         "acc_loss_curve": [float(h["train_loss"]) for h in history],
         "acc_top1_curve": [float(h["top1"]) for h in history if "top1" in h],

@@ -81,3 +81,16 @@ def test_only_matching_no_cell_is_an_error(write_suite, tmp_path, only):
     assert result.exit_code == 2, result.output
     assert "matches none of the suite's cells" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_batch_jobs_pair_cells_and_record_load(write_suite, tmp_path):
+    from attnbench.executors.submit import run_with_executor
+
+    suite = dict(paired_suite(), executor={"cells_per_job": 4, "poll_s": 0.2})
+    path = write_suite(suite)
+    p = runner.plan(str(path), out=str(tmp_path / "run"), cuda_available=False, only="resolution=4,pass=forward")
+    run_with_executor(p, "local", None, progress=False, argv=["test"])
+    rows = {r["label"]: r for r in read_rows(tmp_path / "run")}
+    assert rows["double"]["paired_baseline"] == "base" and rows["double"]["paired_rounds"] == 6
+    assert "paired_ratio" not in rows["base"]
+    assert all("load_before" in r and "busy_after" in r for r in rows.values())

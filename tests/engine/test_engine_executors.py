@@ -1,0 +1,212 @@
+"""``attnbench run --executor local``: real submitit jobs on this machine (no mocks of the engine or submitit).
+
+Each job is a fresh Python process started by submitit's LocalExecutor; the fake metrics (engine_fakes,
+executor_fakes) keep the cells cheap, so the cost is the jobs' start-up (importing torch, ~2 s each).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+
+import pytest
+from click.testing import CliRunner
+
+import engine_fakes as fakes
+import executor_fakes as xfakes
+
+from attnbench import metrics, runner
+from attnbench.cli import main
+from attnbench.executors.ledger import read_ledger
+from attnbench.executors.shards import ShardJob, merge_shards, shard_dir, shard_rows
+from attnbench.executors.submit import run_with_executor
+from attnbench.results import ResultsWriter, read_manifest, read_rows
+
+EXACT = ("fake_params", "fake_tokens", "fake_batch", "fake_trip")
+
+
+@pytest.fixture
+def nap(fake_metrics, monkeypatch):
+    """The fake metrics plus ``nap`` (0.6 s per cell)."""
+    monkeypatch.setitem(fakes.FAKE_METRICS, "nap", xfakes.nap_metric)
+    monkeypatch.setitem(metrics.METRICS, "nap", "_fake_nap")
+    return fake_metrics
+
+
+def plan(path, out=None, resume=None):
+    return runner.plan(str(path) if path else None, out=str(out) if out else None,
+                       resume=str(resume) if resume else None, cuda_available=False)
+
+
+def local(p, **kw):
+    return run_with_executor(p, "local", kw.pop("overrides", None), progress=False, argv=["test"], **kw)
+
+
+def by_cell(rows):
+    return {r["cell_id"]: r for r in rows}
+
+
+def test_local_executor_matches_inline_run(fake_metrics, write_suite, tmp_path):
+    path = write_suite(fakes.tiny_suite(executor={"cells_per_job": 5, "max_parallel": 2, "poll_s": 0.2}))
+    runner.run(plan(path, tmp_path / "inline"), progress=False, argv=["test"])
+    summary = local(plan(path, tmp_path / "local"))
+    inline, rows = read_rows(tmp_path / "inline"), read_rows(tmp_path / "local")
+    ids = [r["cell_id"] for r in rows]
+    assert collections.Counter(ids) == collections.Counter(r["cell_id"] for r in inline)  # each exactly once
+    assert summary.counts == {"ok": 8} and summary.missing == 0 and summary.ran == 8
+    for cell_id, row in by_cell(inline).items():
+        other = by_cell(rows)[cell_id]
+        assert [other[k] for k in EXACT] == [row[k] for k in EXACT] and other["status"] == "ok"
+        assert list(other)[:20] == list(row)[:20] and other["run_id"] == "local"
+    ledger = read_ledger(tmp_path / "local")
+    assert ledger["executor"] == "local" and [len(j["cells"]) for j in ledger["jobs"]] == [5, 3]
+    assert sorted(c for j in ledger["jobs"] for c in j["cells"]) == sorted(ids)
+    assert all(len(j["submissions"]) == 1 and os.path.exists(j["submissions"][0]["stdout"]) for j in ledger["jobs"])
+    assert {k: len(v) for k, v in shard_rows(tmp_path / "local").items()} == {"job-0000": 5, "job-0001": 3}
+    options = read_manifest(tmp_path / "local")["options"]["executor"]
+    assert options["name"] == "local" and options["cells_per_job"] == 5
+    status = CliRunner().invoke(main, ["status", str(tmp_path / "local")])
+    assert status.exit_code == 0, status.output
+    assert "0 queued, 0 running, 2 done, 0 failed" in status.output and "job-0001  done" in status.output
+    # resuming a complete run submits nothing and changes no row
+    again = local(plan(None, resume=tmp_path / "local"))
+    assert again.submitted == 0 and read_rows(tmp_path / "local") == rows
+
+
+def test_merge_keeps_the_first_final_row_of_each_cell(tmp_path):
+    def row(cell, status="ok", value=0):
+        return {"cell_id": cell, "status": status, "value": value}
+
+    with ResultsWriter(tmp_path) as w:
+        w.append(row("a", value=1))
+    before = (tmp_path / "results.jsonl").read_bytes()
+    for job, rows in {"job-0000": [row("a", value=2), row("b", value=3), {"note": "no cell id"}],
+                      "job-0001": [row("b", "failed", 4), row("c", "oom", 5), row("d", "running", 6)]}.items():
+        shard_dir(tmp_path, job).mkdir(parents=True)
+        with ResultsWriter(shard_dir(tmp_path, job)) as w:
+            for r in rows:
+                w.append(r)
+    result = merge_shards(tmp_path, [row("e", "skipped", 7)])
+    assert [(r["cell_id"], r["value"]) for r in result.added] == [("e", 7), ("b", 3), ("c", 5)]
+    assert result.duplicates == 2  # a (already merged) and b's second row
+    merged = (tmp_path / "results.jsonl").read_bytes()
+    assert merged.startswith(before)  # existing lines kept byte for byte
+    assert [(r["cell_id"], r["value"]) for r in read_rows(tmp_path)] == [("a", 1), ("e", 7), ("b", 3), ("c", 5)]
+    assert merge_shards(tmp_path).added == [] and (tmp_path / "results.jsonl").read_bytes() == merged
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_a_restarted_job_measures_only_its_missing_cells(fake_metrics, write_suite, tmp_path):
+    """What a re-queued job does (run here in-process: the job is a plain callable)."""
+    path = write_suite(fakes.tiny_suite())
+    p = plan(path, tmp_path / "run")
+    from attnbench.execute import CellRunner
+
+    job = ShardJob(str(tmp_path / "run"), "job-0000", [c.identity() for c in p.to_run],
+                   CellRunner(["shape", "trip"], {}, 0).locations())
+    fakes.TRIPS["interrupt"] = 6  # dies (like a pre-empted process) at the first 6x6 cell
+    with pytest.raises(KeyboardInterrupt):
+        job()
+    assert len(read_rows(shard_dir(tmp_path / "run", "job-0000"))) == 4
+    fakes.TRIPS.clear()
+    fakes.CALLS.clear()
+    assert job()["measured"] == 4
+    assert {c[1] for c in fakes.CALLS} == {6}  # only the missing 6x6 cells were measured again
+    ids = [r["cell_id"] for r in read_rows(shard_dir(tmp_path / "run", "job-0000"))]
+    assert sorted(ids) == sorted(c.cell_id for c in p.to_run) and len(set(ids)) == 8
+
+
+def test_preempted_local_job_is_requeued_and_loses_no_row(nap, write_suite, tmp_path):
+    """SIGUSR2 to the job's task is what Slurm sends before pre-empting it: submitit checkpoints the job and
+    re-queues it; the new incarnation skips the cells already in its shard."""
+    suite = fakes.tiny_suite(metrics=["shape", "nap"], executor={"cells_per_job": 8, "poll_s": 0.2})
+    path, run_dir = write_suite(suite), tmp_path / "run"
+    first = local(plan(path, run_dir), wait=False)
+    assert first.submitted == 1
+    controller = int(read_ledger(run_dir)["jobs"][0]["submissions"][0]["job_id"])
+    shard = shard_dir(run_dir, "job-0000")
+    xfakes.wait_for(lambda: len(read_rows(shard)) >= 2, 60, "two rows in the job's shard")
+    task = xfakes.wait_for(lambda: xfakes.task_of(controller), 10, "the job's task process")[0]
+    os.kill(task, signal.SIGUSR2)
+    summary = local(plan(None, resume=run_dir))  # waits for the live job, merges
+    ids = [r["cell_id"] for r in read_rows(run_dir)]
+    assert collections.Counter(ids) == collections.Counter(c.cell_id for c in plan(path, tmp_path / "x").to_run)
+    assert len(set(ids)) == 8 and summary.missing == 0 and summary.submitted == 0
+    shard_ids = [r["cell_id"] for r in read_rows(shard)]
+    assert len(shard_ids) == len(set(shard_ids)) == 8  # the re-queued job wrote no row twice
+    log = open(read_ledger(run_dir)["jobs"][0]["submissions"][0]["stderr"]).read()
+    assert "this job is preempted" in log, log[-2000:]  # submitit's handler ran; the re-queue was in-job
+    for row in read_rows(run_dir):
+        assert row["nap_tokens"] == row["tokens"] and row["status"] == "ok"
+
+
+@pytest.mark.slow  # four job start-ups one after the other: ~25 s on 2 loaded cores
+def test_cancelled_job_shows_failed_and_resume_resubmits_only_its_missing_cells(nap, write_suite, tmp_path):
+    suite = fakes.tiny_suite(metrics=["shape", "nap"], executor={"cells_per_job": 4, "max_parallel": 1,
+                                                                "poll_s": 0.2})
+    path, run_dir = write_suite(suite), tmp_path / "run"
+    local(plan(path, run_dir), wait=False)
+    ledger = read_ledger(run_dir)
+    controller = int(ledger["jobs"][0]["submissions"][0]["job_id"])
+    xfakes.wait_for(lambda: len(read_rows(shard_dir(run_dir, "job-0000"))) >= 1, 60, "a first row")
+    for pid in xfakes.task_of(controller) + [controller]:  # the job dies with its node, say
+        os.kill(pid, signal.SIGKILL)
+    xfakes.wait_for(lambda: "failed" in CliRunner().invoke(main, ["status", str(run_dir)]).output, 10,
+                    "status to show the failed job")
+    out = CliRunner().invoke(main, ["status", str(run_dir)]).output
+    assert "job-0001" in out and "queued" in out  # never submitted (max_parallel 1): queued
+    done_before = len(read_rows(shard_dir(run_dir, "job-0000")))
+    summary = local(plan(None, resume=run_dir), overrides={"max_parallel": 3})
+    ledger = read_ledger(run_dir)
+    resubmitted = [j for j in ledger["jobs"] if j["name"] not in ("job-0000",)]
+    assert sum(len(j["cells"]) for j in resubmitted) == 8 - done_before  # only the cells without a row
+    ids = [r["cell_id"] for r in read_rows(run_dir)]
+    assert len(ids) == len(set(ids)) == 8 and summary.missing == 0
+
+
+@pytest.mark.slow  # a job plus two isolated cell processes, each importing torch: ~20 s on 2 loaded cores
+def test_isolated_cells_in_a_job_survive_a_crashing_cell(fake_metrics, write_suite, tmp_path):
+    suite = fakes.tiny_suite(attentions=[{"name": fakes.dotted("Crashy"), "label": "crashy"},
+                                         {"name": fakes.dotted("Tiny"), "label": "tiny"}],
+                             axes={"resolution": [4], "device": ["cpu"]}, executor={"poll_s": 0.2})
+    summary = local(plan(write_suite(suite), tmp_path / "run"), isolate=True)
+    rows = {r["label"]: r for r in read_rows(tmp_path / "run")}
+    assert rows["tiny"]["status"] == "ok" and rows["crashy"]["status"] == "failed"
+    assert "SIGSEGV" in rows["crashy"]["error"] and summary.missing == 0
+
+
+def test_executor_flags_need_an_executor_and_bad_values_are_one_line(fake_metrics, write_suite, tmp_path):
+    path = write_suite(fakes.tiny_suite())
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "r"), "--partition", "gpu"])
+    assert result.exit_code == 2 and "need --executor local|slurm" in result.output
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "r"), "--executor", "local",
+                                       "--sbatch", "nokeyvalue"])
+    assert result.exit_code == 2 and "--sbatch 'nokeyvalue': expected KEY=VALUE" in result.output
+    bad = write_suite(fakes.tiny_suite(executor={"timeout_min": "60"}), "bad.yaml")
+    result = CliRunner().invoke(main, ["run", str(bad), "--dry-run"])
+    assert result.exit_code == 2 and "executor.timeout_min" in result.output
+
+
+def test_job_grouping_keeps_gpu_and_cpu_apart_and_follows_the_budget():
+    from attnbench.cells import Cell
+    from attnbench.executors.config import ExecutorSection
+    from attnbench.executors.grouping import group_cells, job_parameters
+
+    cells = [Cell("s", "a", "a", {"dim": 8}, h, h, 1, "float32", dev, "forward", "eager")
+             for h in (4, 6, 8) for dev in ("cpu", "cuda")]
+    jobs = group_cells(cells, ExecutorSection(cells_per_job=2))
+    assert [(j.name, j.device, [c.height for c in j.cells]) for j in jobs] == [
+        ("job-0000", "cpu", [4, 6]), ("job-0001", "cpu", [8]), ("job-0002", "cuda", [4, 6]),
+        ("job-0003", "cuda", [8])]
+    assert [len(j.cells) for j in group_cells(cells, ExecutorSection(minutes_per_job=30, cell_minutes=10))] == [3, 3]
+    section = ExecutorSection(partition="gpu", cpu_partition="cpu", account="lab", constraint="h100",
+                              gpus_per_node=8, cpus_per_task=12, mem_gb=64, nodes=2, sbatch={"exclude": "n1"})
+    gpu = job_parameters(section, jobs[2], "slurm", "s")
+    assert (gpu["slurm_partition"], gpu["gpus_per_node"], gpu["nodes"], gpu["tasks_per_node"]) == ("gpu", 8, 1, 1)
+    assert gpu["slurm_additional_parameters"] == {"exclude": "n1"} and gpu["mem_gb"] == 64
+    cpu = job_parameters(section, jobs[0], "slurm", "s")
+    assert cpu["slurm_partition"] == "cpu" and "gpus_per_node" not in cpu
+    acc = group_cells(cells, section, accuracy=True)
+    assert [len(j.cells) for j in acc] == [3, 3]  # one job per trained model (attention, config, device)
+    acc_gpu = job_parameters(section, acc[1], "slurm", "s")
+    assert (acc_gpu["nodes"], acc_gpu["tasks_per_node"], acc_gpu["gpus_per_node"]) == (2, 8, 8)
