@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "run_cmd",
     "report": "report_cmd",
     "compare": "compare_cmd",
+    "viz": "viz_cmd",
 }
 
 _HELP = {
@@ -24,6 +25,7 @@ _HELP = {
     "run": "Run a YAML suite: FLOPs, params, latency, peak memory (and accuracy) per cell.",
     "report": "Render results.csv, summary.md, figures and index.html from run directories.",
     "compare": "Compare two runs cell by cell; exit 1 on a regression.",
+    "viz": "Draw routing, sampling points, agent maps, query attention and ERFs over real images.",
 }
 
 
@@ -47,3 +49,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="attnbench")
 def main() -> None:
     """attnbench: which attention is faster, leaner and more accurate at your resolution, and why."""
+
+
+if __name__ == "__main__":  # python -m attnbench.cli
+    main()
