@@ -36,9 +36,10 @@ def _query(value: str) -> tuple[float, float]:
               help="Which attention slot of a stage to show.")
 @click.option("--erf-images", type=int, default=16, show_default=True,
               help="Average the ERF over up to this many of the images (0: no ERF).")
+@click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of the PNG files.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: RUN_DIR/viz with --run, else reports/viz].")
-def command(images, run_dir, official, random_, attentions_, macro, size, query, stages, slot, erf_images,
+def command(images, run_dir, official, random_, attentions_, macro, size, query, stages, slot, erf_images, dpi,
             out_dir) -> None:
     """Draw routing, sampling points, agent maps, query attention and ERFs of each model over IMAGES.
 
@@ -66,7 +67,7 @@ def command(images, run_dir, official, random_, attentions_, macro, size, query,
         sources = random_init(attentions_ or ("mhsa", "bra", "dat", "agent", "dbra"), macro, size)
     imgs = load_images(images or ("skimage:astronaut",), size)
     out = Path(out_dir) if out_dir else (Path(run_dir) / "viz" if run_dir else Path("reports") / "viz")
-    written = render(sources, imgs, out, q, [s - 1 for s in stages] or None, slot, erf_images,
+    written = render(sources, imgs, out, q, [s - 1 for s in stages] or None, slot, erf_images, dpi,
                      command="attnbench viz " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     click.echo(f"viz of {', '.join(s.label for s in sources)} on {imgs[0].name} ({len(imgs)} image(s))")
     click.echo(f"  {out / 'index.html'}  ({len(written)} files)")

@@ -9,7 +9,7 @@ from attentions.inspect import Record
 
 from .geometry import Box, agent_points, query_point, routing_boxes, sampling_points, upsample
 
-__all__ = ["draw_image", "draw_query_map", "draw_routing", "draw_sampling", "draw_agents", "draw_erf",
+__all__ = ["draw_image", "draw_query_map", "draw_routing", "draw_sampling", "draw_agents", "draw_erf", "draw_mass",
            "draw_mechanism", "GROUP_COLOURS"]
 
 GROUP_COLOURS = ("#00e5ff", "#ffea00", "#ff4081", "#76ff03", "#ff9100", "#d500f9", "#ffffff", "#1de9b6")
@@ -98,11 +98,11 @@ def draw_sampling(ax, pixels: np.ndarray, rec: Record, groups: list[int] | None 
         colour = GROUP_COLOURS[g % len(GROUP_COLOURS)]
         sizes = 8.0
         if weights is not None and len(weights) == len(pos):
-            sizes = 3 + 60 * weights / max(weights.max(), 1e-30)
-        ax.scatter(ref[:, 1], ref[:, 0], s=5, facecolors="none", edgecolors=colour, linewidths=0.6)
+            sizes = 2 + 40 * weights / max(weights.max(), 1e-30)
+        ax.scatter(ref[:, 1], ref[:, 0], s=4, facecolors="none", edgecolors=colour, linewidths=0.5)
         ax.quiver(ref[:, 1], ref[:, 0], pos[:, 1] - ref[:, 1], pos[:, 0] - ref[:, 0], angles="xy",
-                  scale_units="xy", scale=1, color=colour, width=0.004, headwidth=3, alpha=0.9)
-        ax.scatter(pos[:, 1], pos[:, 0], s=sizes, color=colour, edgecolors="black", linewidths=0.4, zorder=3)
+                  scale_units="xy", scale=1, color=colour, width=0.003, headwidth=3, alpha=0.8)
+        ax.scatter(pos[:, 1], pos[:, 0], s=sizes, color=colour, edgecolors="black", linewidths=0.3, zorder=3)
         drawn.append((ref, pos))
     _mark_query(ax, rec, S)
     return drawn
@@ -139,20 +139,34 @@ def draw_erf(ax, pixels: np.ndarray, field: np.ndarray) -> None:
     _overlay(ax, np.sqrt(np.clip(field, 0, 1)), S, cmap="magma")
 
 
+def draw_mass(ax, pixels: np.ndarray, rec: Record, share: float = 0.5, batch: int = 0) -> int:
+    """The fewest tokens that hold ``share`` of the query's attention (mean of heads); returns their number."""
+    S = pixels.shape[0]
+    field = rec.data["query_map"][batch].mean(0).numpy()
+    order = np.argsort(-field, axis=None)
+    count = int(np.searchsorted(np.cumsum(field.flat[order]), share * field.sum()) + 1)
+    mask = np.zeros(field.size)
+    mask[order[:count]] = 1.0
+    draw_image(ax, pixels, dim=True)
+    _overlay(ax, upsample(mask.reshape(field.shape), S), S, cmap="cool", alpha=0.6)
+    _mark_query(ax, rec, S)
+    return count
+
+
 def draw_mechanism(ax, pixels: np.ndarray, rec: Record) -> str:
     """The picture that explains ``rec``'s mechanism; returns its caption."""
     if rec.mechanism == "bra":
         draw_routing(ax, pixels, rec)
-        return f"routing: query region, top-{rec.data['routing_index'].shape[-1]} by score"
+        return f"routed regions (top-{rec.data['routing_index'].shape[-1]}, by score)"
     if rec.mechanism == "dbra":
         draw_routing(ax, pixels, rec)
         draw_sampling(ax, pixels, rec, background=False)
-        return "agent positions + offsets; routing of the query's agent region"
+        return "agents: offsets; their region's routing"
     if rec.mechanism == "dat":
         draw_sampling(ax, pixels, rec)
-        return "sampling points + offsets (size: query's weight)"
+        return "sampling points and offsets"
     if rec.mechanism == "agent":
         draw_agents(ax, pixels, rec)
-        return "agents (size: query's weight); top agent's map"
-    draw_query_map(ax, pixels, rec, log=True)
-    return "global: query row, log scale"
+        return "agents; the query's top agent's map"
+    count = draw_mass(ax, pixels, rec)
+    return f"{count} of {rec.grid[0] * rec.grid[1]} tokens hold half"

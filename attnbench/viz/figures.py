@@ -24,7 +24,7 @@ class Column:
     erfs: dict[int, np.ndarray]
 
 
-def save(fig, out: Path, stem: str, dpi: int = 100) -> list[Path]:
+def save(fig, out: Path, stem: str, dpi: int = 90) -> list[Path]:
     """``stem``.png and ``stem``.svg in ``out``; closes the figure."""
     import matplotlib.pyplot as plt
 

@@ -24,7 +24,8 @@ _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 @dataclasses.dataclass
 class VizImage:
-    """One input: ``pixels`` (S, S, 3) uint8 to draw on, ``tensor`` (3, S, S) float32 normalised for the model."""
+    """One input: ``pixels`` (D, D, 3) uint8 to draw on (D >= S, for legible drawings), ``tensor`` (3, S, S) float32
+    normalised for the model. Drawings place tokens by fractions of the image, so D and S may differ."""
 
     name: str
     pixels: np.ndarray
@@ -70,8 +71,9 @@ def _rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3]).astype(np.uint8)
 
 
-def load_images(specs: Sequence[str], size: int, limit: int | None = None) -> list[VizImage]:
-    """The images of ``specs`` (files, folders, ``skimage:NAME``) as squares of side ``size``."""
+def load_images(specs: Sequence[str], size: int, limit: int | None = None, display: int = 256) -> list[VizImage]:
+    """The images of ``specs`` (files, folders, ``skimage:NAME``) as squares of side ``size`` for the model and
+    ``max(size, display)`` for drawing."""
     import torch
     from PIL import Image, UnidentifiedImageError
 
@@ -87,8 +89,9 @@ def load_images(specs: Sequence[str], size: int, limit: int | None = None) -> li
                 except (UnidentifiedImageError, OSError) as e:
                     raise UserError(f"image {f}: cannot be read as an image ({e})") from e
         for name, rgb in items:
-            pixels = _square(rgb, size)
-            norm = (pixels.astype(np.float32) / 255.0 - _MEAN) / _STD
+            model_px = _square(rgb, size)
+            norm = (model_px.astype(np.float32) / 255.0 - _MEAN) / _STD
+            pixels = model_px if display <= size else _square(rgb, display)
             out.append(VizImage(name, pixels, torch.from_numpy(norm.transpose(2, 0, 1).copy())))
             if limit is not None and len(out) >= limit:
                 return out

@@ -36,13 +36,14 @@ def _columns(sources: Sequence[ModelSource], image: VizImage, images: list[VizIm
 
 
 def render(sources: Sequence[ModelSource], images: list[VizImage], out: Path, query=(0.5, 0.5),
-           stages: Optional[Sequence[int]] = None, slot: str = "last", erf_images: int = 16,
+           stages: Optional[Sequence[int]] = None, slot: str = "last", erf_images: int = 16, dpi: int = 90,
            command: str = "") -> list[Path]:
     """Draw every figure for ``sources`` on ``images[0]`` (ERFs averaged over up to ``erf_images`` images).
 
     Args:
         stages: 0-based stage indices (default: all).
         slot: which attention slot of a stage to show: its ``first`` or ``last`` (default, the deepest).
+        dpi: resolution of the PNG files.
     Returns:
         the files written.
     """
@@ -54,17 +55,17 @@ def render(sources: Sequence[ModelSource], images: list[VizImage], out: Path, qu
     if bad:
         raise UserError(f"--stage {', '.join(map(str, bad))}: the models have stages 1..{n}")
     image = images[0]
-    size = image.pixels.shape[0]
+    size = int(image.tensor.shape[-1])
     columns = _columns(sources, image, images[:max(erf_images, 0)], query, stages, slot, erf_images > 0)
     subtitle = f"image {image.name}, {size}² input, query (y, x) = ({query[0]:.2f}, {query[1]:.2f})"
     written, figures = [], []
     for s in stages:
-        paths = save(side_by_side(image.pixels, columns, s, subtitle), out, f"side_by_side_stage{s + 1}")
+        paths = save(side_by_side(image.pixels, columns, s, subtitle), out, f"side_by_side_stage{s + 1}", dpi)
         written += paths
         figures.append((paths[1].name, f"All mechanisms side by side, stage {s + 1} ({slot} attention slot)"))
     for col in columns:
         stem = "detail_" + "".join(ch if ch.isalnum() else "_" for ch in col.title)
-        paths = save(detail(image.pixels, col, subtitle), out, stem)
+        paths = save(detail(image.pixels, col, subtitle), out, stem, dpi)
         written += paths
         figures.append((paths[1].name, f"{col.title}: per head, routing / sampling / agents, ERF, every stage"))
     seconds = time.perf_counter() - t0
