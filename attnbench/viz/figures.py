@@ -25,11 +25,18 @@ class Column:
 
 
 def save(fig, out: Path, stem: str, dpi: int = 90) -> list[Path]:
-    """``stem``.png and ``stem``.svg in ``out``; closes the figure."""
+    """``stem``.png (256 colours) and ``stem``.svg in ``out``; closes the figure."""
     import matplotlib.pyplot as plt
 
+    import io
+
+    from PIL import Image
+
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    # photographs under overlays compress badly; 256 adaptive colours quarter the file at no visible loss
+    Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(paths[0], optimize=True)
     fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
