@@ -132,10 +132,21 @@ def from_official(model_name: str, checkpoint: str | Path) -> list[ModelSource]:
     path = Path(checkpoint)
     if not path.is_file():
         raise UserError(f"--official {model_name}={checkpoint}: no such checkpoint file")
+    from attentions import OfficialStateDictError
+
     try:
-        model = models.from_official(model_name, torch.load(path, map_location="cpu", weights_only=False))
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+        raise UserError(f"--official {model_name}={path}: cannot be read by torch.load ({e})") from e
+    try:
+        model = models.from_official(model_name, checkpoint)
     except models.UnknownModelError as e:
         raise UserError(f"--official: {e}") from e
+    except OfficialStateDictError as e:
+        parts = [f"{len(v)} {k} (first: {v[0]})" for k, v in
+                 (("missing", e.missing), ("unexpected", e.unexpected), ("wrongly shaped", e.wrong_shape)) if v]
+        raise UserError(f"--official {model_name}={path}: the checkpoint does not fit {model_name}: "
+                        f"{'; '.join(parts)}") from e
     return [ModelSource(model_name, model.eval(), f"official: {path.name}", 224)]
 
 

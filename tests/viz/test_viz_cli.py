@@ -91,3 +91,13 @@ def test_viz_from_a_run_and_the_report_links_it(tmp_path):
 def test_viz_needs_exactly_one_weight_source():
     result = CliRunner().invoke(main, ["viz", "--random", "--run", "x"])
     assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_an_official_checkpoint_that_does_not_fit_is_a_one_line_error(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": {"unrelated.weight": torch.zeros(1)}}, wrong)
+    result = CliRunner().invoke(main, ["viz", "--official", f"biformer_t={wrong}", "--size", "64"])
+    assert result.exit_code == 2 and "does not fit biformer_t" in result.output and "missing" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["viz", "--official", f"no_such_model={wrong}"])
+    assert result.exit_code == 2 and "unknown model" in result.output
