@@ -96,3 +96,19 @@ def test_inspect_refuses_a_module_without_recording_points():
     with pytest.raises(ValueError, match="none of the attentions"):
         with attentions.inspect(torch.nn.Linear(2, 2)):
             pass
+
+
+def test_agent_query_map_carries_the_value_path():
+    """out[q] = proj(Σ_p map_h[p] · v_h[p] + dwc(v)[q]): solve the output back through proj and remove the LCE."""
+    m = _module("agent", torch.float64).eval()
+    x = torch.randn(1, 16, 16, 32, dtype=torch.float64)
+    with torch.no_grad(), attentions.inspect(m, query=(0.2, 0.9)) as rec:
+        y = m(x)
+        v = m.qkv(x)[..., 64:]  # (1, H, W, C)
+        lce = m.dwc(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    r = rec.records[0]
+    i, j = r.query_pixel
+    out = torch.linalg.solve(m.proj.weight, y[0, i, j] - m.proj.bias) - lce[0, i, j]
+    for h in range(2):
+        via_map = torch.einsum("yx,yxc->c", r.data["query_map"][0, h].double(), v[0, :, :, 16 * h:16 * h + 16])
+        torch.testing.assert_close(via_map, out[16 * h:16 * h + 16], atol=1e-5, rtol=1e-4)
