@@ -151,6 +151,8 @@ class AgentAttention(Attention):
         agent_attn = torch.softmax((ah * self.scale) @ kh.transpose(-2, -1) + b1.to(q.dtype), dim=-1)
         agent_v = agent_attn @ vh  # (B, m, n, d)
         q_attn = torch.softmax((qh * self.scale) @ ah.transpose(-2, -1) + b2.to(q.dtype), dim=-1)
+        if self._inspector is not None:
+            self._inspector.record(self, "agent_maps", agent_attn=agent_attn, q_attn=q_attn, size=(H, W))
         out = (q_attn @ agent_v).transpose(1, 2).reshape(B, H, W, C)
         out = out + self.dwc(v.reshape(B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.proj(out)

@@ -48,6 +48,8 @@ class Attention(nn.Module):
     Config: ClassVar[type[AttentionConfig]] = AttentionConfig
     #: registry name, set by :func:`attentions.register`
     name: ClassVar[str] = "attention"
+    #: the :class:`attentions.inspect.Recorder` while :func:`attentions.inspect` runs; recording points test it
+    _inspector: ClassVar[Any] = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

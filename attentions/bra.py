@@ -142,7 +142,10 @@ class BRA(Attention):
         q, k, v, H, W = self._project(x)
         s, m = self.config.n_win, self.config.num_heads
         impl = resolve_routed_impl(self.config.impl, x)
-        out = region_merge(routed_attention(q, k, v, self._route(q, k), m, self.scale, impl), s, H, W)
+        idx = self._route(q, k)
+        if self._inspector is not None:
+            self._inspector.record(self, "bra_routing", q=q, k=k, idx=idx, size=(H_in, W_in), padded=(H, W))
+        out = region_merge(routed_attention(q, k, v, idx, m, self.scale, impl), s, H, W)
         if self.lepe is not None:
             # a C-channel copy of v: a view into the projection would keep all 3C channels alive for the backward
             v_img = region_merge(v, s, H, W).permute(0, 3, 1, 2)  # (B, C, H, W)

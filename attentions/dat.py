@@ -213,7 +213,7 @@ class DAT(Attention):
         offset = self.conv_offset(q.reshape(B * G, C // G, H, W))  # (B·G, 2, Hk, Wk)
         Hk, Wk = offset.shape[-2:]
         Nk = Hk * Wk
-        pos, _ = self._positions(offset)
+        pos, ref = self._positions(offset)
 
         # keys and values come from x, sampled per group, then projected across all groups' channels
         xs = sample_at(x.reshape(B * G, C // G, H, W), pos).reshape(B, C, 1, Nk)
@@ -223,6 +223,8 @@ class DAT(Attention):
 
         q_grid = self.query_grid(H, W, x.device, pos.dtype).reshape(H * W, 2)
         bias = rpe_bias(self.rpe_table, q_grid, pos.reshape(B * G, Nk, 2), G)  # (B·m, HW, Nk)
+        if self._inspector is not None:
+            self._inspector.record(self, "dat_sampling", q=qh, k=k, bias=bias, ref=ref, pos=pos, size=(H, W))
         out = pixel_to_agent_attention(qh, k, v, bias, self.scale)  # (B·m, HW, hc)
         out = out.transpose(1, 2).reshape(B, C, H, W)
         return self.proj_out(out).permute(0, 2, 3, 1)

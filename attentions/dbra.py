@@ -263,7 +263,10 @@ class DBRA(Attention):
         dtype = torch.promote_types(off.dtype, torch.float32)
         ref = norm_grid(Hk, Wk, 0.5, Hk, Wk, device=off.device, dtype=dtype)  # pixel-centre (i + 0.5) / Hk
         # a single offset channel broadcasts onto both (y, x): the official points move along the diagonal only
-        return (ref + off.permute(0, 2, 3, 1).to(dtype)).clamp(-1.0, 1.0)
+        pos = (ref + off.permute(0, 2, 3, 1).to(dtype)).clamp(-1.0, 1.0)
+        if self._inspector is not None:
+            self._inspector.record(self, "dbra_positions", ref=ref, offset=off.permute(0, 2, 3, 1), pos=pos)
+        return pos
 
     def sample_agents(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Agents (B, C, Hk, Wk) sampled from ``x`` (B, C, H, W); channel group g at ``pos[b·G + g]``."""
@@ -285,6 +288,9 @@ class DBRA(Attention):
         vw = region_partition(v.permute(0, 2, 3, 1), n)
         # regions of agents follow their grid index, not their deformed position (official)
         idx = route_topk(qa.mean(2), kw.mean(2), c.topk, self.scale)
+        if self._inspector is not None:
+            self._inspector.record(self, "dbra_routing", qa=qa, kw=kw, idx=idx, agent_grid=(Hg, Wg),
+                                   key_grid=tuple(k.shape[-2:]))
         oa = routed_attention(qa, kw, vw, idx, c.num_heads, self.scale, impl=impl)
         oa = region_merge(oa, n, Hg, Wg).permute(0, 3, 1, 2)
         if lce is not None:
@@ -340,6 +346,8 @@ class DBRA(Attention):
             pos = _pad_hw(pos, Hg - Hk, Wg - Wk)
         agents = self.refine_agents(a0, k, v, lce, routed_impl)
         del k  # the routed attention saved its own regrouped copy; with separate convs, k's memory goes now
+        if self._inspector is not None:
+            self._inspector.record(self, "dbra_back", q=q, agents=agents, pos=pos, size=(H_in, W_in))
         out = self.proj_out(self.back_attention(q, agents, pos, back_impl)).permute(0, 2, 3, 1)
         if (Hp, Wp) != (H_in, W_in):
             out = out[:, :H_in, :W_in]

@@ -56,6 +56,8 @@ class MHSA(Attention):
         m = self.config.num_heads
         qkv = self.qkv(x.reshape(B, H * W, C)).view(B, H * W, 3, m, C // m).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, m, N, d)
+        if self._inspector is not None:
+            self._inspector.record(self, "mhsa_row", q=q, k=k, size=(H, W))
         if self.config.fused:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:

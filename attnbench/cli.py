@@ -19,6 +19,7 @@ COMMANDS = {
     "compare": "compare_cmd",
     "ci": "ci_cmd",
     "status": "status_cmd",
+    "viz": "viz_cmd",
 }
 
 _HELP = {
@@ -28,6 +29,7 @@ _HELP = {
     "compare": "Compare two runs cell by cell; exit 1 on a regression.",
     "ci": "CI benchmark gate against a committed baseline, or PR vs base (--base REF); exit 1 on a regression.",
     "status": "Show the batch jobs of a run (--executor local|slurm): state, scheduler id, cells, log.",
+    "viz": "Draw routing, sampling points, agent maps, query attention and ERFs over real images.",
 }
 
 
@@ -53,5 +55,5 @@ def main() -> None:
     """attnbench: which attention is faster, leaner and more accurate at your resolution, and why."""
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m attnbench.cli
     main()

@@ -101,4 +101,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
     from .html import render_html
 
     (out / "index.html").write_text(render_html(report), encoding="utf-8")
+    from .viz_links import link_viz  # pictures of `attnbench viz` in the run directories, when there are any
+
+    link_viz(list(run_dirs), out)
     return out
