@@ -23,8 +23,9 @@ _ENV = jinja2.Environment(
 
 
 def _code(text: str) -> markupsafe.Markup:
-    """Escape, then turn Markdown `code` spans (shared with summary.md) into <code>."""
+    """Escape, then turn Markdown `code` spans and **bold** (shared with summary.md) into <code> and <b>."""
     escaped = str(markupsafe.escape(text))
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
     return markupsafe.Markup(re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped))
 
 
