@@ -268,7 +268,7 @@ def _latency_vs_flops(rows, look):
     grid.map_dataframe(_scatter, x="work_flops", y="latency_s_median", markers=look.markers)
     for ax in grid.axes.flat:
         _iso_throughput(ax, rows["work_flops"], rows["latency_s_median"])
-        _si_axis(ax.xaxis, "FLOP")
+        _si_axis(ax.xaxis, "")
         _si_axis(ax.yaxis, "s")
     grid.set_axis_labels("FLOP of the pass (2 · MACs · batch · k)", "latency")
     grid.add_legend(title="attention")

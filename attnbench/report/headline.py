@@ -155,24 +155,24 @@ def _crossover_text(statuses: list, crossover) -> str:
 
 
 def crossover_tables(frame: pd.DataFrame) -> list[Table]:
-    """Per run and (device, dtype, mode): rows = non-baseline attentions, columns = metric · pass · batch."""
-    found = {m: crossovers(frame, m) for m in ("latency", "memory")}
+    """Per metric, run and (device, dtype, mode): rows = non-baseline attentions, columns = pass · batch."""
     tables = []
-    for run_id, context, prefix, rows in _context_groups(frame):
-        columns, cells = [], {}
-        for metric in ("latency", "memory"):
-            here = _select(found[metric], run_id, context)
+    for metric in ("latency", "memory"):
+        found = crossovers(frame, metric)
+        for run_id, context, prefix, rows in _context_groups(frame):
+            here = _select(found, run_id, context)
+            columns, cells = [], {}
             for pass_, batch in _pass_batches(rows):
                 part = here[(here["pass"] == pass_) & (here["batch"] == batch)]
-                if part.empty:
-                    continue
-                columns.append(f"{_QUANTITY_TITLE[metric]} · {pass_} · b{batch}")
-                for _, r in part.iterrows():
-                    cells[(r["series"], columns[-1])] = _crossover_text(r["statuses"], r["crossover"])
-        series = list(dict.fromkeys(s for s, _ in cells))
-        if series:
-            body = [[s, *[cells.get((s, c), "—") for c in columns]] for s in series]
-            tables.append(Table(f"beats the baseline from — {prefix}", ["attention", *columns], body, numeric=False))
+                if not part.empty:
+                    columns.append(f"{pass_} · batch {batch}")
+                    for _, r in part.iterrows():
+                        cells[(r["series"], columns[-1])] = _crossover_text(r["statuses"], r["crossover"])
+            series = list(dict.fromkeys(s for s, _ in cells))
+            if series:
+                body = [[s, *[cells.get((s, c), "—") for c in columns]] for s in series]
+                tables.append(Table(f"{_QUANTITY_TITLE[metric]}: below the baseline from — {prefix}",
+                                    ["attention", *columns], body, numeric=False))
     return tables
 
 
@@ -202,17 +202,16 @@ def exponent_tables(frame: pd.DataFrame) -> list[Table]:
         tables.append(Table(caption, ["attention", "MACs (fvcore)", "cost model (macs_analytic)",
                                       "attention term (N · keys_per_query)", "theory (asymptotic)"], body))
     measured = fits[fits["quantity"].isin(["latency", "memory"])]
-    for run_id, context, prefix, rows in _context_groups(frame):
-        here = _select(measured, run_id, context)
-        columns = [(q, p, b) for q in ("latency", "memory") for p, b in _pass_batches(rows)]
-        cells = {(r["series"], r["quantity"], r["pass"], r["batch"]): r["fit"] for _, r in here.iterrows()}
-        columns = [c for c in columns if any(k[1:] == c and v is not None for k, v in cells.items())]
-        series = list(dict.fromkeys(here["series"]))
-        if columns and series:
-            body = [[s, *[_fmt_fit(cells.get((s, *c))) for c in columns]] for s in series]
-            header = ["attention", *[f"{_QUANTITY_TITLE[q]} · {p} · b{b}" for q, p, b in columns]]
-            tables.append(Table(f"latency and peak memory ∝ tokensᵏ: fitted k [95% interval] — {prefix}", header,
-                                body))
+    for quantity in ("latency", "memory"):
+        for run_id, context, prefix, rows in _context_groups(frame):
+            here = _select(measured[measured["quantity"] == quantity], run_id, context)
+            cells = {(r["series"], r["pass"], r["batch"]): r["fit"] for _, r in here.iterrows()}
+            columns = [c for c in _pass_batches(rows) if any(k[1:] == c and v is not None for k, v in cells.items())]
+            series = list(dict.fromkeys(here["series"]))
+            if columns and series:
+                body = [[s, *[_fmt_fit(cells.get((s, *c))) for c in columns]] for s in series]
+                tables.append(Table(f"{_QUANTITY_TITLE[quantity]} ∝ tokensᵏ: fitted k [95% interval] — {prefix}",
+                                    ["attention", *[f"{p} · batch {b}" for p, b in columns]], body))
     return tables
 
 
