@@ -147,8 +147,9 @@ def _maybe(out_dir: Path, name: str, draw: Callable, rows: pd.DataFrame, look: L
 def _token_axis(ax, look: Look) -> None:
     """Log scale ticked at the measured grids, labelled H×W (several grids of one size share a tick)."""
     ax.set_xscale("log")
-    lo, hi = ax.get_xlim()
-    ticks = [t for t in look.token_labels if lo <= t <= hi]
+    ticks = sorted(look.token_labels)
+    if ticks:  # every grid of the context, measured or not, so a no-value marker has its tick
+        ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
     ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([look.token_labels[t] for t in ticks]))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
@@ -222,7 +223,9 @@ def _facet_vs_tokens(rows: pd.DataFrame, look: Look, y: str, ylabel: str, unit: 
         _si_axis(ax.yaxis, unit)
         _token_axis(ax, look)
     grid.set_axis_labels("resolution H×W (log tokens)", ylabel)
-    grid.add_legend(title="attention", legend_data={**grid._legend_data, **_missing_legend(statuses)})
+    extra = _missing_legend(statuses)
+    grid.add_legend(title="attention", legend_data={**grid._legend_data, **extra},
+                    label_order=list(grid._legend_data) + list(extra))
     return grid.figure, drawn
 
 

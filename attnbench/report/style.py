@@ -33,9 +33,10 @@ FIXED = {
     "dat": SeriesStyle("#2ca02c", "^"),    # green triangle
     "agent": SeriesStyle("#9467bd", "v"),  # purple down-triangle
 }
-#: colours and markers left for other series; 14 and 9 are coprime, so slot i gives 126 distinct pairs
+#: colours and markers left for other series, none close to a fixed colour; 11 and 9 are coprime, so slot i
+#: gives 99 distinct pairs
 _EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#e7ba52", "#637939",
-                 "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+                 "#843c39", "#7b4173", "#00876c")
 _EXTRA_MARKERS = ("P", "X", "*", "h", "<", ">", "p", "d", "H")
 _SLOTS = tuple(SeriesStyle(_EXTRA_COLORS[i % len(_EXTRA_COLORS)], _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)])
                for i in range(len(_EXTRA_COLORS) * len(_EXTRA_MARKERS)))
