@@ -192,6 +192,8 @@ def exponent_tables(frame: pd.DataFrame) -> list[Table]:
     several = frame["run_id"].nunique() > 1
     counts = fits[fits["quantity"].isin(["macs_fvcore", "macs_analytic", "attention_term"])]
     for run_id, part in counts.groupby("run_id", sort=False):
+        if part["fit"].isna().all():  # one grid: nothing to fit
+            continue
         body = []
         for series, rows in part.groupby("series", sort=False):
             by_q = dict(zip(rows["quantity"], rows["fit"]))

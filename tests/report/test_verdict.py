@@ -164,3 +164,18 @@ def test_paired_interval_is_what_the_latency_table_prints(tmp_path):
     old_agent = old[(old["label"] == "agent") & (old["height"] == 64)].iloc[0]
     assert (old_agent["latency_ci_low"], old_agent["latency_ci_high"]) == (interval.low, interval.high)
     assert old_agent["latency_ratio_method"] == "medians" and old_agent["latency_ratio_high"] < 1
+
+
+def test_accuracy_fronts_name_the_cheapest_most_accurate_attentions(tmp_path):
+    from attnbench.report.headline import accuracy_fronts
+
+    acc = {"mhsa": 70.0, "agent": 72.0, "bra": 71.0, "dbra-topk8": 69.0}
+    rows = [dict(r, acc_top1=acc[r["label"]]) for r in power_law_rows(sizes=(8,), oom=())]
+    lines = accuracy_fronts(_frame(tmp_path, rows))
+    # latency at 8×8: mhsa 0.1 < dbra-topk8 0.3 < agent 0.4 < bra 0.8 ms; accuracy rises only mhsa → agent
+    by_cost = {line.split(" (run")[0]: line for line in lines}
+    assert "mhsa (70.00 %" in by_cost["Accuracy vs latency_ms_median"]
+    assert "→ agent (72.00 %" in by_cost["Accuracy vs latency_ms_median"]
+    assert "bra (" not in by_cost["Accuracy vs latency_ms_median"].replace("dbra", "")
+    # MACs: bra 0.5 M (71 %) < mhsa 1 M (70 %) < agent 2 M (72 %): mhsa is dominated by bra
+    assert by_cost["Accuracy vs macs_fvcore"].endswith("bra (71.00 %, 500 k MACs) → agent (72.00 %, 2.00 M MACs).")
