@@ -32,6 +32,18 @@ def _code(text: str) -> markupsafe.Markup:
 _ENV.filters["code"] = _code
 
 
+def _cell(text: str) -> markupsafe.Markup:
+    """A value and its bracketed ratio on two lines (``8.00 [6.00–10.0]`` / ``(0.80× [0.74–0.87])``), so five
+    latency columns fit the page."""
+    value, sep, ratio = str(text).partition(" (")
+    if not sep or not ratio.endswith(")"):
+        return markupsafe.Markup(markupsafe.escape(text))
+    return markupsafe.Markup(f'{markupsafe.escape(value)}<br><span class="ratio">({markupsafe.escape(ratio)}</span>')
+
+
+_ENV.filters["cell"] = _cell
+
+
 def render_html(report) -> str:
     """The HTML text of a :class:`attnbench.report.build.Report`."""
     return _ENV.get_template("index.html").render(report=report, legend=legend())
