@@ -5,10 +5,11 @@ import dataclasses
 import re
 from pathlib import Path
 
-from .derive import add_derived
+from .derive import add_derived, missing_cells
+from .headline import accuracy_fronts, headline_sections, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
-from .tables import (Section, Table, attentions_table, build_sections, environment_table, failures_table,
+from .tables import (Section, Table, attentions_table, build_sections, environment_table, missing_table,
                      uncounted_ops)
 
 __all__ = ["Report", "build_report", "default_out_dir", "make_report", "resolve_run_dirs"]
@@ -24,8 +25,11 @@ class Report:
         attentions: each label's registry name and config.
         baseline_note: which attention the ratios divide by, per run.
         sections: one per metric with data.
-        failures: the cells whose status is not ``ok`` (None when there are none).
+        missing: the cells without a value (failed, oom, skipped, excluded), None when there are none.
         uncounted: series -> ops no FLOP counter counted.
+        banners: warnings shown first (measured under load, incomplete run).
+        verdict: the answer sections shown before everything else (``headline.headline_sections``).
+        verdict_notes: sentences under the verdict (accuracy Pareto fronts).
         figures: the saved figures (empty when figures were not drawn).
     """
 
@@ -34,8 +38,11 @@ class Report:
     attentions: Table
     baseline_note: str
     sections: list[Section]
-    failures: Table | None
+    missing: Table | None
     uncounted: dict[str, str]
+    banners: list[str] = dataclasses.field(default_factory=list)
+    verdict: list[Section] = dataclasses.field(default_factory=list)
+    verdict_notes: list[str] = dataclasses.field(default_factory=list)
     figures: list = dataclasses.field(default_factory=list)
 
 
@@ -51,8 +58,9 @@ def default_out_dir(runs: Runs, reports_root: str | Path = "reports") -> Path:
 
 
 def make_report(runs: Runs):
-    """(Report without figures, the frame with derived columns)."""
+    """(Report without figures, the frame with derived columns, the cells without a value)."""
     frame = add_derived(runs)
+    missing = missing_cells(frame, runs)
     cells = frame.groupby("run_id").size().to_dict()
     return Report(
         title=", ".join(runs.suite_names()),
@@ -60,9 +68,12 @@ def make_report(runs: Runs):
         attentions=attentions_table(frame),
         baseline_note=_baseline_note(frame, runs),
         sections=build_sections(frame),
-        failures=failures_table(frame),
+        missing=missing_table(missing),
         uncounted=uncounted_ops(frame),
-    ), frame
+        banners=run_banners(frame, runs),
+        verdict=headline_sections(frame),
+        verdict_notes=accuracy_fronts(frame),
+    ), frame, missing
 
 
 def _baseline_note(frame, runs: Runs) -> str:
@@ -87,12 +98,12 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
     runs = load_runs(run_dirs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
     out.mkdir(parents=True, exist_ok=True)
-    report, frame = make_report(runs)
+    report, frame, missing = make_report(runs)
     to_csv_frame(frame).to_csv(out / "results.csv", index=False)
     if figures:
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
-        report.figures = render_figures(frame, out)
+        report.figures = render_figures(frame, out, missing)
     from .accuracy import render_accuracy  # the accuracy rows' text and curve columns, model-level costs
 
     accuracy_text, _ = render_accuracy(list(run_dirs), out, figures)

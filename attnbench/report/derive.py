@@ -11,12 +11,17 @@ merit for how well an implementation uses the hardware, not a measured count.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
+from .. import stats
 from .load import Runs
 
 __all__ = [
     "CELL_KEYS", "COUNT_KEYS", "PASS_FACTOR", "RATIO_COLUMNS", "DELTA_PREFIX", "add_derived", "baseline_mask",
+    "missing_cells", "numeric",
 ]
 
 #: the axes a per-cell metric is matched on against its baseline (within one run)
@@ -55,7 +60,96 @@ def add_derived(runs: Runs) -> pd.DataFrame:
         frame[f"{column}_ratio"] = frame[column].astype("float64") / _baseline_value(frame, column, keys)
     for column in [c for c in ("acc_top1", "acc_top5") if c in frame.columns]:  # the percentages only
         frame[f"{column}_delta"] = frame[column] - _baseline_value(frame, column, CELL_KEYS)
+    _add_latency_intervals(frame)
     return frame
+
+
+def numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``frame[column]`` as float64 (NaN where absent or not a number): new columns are missing in old runs."""
+    if column not in frame.columns:
+        return pd.Series(np.nan, index=frame.index, dtype="float64")
+    return pd.to_numeric(frame[column], errors="coerce").astype("float64")
+
+
+def _samples(value: Any) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def _add_latency_intervals(frame: pd.DataFrame) -> None:
+    """The latency's uncertainty, as columns the tables and the verdict read.
+
+    ``latency_ci_low``/``latency_ci_high``: the 95% interval of the median in ms — the row's own
+    ``latency_ms_ci_low``/``latency_ms_ci_high`` when it has them, else the order-statistic interval of its raw
+    samples (:func:`attnbench.stats.median_interval`), else the median alone.
+
+    ``latency_ratio`` with ``latency_ratio_low``/``latency_ratio_high`` and ``latency_ratio_method``: the ratio to
+    the baseline at the same cell keys. ``paired`` is the run's interleaved measurement (``paired_ratio`` and its
+    bootstrap interval, when the row has one against this baseline); ``medians`` is the ratio of the two medians
+    with the bootstrap interval of two independent sample sets (:func:`attnbench.stats.ratio_of_medians`; no
+    interval without raw samples); ``baseline`` marks the baseline itself (1, exactly).
+    """
+    median = numeric(frame, "latency_ms_median")
+    ci_low, ci_high = numeric(frame, "latency_ms_ci_low"), numeric(frame, "latency_ms_ci_high")
+    samples = frame["latency_samples_ms"].map(_samples)
+    for i in frame.index[median.notna() & (ci_low.isna() | ci_high.isna())]:
+        if samples[i]:
+            interval = stats.median_interval(samples[i])
+            ci_low[i], ci_high[i] = interval.low, interval.high
+        else:
+            ci_low[i], ci_high[i] = median[i], median[i]
+    frame["latency_ci_low"], frame["latency_ci_high"] = ci_low, ci_high
+
+    ratio, low, high = frame["latency_ms_median_ratio"].copy(), numeric(frame, "paired_ratio_low"), \
+        numeric(frame, "paired_ratio_high")
+    paired = numeric(frame, "paired_ratio")
+    method = pd.Series(None, index=frame.index, dtype=object)
+    keys = list(CELL_KEYS)
+    base_rows = frame[frame["is_baseline"] & median.notna()]
+    base_samples = {tuple(r[keys]): samples[i] for i, r in base_rows.iterrows()}
+    base_label = {tuple(r[keys]): r["label"] for _, r in base_rows.iterrows()}
+    for i, row in frame[median.notna()].iterrows():
+        key = tuple(row[keys])
+        against = row.get("paired_baseline")
+        if row["is_baseline"]:
+            ratio[i], low[i], high[i], method[i] = 1.0, 1.0, 1.0, "baseline"
+        elif pd.notna(paired[i]) and (not isinstance(against, str) or against == base_label.get(key, against)):
+            ratio[i], method[i] = paired[i], "paired"
+        elif key in base_samples:
+            method[i] = "medians"
+            low[i] = high[i] = np.nan
+            if len(samples[i]) > 1 and len(base_samples[key]) > 1:
+                interval = stats.ratio_of_medians(base_samples[key], samples[i])
+                low[i], high[i] = interval.low, interval.high
+        else:
+            low[i] = high[i] = np.nan
+    frame["latency_ratio"], frame["latency_ratio_low"], frame["latency_ratio_high"] = ratio, low, high
+    frame["latency_ratio_method"] = method
+
+
+#: identity of a cell that produced no value, as the missing-cells list and the figures need it
+MISSING_COLUMNS = ("run_id", "series", "attention", "height", "width", "tokens", "batch", "pass", "dtype", "device",
+                   "mode", "status", "reason")
+
+
+def missing_cells(frame: pd.DataFrame, runs: Runs) -> pd.DataFrame:
+    """The cells without a value: rows whose status is not ``ok`` and the manifest's ``cells.excluded_cells``
+    (status ``excluded``, the suite's reason). One row per cell, columns :data:`MISSING_COLUMNS`."""
+    bad = frame[frame["status"] != "ok"]
+    records = [{**{c: r.get(c) for c in MISSING_COLUMNS if c != "reason"}, "reason": r.get("error")}
+               for _, r in bad.iterrows()]
+    for run_id in runs.dirs:
+        listed = (runs.manifests.get(run_id, {}).get("cells") or {}).get("excluded_cells") or []
+        names = frame[frame["run_id"] == run_id].drop_duplicates("label").set_index("label")["series"].to_dict()
+        for cell in listed if isinstance(listed, list) else []:
+            label = str(cell.get("label") or cell.get("attention"))
+            height, width = cell.get("height"), cell.get("width")
+            records.append({"run_id": run_id, "series": names.get(label, label), "attention": cell.get("attention"),
+                            "height": height, "width": width,
+                            "tokens": height * width if isinstance(height, int) and isinstance(width, int) else None,
+                            "batch": cell.get("batch"), "pass": cell.get("pass"), "dtype": cell.get("dtype"),
+                            "device": cell.get("device"), "mode": cell.get("mode"), "status": "excluded",
+                            "reason": cell.get("reason")})
+    return pd.DataFrame(records, columns=list(MISSING_COLUMNS))
 
 
 def _series(frame: pd.DataFrame) -> pd.Series:

@@ -23,12 +23,25 @@ _ENV = jinja2.Environment(
 
 
 def _code(text: str) -> markupsafe.Markup:
-    """Escape, then turn Markdown `code` spans (shared with summary.md) into <code>."""
+    """Escape, then turn Markdown `code` spans and **bold** (shared with summary.md) into <code> and <b>."""
     escaped = str(markupsafe.escape(text))
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
     return markupsafe.Markup(re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped))
 
 
 _ENV.filters["code"] = _code
+
+
+def _cell(text: str) -> markupsafe.Markup:
+    """A value and its bracketed ratio on two lines (``8.00 [6.00–10.0]`` / ``(0.80× [0.74–0.87])``), so five
+    latency columns fit the page."""
+    value, sep, ratio = str(text).partition(" (")
+    if not sep or not ratio.endswith(")"):
+        return markupsafe.Markup(markupsafe.escape(text))
+    return markupsafe.Markup(f'{markupsafe.escape(value)}<br><span class="ratio">({markupsafe.escape(ratio)}</span>')
+
+
+_ENV.filters["cell"] = _cell
 
 
 def render_html(report) -> str:

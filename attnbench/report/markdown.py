@@ -1,43 +1,59 @@
-"""``summary.md``: the environment, then one section per metric, failures and links to the figures."""
+"""``summary.md``: warnings, the verdict, the figures, the metric tables, the cells without a value, the environment."""
 from __future__ import annotations
 
 from .tables import NOISY_MARK, Table
 
-__all__ = ["md_table", "render_summary"]
+__all__ = ["legend", "md_table", "render_summary"]
 
 
 def md_table(table: Table) -> str:
-    """A GitHub pipe table; ``|`` inside a cell is escaped."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+    """A GitHub pipe table; ``|`` inside a cell is escaped; the best value of a column is **bold**."""
+    def line(cells: list[str], i: int | None = None) -> str:
+        texts = [c.replace("|", "\\|").replace("\n", " ") for c in cells]
+        if i is not None:
+            texts = [f"**{t}**" if table.is_bold(i, j) and t else t for j, t in enumerate(texts)]
+        return "| " + " | ".join(texts) + " |"
 
     align = "--:" if table.numeric else "---"
     out = [line(table.header), "|" + "|".join(["---"] + [align] * (len(table.header) - 1)) + "|"]
-    out += [line(row) for row in table.rows]
+    out += [line(row, i) for i, row in enumerate(table.rows)]
     return "\n".join(out)
 
 
+def _tables(tables: list[Table]) -> list[str]:
+    parts = []
+    for table in tables:
+        parts += [f"*{table.caption}*", "", md_table(table), ""]
+    return parts
+
+
 def render_summary(report) -> str:
-    """The Markdown text of a :class:`attnbench.report.build.Report`."""
-    parts = [f"# attnbench report: {report.title}", "", md_table(report.environment), "",
-             md_table(report.attentions), ""]
-    parts += [report.baseline_note, "", f"Legend: {legend()}", ""]
-    for section in report.sections:
-        parts += [f"## {section.title}", "", section.description, ""]
-        for table in section.tables:
-            parts += [f"*{table.caption}*", "", md_table(table), ""]
-        if section.key == "macs_fvcore" and report.uncounted:
-            parts += ["Ops no counter counted: " + "; ".join(f"{k}: {v}" for k, v in report.uncounted.items()), ""]
-    if report.failures is not None:
-        parts += ["## Failures", "", md_table(report.failures), ""]
+    """The Markdown text of a :class:`attnbench.report.build.Report`, the answer first."""
+    parts = [f"# attnbench report: {report.title}", ""]
+    parts += [f"> **Warning.** {banner}\n" for banner in report.banners]
+    if report.verdict or report.verdict_notes:
+        parts += ["## Verdict", ""]
+        for section in report.verdict:
+            parts += [f"### {section.title}", "", section.description, ""] + _tables(section.tables)
+        parts += [f"{note}\n" for note in report.verdict_notes]
     if report.figures:
         parts += ["## Figures", ""]
         for fig in report.figures:
             parts += [f"### {fig.title}", "", fig.description, "", f"![{fig.title}]({fig.png})", ""]
+    parts += ["## Tables", "", report.baseline_note, "", f"Legend: {legend()}", ""]
+    for section in report.sections:
+        parts += [f"### {section.title}", "", section.description, ""] + _tables(section.tables)
+        if section.key == "macs_fvcore" and report.uncounted:
+            parts += ["Ops no counter counted: " + "; ".join(f"{k}: {v}" for k, v in report.uncounted.items()), ""]
+    if report.missing is not None:
+        parts += ["## Cells without a value", "", md_table(report.missing), ""]
+    parts += ["## Environment", "", md_table(report.environment), "", md_table(report.attentions), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
 def legend() -> str:
-    return (f"`(0.50×)` value / baseline value; `(+1.20 pt)` accuracy minus the baseline's; "
-            f"`{NOISY_MARK}` noisy latency (IQR/median > 10%); `failed`, `oom`, `skipped`: the cell produced no value "
-            "(see Failures); `—`: not measured.")
+    return ("`(0.50×)` value / baseline value; `(0.34× [0.33–0.35])` latency ratio with its 95% interval; "
+            "`(≈1× tie [0.92–1.05])` an interval that holds 1: no winner; `(+1.20 pt)` accuracy minus the "
+            f"baseline's; **bold** the best of its column (latency: with the attentions tied with it); `{NOISY_MARK}` "
+            "noisy latency (IQR/median > 10%); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
+            "without a value); `—`: not measured.")

@@ -16,8 +16,10 @@ from typing import Callable
 import pandas as pd
 
 from .derive import DELTA_PREFIX
+from .verdict import exact_winners, latency_winner
 
-__all__ = ["METRICS", "MetricSpec", "Section", "Table", "build_sections", "failures_table", "fmt_count", "fmt_num"]
+__all__ = ["METRICS", "MetricSpec", "Section", "Table", "build_sections", "fmt_count", "fmt_num",
+           "fmt_ratio", "missing_table"]
 
 #: the mark of a noisy latency (IQR/median above 10%)
 NOISY_MARK = "~"
@@ -33,6 +35,10 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     numeric: bool = True  # right-align every column but the first
+    bold: list[list[bool]] | None = None  # parallel to rows: the best value of its column
+
+    def is_bold(self, i: int, j: int) -> bool:
+        return bool(self.bold and self.bold[i][j])
 
 
 @dataclasses.dataclass
@@ -68,6 +74,21 @@ def fmt_count(x: float) -> str:
     return fmt_num(float(x))
 
 
+def _fmt_factor(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def fmt_ratio(ratio: float, low: float = math.nan, high: float = math.nan) -> str:
+    """A ratio to the baseline with its 95% interval: ``0.34× [0.33–0.35]``; an interval that holds 1 is a tie,
+    ``≈1× tie [0.92–1.05]``, never a win; without an interval, ``0.34×``."""
+    if ratio is None or pd.isna(ratio):
+        return ""
+    if pd.isna(low) or pd.isna(high) or low == high == ratio:
+        return f"{_fmt_factor(ratio)}×"
+    interval = f"[{_fmt_factor(low)}–{_fmt_factor(high)}]"
+    return f"≈1× tie {interval}" if low <= 1 <= high else f"{_fmt_factor(ratio)}× {interval}"
+
+
 def _fmt_latency(row: pd.Series) -> str:
     text = f"{fmt_num(row['latency_ms_median'])} [{fmt_num(row['latency_ms_q1'])}–{fmt_num(row['latency_ms_q3'])}]"
     return NOISY_MARK + text if bool(row["latency_noisy"]) else text
@@ -92,6 +113,7 @@ class MetricSpec:
     description: str
     fmt: Callable[[pd.Series], str]
     per_cell: bool = True
+    better: str = "min"  # which end of a column is bold: "min" or "max"
 
     @property
     def compare(self) -> str:
@@ -115,13 +137,16 @@ METRICS = (
                "The module's own cost model (cost(H, W).total), forward, batch 1.",
                _col("macs_analytic", fmt_count), per_cell=False),
     MetricSpec("latency", "Latency (ms, median [q1–q3])", "latency_ms_median",
-               "Wall time of the whole batch for the cell's pass; ratio of medians.", _fmt_latency),
+               "Wall time of the whole batch for the cell's pass. The bracket after `×` is the ratio's 95% interval: "
+               "the paired (interleaved) ratio where the run measured one, else the ratio of medians with a "
+               "bootstrap interval over the raw samples; bold: the fastest and every attention whose interval "
+               "overlaps it.", _fmt_latency),
     MetricSpec("memory", "Peak memory (MiB)", "mem_peak_bytes",
                "Peak bytes held during the pass (forward: inference under no_grad; forward_backward: training step).",
                _col("mem_peak_bytes", fmt_num, 1 / 2**20)),
     MetricSpec("achieved", "Achieved GFLOP/s", "achieved_gflops_s",
                "2 · macs_fvcore · batch · k / latency, k = 1 forward, 3 forward_backward.",
-               _col("achieved_gflops_s", fmt_num)),
+               _col("achieved_gflops_s", fmt_num), better="max"),
 )
 
 
@@ -129,7 +154,7 @@ def _acc_spec(column: str) -> MetricSpec:
     name = column[len(DELTA_PREFIX):]
     return MetricSpec(column, f"Accuracy {name} (%)", column,
                       f"{name} accuracy in percent; the bracket is the difference to the baseline in points.",
-                      _col(column, lambda v: f"{v:.2f}"))
+                      _col(column, lambda v: f"{v:.2f}"), better="max")
 
 
 def build_sections(frame: pd.DataFrame) -> list[Section]:
@@ -178,7 +203,18 @@ def _pivot(rows: pd.DataFrame, spec: MetricSpec, caption: str) -> Table:
     body = []
     for name in series:
         body.append([name] + [_cell_text(cells.get((name, h, w)), spec) for h, w in grid_keys])
-    return Table(caption=caption, header=["attention"] + [f"{h}×{w}" for h, w in grid_keys], rows=body)
+    best = [_best(rows[(rows["height"] == h) & (rows["width"] == w)], spec) for h, w in grid_keys]
+    bold = [[False] + [name in b for b in best] for name in series]
+    return Table(caption=caption, header=["attention"] + [f"{h}×{w}" for h, w in grid_keys], rows=body, bold=bold)
+
+
+def _best(rows: pd.DataFrame, spec: MetricSpec) -> tuple[str, ...]:
+    """The series shown bold in one column: latency ties by interval (``verdict.latency_winner``), the rest exact."""
+    rows = rows[rows[spec.column].notna()]
+    if spec.column == "latency_ms_median":
+        winner = latency_winner(rows)
+        return winner.names if winner else ()
+    return exact_winners(rows["series"].tolist(), rows[spec.column].astype("float64"), spec.better == "max")
 
 
 def _series_order(rows: pd.DataFrame) -> list[str]:
@@ -198,20 +234,22 @@ def _cell_text(row: pd.Series | None, spec: MetricSpec) -> str:
     if spec.compare == "delta":
         delta = row.get(f"{spec.column}_delta")
         return text if pd.isna(delta) else f"{text} ({delta:+.2f} pt)"
-    ratio = row.get(f"{spec.column}_ratio")
-    return text if ratio is None or pd.isna(ratio) else f"{text} ({ratio:.2f}×)"
+    if spec.column == "latency_ms_median":
+        ratio = fmt_ratio(row.get("latency_ratio"), row.get("latency_ratio_low"), row.get("latency_ratio_high"))
+    else:
+        ratio = fmt_ratio(row.get(f"{spec.column}_ratio"))
+    return f"{text} ({ratio})" if ratio else text
 
 
-def failures_table(frame: pd.DataFrame) -> Table | None:
-    """Every cell whose status is not ``ok``, with its one-line reason; None when all are ok."""
-    bad = frame[frame["status"] != "ok"]
-    if bad.empty:
+def missing_table(missing: pd.DataFrame) -> Table | None:
+    """Every cell without a value — failed, out of memory, skipped, excluded by the suite — with its reason."""
+    if missing.empty:
         return None
-    header = ["attention", "H×W", "batch", "pass", "dtype", "device", "mode", "status", "error"]
-    rows = [[str(r["series"]), f"{r['height']}×{r['width']}", str(r["batch"]), str(r["pass"]), str(r["dtype"]),
-             str(r["device"]), str(r["mode"]), str(r["status"]), "" if pd.isna(r["error"]) else str(r["error"])]
-            for _, r in bad.iterrows()]
-    return Table(caption="cells without a measurement", header=header, rows=rows, numeric=False)
+    header = ["attention", "H×W", "batch", "pass", "dtype", "device", "mode", "status", "reason"]
+    rows = [[_text(r["series"]), f"{r['height']}×{r['width']}", _text(r["batch"]), _text(r["pass"]),
+             _text(r["dtype"]), _text(r["device"]), _text(r["mode"]), _text(r["status"]), _text(r["reason"])]
+            for _, r in missing.iterrows()]
+    return Table(caption="cells without a value", header=header, rows=rows, numeric=False)
 
 
 def attentions_table(frame: pd.DataFrame) -> Table:
@@ -270,4 +308,6 @@ def environment_table(manifests: dict[str, dict], cells: dict[str, int]) -> Tabl
 
 
 def _text(value) -> str:
-    return "—" if value is None or value == "" else str(value)
+    if value is None or value == "" or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return "—"
+    return str(value)

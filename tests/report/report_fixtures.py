@@ -87,3 +87,80 @@ def write_run(run_dir: Path, rows: list[dict], manifest_: dict | None = None) ->
     if manifest_ is not None:
         (run_dir / "manifest.json").write_text(json.dumps(manifest_))
     return run_dir
+
+
+# --------------------------------------------------------------------------------- synthetic power-law sweeps
+
+#: cost ∝ (tokens / 64)^k: (latency ms at 8×8, latency k, memory bytes at 8×8, memory k, MACs at 8×8, MACs k)
+POWER_LAW = {"mhsa": (0.1, 2.0, 1_000_000, 2.0, 1_000_000, 2.0),
+             "agent": (0.4, 1.0, 1_000_000, 1.0, 2_000_000, 1.0),
+             "bra": (0.8, 1.5, 1_000_000, 1.0, 500_000, 1.5),
+             "dbra-topk8": (0.3, 1.2, 3_000_000, 1.0, 4_000_000, 1.2)}
+SIZES = (8, 16, 32, 64)
+
+
+def power_law_rows(laws: dict = POWER_LAW, sizes=SIZES, rounds: int = 31, seed: int = 0, paired: bool = True,
+                   shared_sigma: float = 0.3, noise: float = 0.02, oom: tuple = ("dbra-topk8", 64),
+                   run_id: str = "synthetic", suite: str = "synthetic") -> list[dict]:
+    """Rows of a forward, batch-1 sweep whose costs follow known power laws in the token count.
+
+    Latency samples are ``true · slow_i · noise``: ``slow_i`` (log-normal, ``shared_sigma``) is the machine's load in
+    round i and hits the cell and the baseline alike (interleaved rounds), ``noise`` is each call's own jitter. The
+    paired columns are what the runner stores: the per-round ratios, their median and bootstrap interval
+    (attnbench.stats.paired_ratio). ``oom``: (label, size) of a cell that ran out of memory.
+    """
+    from attnbench import stats
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        scale = size * size / 64
+        slow = np.exp(rng.normal(0.0, shared_sigma, rounds))
+        base_true = laws["mhsa"][0] * scale ** laws["mhsa"][1]
+        base = base_true * slow * np.exp(rng.normal(0.0, noise, rounds))
+        for label, (lat, k_lat, mem, k_mem, macs, k_macs) in laws.items():
+            attention = label.split("-")[0]
+            row = make_row("mhsa", 8, "forward", run_id=run_id, suite=suite)
+            row.update(attention=attention, label=label, height=size, width=size, tokens=size * size)
+            row["cell_id"] = cell_id(row)
+            if (label, size) == oom:
+                row.update(status="oom", error="OutOfMemoryError: synthetic")
+                rows.append({k: v for k, v in row.items() if not k.startswith(("latency", "mem_", "macs", "flops"))})
+                continue
+            true = lat * scale ** k_lat
+            samples = base if label == "mhsa" else true * slow * np.exp(rng.normal(0.0, noise, rounds))
+            ci = stats.median_interval(samples)
+            q1, q3 = np.percentile(samples, [25, 75])
+            row.update(latency_ms_median=float(np.median(samples)), latency_ms_q1=float(q1), latency_ms_q3=float(q3),
+                       latency_ms_iqr=float(q3 - q1), latency_n=rounds, latency_samples_ms=samples.tolist(),
+                       latency_noisy=bool((q3 - q1) / np.median(samples) > 0.1), latency_ms_ci_low=ci.low,
+                       latency_ms_ci_high=ci.high, latency_block=1, latency_stop="samples",
+                       mem_peak_bytes=int(mem * scale ** k_mem), macs_fvcore=int(macs * scale ** k_macs),
+                       macs_analytic=int(macs * scale ** k_macs), flops_torch=2 * int(macs * scale ** k_macs),
+                       keys_per_query=float(size * size if attention == "mhsa" else 9),
+                       load_before=0.5, load_after=0.6, busy_before=0, busy_after=1, cpu_count=2,
+                       flush_denormal=True)
+            if paired and label != "mhsa":
+                ratio = stats.paired_ratio(samples, base)
+                row.update(paired_baseline="mhsa", paired_ratio=ratio.estimate, paired_ratio_low=ratio.low,
+                           paired_ratio_high=ratio.high, paired_rounds=rounds,
+                           paired_ratios=(samples / base).tolist())
+            rows.append(row)
+    return rows
+
+
+def excluded_cell(label: str, size: int, reason: str = "too slow on CPU") -> dict:
+    """An entry of the manifest's ``cells.excluded_cells``."""
+    return {"label": label, "attention": label.split("-")[0], "height": size, "width": size, "batch": 1,
+            "pass": "forward", "dtype": "float32", "device": "cpu", "mode": "eager", "reason": reason}
+
+
+def synthetic_manifest(rows: list[dict], excluded: list[dict] = (), **extra) -> dict:
+    """A finished run's manifest that planned exactly ``rows`` (plus ``extra`` keys, e.g. ``load``)."""
+    out = manifest("synthetic")
+    out.update(interrupted=False, cells={"to_run": len(rows), "skipped": 0, "excluded": len(excluded),
+                                         "excluded_cells": list(excluded)},
+               load={"cores": 2, "max_load": 0.6, "mean_load": 0.55, "max_busy": 1, "under_load": False})
+    out.update(extra)
+    return out

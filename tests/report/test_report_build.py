@@ -79,11 +79,13 @@ def test_results_csv_is_one_row_per_cell_identity_first(report_dir):
 def test_summary_holds_the_environment_ratios_and_failures(report_dir):
     text = (report_dir / "summary.md").read_text()
     assert "| CPU | Test CPU @ 2.0GHz |" in text and "| commit | 0123456789abcdef |" in text
-    assert "| bra | 3.00 [2.88–3.12] (1.50×) | ~8.00 [6.00–10.0] (0.80×) |" in text  # 3/2 and 8/10
-    assert "| dbra | 4.00 [3.84–4.16] (2.00×) | failed |" in text
-    assert "| dbra | 12.0 [11.5–12.5] (2.00×) | oom |" in text  # 12/6
+    # 3/2 with its bootstrap interval; 8/10 has an interval that holds 1: a tie, bold beside the baseline
+    assert "| bra | 3.00 [2.88–3.12] (1.50× [1.38–1.63]) | **~8.00 [6.00–10.0] (≈1× tie [0.58–1.04])** |" in text
+    assert "| mhsa | **2.00 [1.92–2.08] (1.00×)** | **10.0 [9.60–10.4] (1.00×)** |" in text
+    assert "| dbra | 4.00 [3.84–4.16] (2.00× [1.85–2.17]) | failed |" in text
+    assert "| dbra | 12.0 [11.5–12.5] (2.00× [1.85–2.17]) | oom |" in text  # 12/6
     assert "| dbra | 20.8 k (1.25×) | failed |" in text  # 20800 / 16640
-    assert "| bra | 73.50 (+2.50 pt) | 74.50 (+2.50 pt) |" in text  # accuracy: difference in points
+    assert "| bra | 73.50 (+2.50 pt) | **74.50 (+2.50 pt)** |" in text  # accuracy: difference in points
     assert "| dbra | 16×16 | 1 | forward | float32 | cpu | eager | failed | RuntimeError: non-finite output |" in text
     assert "`~` noisy latency" in text
     assert "![Latency vs token count](figures/latency_vs_tokens.png)" in text

@@ -41,12 +41,13 @@ def test_ratios_and_achieved_gflops_match_hand_computation(fixture_run):
 
 
 def test_summary_tables_show_values_ratios_statuses_and_noise(fixture_run):
-    report, _ = make_report(load_runs([fixture_run]))
+    report, *_ = make_report(load_runs([fixture_run]))
     sections = _sections(report)
     fwd, bwd = "forward · batch 1 · float32 · cpu · eager", "forward_backward · batch 1 · float32 · cpu · eager"
     latency = sections["Latency (ms, median [q1–q3])"]
     assert list(latency[fwd]) == ["mhsa", "bra", "dbra"]  # the baseline first
-    assert latency[fwd]["bra"] == {"8×8": "3.00 [2.88–3.12] (1.50×)", "16×16": "~8.00 [6.00–10.0] (0.80×)"}
+    assert latency[fwd]["bra"] == {"8×8": "3.00 [2.88–3.12] (1.50× [1.38–1.63])",
+                                   "16×16": "~8.00 [6.00–10.0] (≈1× tie [0.58–1.04])"}
     assert latency[fwd]["dbra"]["16×16"] == "failed"
     assert latency[bwd]["dbra"]["16×16"] == "oom"
     assert latency[bwd]["mhsa"]["16×16"] == "30.0 [28.8–31.2] (1.00×)"
@@ -58,7 +59,7 @@ def test_summary_tables_show_values_ratios_statuses_and_noise(fixture_run):
     assert sections["MACs (fvcore)"][counts]["bra"]["8×8"] == "1.50 M (0.75×)"
     assert sections["MACs (torch FlopCounterMode)"][counts]["mhsa"]["16×16"] == "16.0 M (1.00×)"
     assert sections["Achieved GFLOP/s"][fwd]["mhsa"]["16×16"] == "3.20 (1.00×)"
-    assert [r[-2:] for r in report.failures.rows] == [
+    assert [r[-2:] for r in report.missing.rows] == [
         ["failed", "RuntimeError: non-finite output"], ["oom", "OutOfMemoryError: CUDA out of memory"]]
     assert report.uncounted == {"bra": "aten::topk", "dbra": "aten::topk"}
 
@@ -76,7 +77,7 @@ def test_baseline_comes_from_the_manifest_and_may_name_an_attention(tmp_path):
 
 def test_missing_baseline_gives_no_ratios_and_says_so(tmp_path):
     run = write_run(tmp_path / "nobase", fixture_rows(), manifest(baseline="agent"))
-    report, frame = make_report(load_runs([run]))
+    report, frame, _ = make_report(load_runs([run]))
     assert frame["latency_ms_median_ratio"].isna().all()
     assert "baseline `agent` is not in run `fixture-run`" in report.baseline_note
 
@@ -95,7 +96,7 @@ def test_two_runs_get_distinct_series_and_their_own_baseline(tmp_path):
 def test_accuracy_columns_get_a_table_with_differences_in_points(tmp_path):
     acc = {"mhsa": 70.0, "bra": 72.5, "dbra": 74.25}
     rows = [dict(r, acc_top1=acc[r["label"]]) if r["status"] == "ok" else r for r in fixture_rows()]
-    report, _ = make_report(load_runs([write_run(tmp_path / "acc", rows, manifest())]))
+    report, *_ = make_report(load_runs([write_run(tmp_path / "acc", rows, manifest())]))
     table = _sections(report)["Accuracy top1 (%)"]["forward · batch 1 · float32 · cpu · eager"]
     assert table["bra"]["8×8"] == "72.50 (+2.50 pt)"
     assert table["dbra"]["8×8"] == "74.25 (+4.25 pt)"
@@ -122,7 +123,7 @@ def test_fmt_num(value, text):
 
 def test_attentions_table_names_each_label_and_its_config(tmp_path):
     rows = [dict(r, config={"dim": 64, "topk": 4}) if r["label"] == "bra" else r for r in fixture_rows()]
-    report, _ = make_report(load_runs([write_run(tmp_path / "run", rows, manifest(baseline="bra"))]))
+    report, *_ = make_report(load_runs([write_run(tmp_path / "run", rows, manifest(baseline="bra"))]))
     assert report.attentions.rows == [["bra", "bra", '{"dim": 64, "topk": 4}'],
                                       ["mhsa", "mhsa", '{"dim": 64, "num_heads": 2}'],
                                       ["dbra", "dbra", '{"dim": 64, "num_heads": 2}']]
