@@ -110,7 +110,7 @@ def test_inline_local_and_slurm_runs_measure_the_same(slurm_env, tmp_path):
     for how in ("local", "slurm"):
         for row in rows[how]:
             ref = inline[row["cell_id"]]
-            assert row["status"] == ref["status"] == "ok", row.get("error")
+            assert row["status"] == ref["status"] == "ok", (row.get("error"), ref.get("error"))
             same = {k: v for k, v in row.items() if k not in VOLATILE}
             assert same == {k: v for k, v in ref.items() if k not in VOLATILE}, (how, row["cell_id"])
             assert row["params"] > 0 and row["macs_fvcore"] > 0 and row["mem_peak_bytes"] > 0
