@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here
     from .cells import Cell
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
-           "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "ResultsWriter", "Scan", "make_row",
+           "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
            "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
            "read_manifest", "quarantine_manifest"]
 
@@ -49,6 +49,8 @@ MANIFEST_FILE = "manifest.json"
 DAMAGED_RESULTS_FILE = "results.damaged.jsonl"
 #: where a corrupt ``manifest.json`` is moved before it is rebuilt
 DAMAGED_MANIFEST_FILE = "manifest.damaged.json"
+#: set by the runner to the run directory being measured: metrics keep their work files there (accuracy jobs)
+RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 #: the advisory lock of the one writer of a run directory (:mod:`attnbench.run_lock`)
 LOCK_FILE = ".lock"
 #: the columns that say which cell a row is (hashed into ``cell_id``, :func:`attnbench.cells.cell_id_of`)

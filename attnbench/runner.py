@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import os
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any, Optional, TextIO
 
 from .cells import Cell, Expansion, count_cells, expand, parse_only
 from .errors import UserError, os_error_text
-from .results import (MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
+from .results import (MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
                       quarantine_manifest, read_manifest, read_rows, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
@@ -273,6 +274,21 @@ def _executors(p: Plan, isolate: Optional[bool]):
     return lambda cell: isolated if ":" in cell.attention else cell_runner
 
 
+def _point_jobs_at(run_dir: Path):
+    """Metrics that keep work files (accuracy checkpoints) keep them in this run directory, also in child
+    processes: ``$ATTNBENCH_RUN_DIR`` for the run; returns the function that restores the environment."""
+    old = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = old
+
+    return restore
+
+
 def _open_run_dir(p: Plan):
     """Create the run directory and take its lock; refuse a directory another run filled meanwhile."""
     from .run_lock import RunLock
@@ -312,6 +328,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
 
     executor_for = _executors(p, isolate)
     lock = _open_run_dir(p)
+    restore_env = _point_jobs_at(p.run_dir)
     run_id, t0 = p.run_dir.name, time.perf_counter()
     ran, interrupted, problems, failure = 0, False, [], None
     manifest: Optional[dict[str, Any]] = None
@@ -350,6 +367,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
         try:
             counts = _finish_manifest(p, manifest, interrupted, failure)
         finally:
+            restore_env()
             lock.release()
     if failure is not None:
         raise UserError(f"{os_error_text(failure)}; the run stopped ({ran} cell(s) measured now, all saved); "
