@@ -62,7 +62,7 @@ def test_isolated_timeout_kills_a_child_that_ignores_its_alarm(fake_metrics, wri
                                    "its process was killed")
 
 
-def test_timeout_setting_and_its_defaults(write_suite):
+def test_timeout_setting_and_its_defaults(fake_metrics, write_suite):
     from attnbench.suite import SuiteError, load_suite
 
     base = one_cell_suite("Tiny")
