@@ -23,7 +23,7 @@ from typing import Any, Optional, TextIO
 from .cells import Cell, Expansion, count_cells, expand, parse_only
 from .errors import UserError, os_error_text
 from .results import (MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
-                      quarantine_manifest, read_manifest, read_rows, write_manifest)
+                      quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
 __all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
@@ -303,6 +303,7 @@ def _open_run_dir(p: Plan):
     try:
         if not p.resume:
             _refuse_used(p.run_dir)
+        repair(p.run_dir)  # damaged lines go to results.damaged.jsonl before anything is appended
         done = finished_ids(read_rows(p.run_dir))  # what a run that held the lock before us finished
         p.to_run = [c for c in p.to_run if c.cell_id not in done]
         p.to_skip = [(c, r) for c, r in p.to_skip if c.cell_id not in done]

@@ -54,7 +54,7 @@ def test_duplicate_keys_are_rejected_with_both_lines(write_suite):
     (b"name: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply to parse"),
     (b"name: " + b"[" * 40 + b"]" * 40 + b"\n", "nested deeper than 32 levels (line 1)"),
     (b"a: &a [*a]\n", "nested deeper than 32 levels"),  # an alias that contains itself
-])
+], ids=["latin-1", "binary", "5000-deep", "40-deep", "self-alias"])
 def test_undecodable_binary_and_deep_files_are_one_line(tmp_path, content, expected):
     path = tmp_path / "suite.yaml"
     path.write_bytes(content)
