@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 from .errors import UserError
 from .suite import AXES, CELL_KEYS, Suite, did_you_mean, parse_resolution
 
-__all__ = ["Cell", "Expansion", "CellFilter", "expand", "parse_only", "cell_id_of"]
+__all__ = ["Cell", "Expansion", "CellFilter", "expand", "parse_only", "cell_id_of", "count_cells"]
 
 #: keys ``--only`` accepts: the cell keys plus ``cell_id``
 ONLY_KEYS = CELL_KEYS + ("cell_id",)
@@ -162,15 +162,25 @@ class Expansion:
         return {c.cell_id: base[key(c)] for c in self.cells if c.label != label and key(c) in base}
 
 
+def _axis_blocks(suite: Suite) -> list[list[str]]:
+    """The axes as independent blocks, in expansion order: a zip group is one block (its first axis' position)."""
+    group_of = {axis: sorted(group, key=AXES.index) for group in suite.zip for axis in group}
+    return [group_of.get(axis, [axis]) for axis in AXES if group_of.get(axis, [axis])[0] == axis]
+
+
+def count_cells(suite: Suite) -> int:
+    """How many cells the suite expands to before excludes and de-duplication: counted, not expanded, so a
+    runaway grid is refused before it takes time or memory."""
+    n = len(suite.attentions)
+    for block in _axis_blocks(suite):
+        n *= len(suite.axes.values(block[0]))
+    return n
+
+
 def _combos(suite: Suite) -> Iterable[dict[str, Any]]:
     """Axis name -> value for every combination of the axes, zip groups varying together."""
-    group_of = {axis: sorted(group, key=AXES.index) for group in suite.zip for axis in group}
-    blocks: list[list[dict[str, Any]]] = []
-    for axis in AXES:
-        columns = group_of.get(axis, [axis])
-        if columns[0] != axis:
-            continue  # varies with the first axis of its zip group
-        blocks.append([dict(zip(columns, values)) for values in zip(*(suite.axes.values(a) for a in columns))])
+    blocks = [[dict(zip(columns, values)) for values in zip(*(suite.axes.values(a) for a in columns))]
+              for columns in _axis_blocks(suite)]
     for parts in itertools.product(*blocks):
         yield {k: v for part in parts for k, v in part.items()}
 

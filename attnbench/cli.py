@@ -6,10 +6,12 @@ it only when it is invoked, so ``attnbench --help`` stays fast and one broken co
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
 
 from . import __version__
+from .errors import UserError, os_error_text
 
 #: command name -> module under attnbench.commands
 COMMANDS = {
@@ -43,10 +45,23 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"attnbench.commands.{COMMANDS[name]}")
         return module.command
 
+    def invoke(self, ctx: click.Context):
+        """Run the command; warnings become one ``warning:`` line each, and a file-system error one line naming the
+        path (exit 2) instead of a traceback."""
+        warnings.showwarning = _one_line_warning
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            raise UserError(os_error_text(e)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # list help from the static table so --help does not import torch
         with formatter.section("Commands"):
             formatter.write_dl([(n, _HELP[n]) for n in COMMANDS])
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @click.group(cls=LazyGroup)

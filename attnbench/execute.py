@@ -17,6 +17,7 @@ when it dies instead (a segfault, the OOM killer), the parent records the cell a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,7 +42,8 @@ from .cells import Cell
 from .metrics.base import MetricContext
 from .results import ROW_HEAD
 
-__all__ = ["Outcome", "CellRunner", "IsolatedRunner", "build_module", "classify", "error_text", "child_main"]
+__all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
+           "build_module", "classify", "error_text", "child_main"]
 
 Measure = Callable[[MetricContext], dict]
 
@@ -51,6 +54,46 @@ class Outcome:
     error: Optional[str] = None
     error_stage: Optional[str] = None
     columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ContractError(RuntimeError):
+    """The module's output breaks the attention contract: (B, H, W, C) in, the same shape, dtype and device out."""
+
+
+class CellTimeout(TimeoutError):
+    """The cell ran past ``settings.timeout_s``."""
+
+
+def check_contract(ctx: MetricContext, x: torch.Tensor, out: Any) -> None:
+    """Raise :class:`ContractError` unless ``out`` is one tensor of ``x``'s shape on the cell's dtype and device.
+
+    Every attention of the zoo maps (B, H, W, C) to (B, H, W, C) (``attentions.base.Attention``); an output of
+    another shape would still give timings, so the cell would look measured while measuring something else.
+    """
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]  # modules that also return auxiliary outputs (e.g. routing indices): the first is the output
+    if not isinstance(out, torch.Tensor):
+        raise ContractError(f"expected the module to return a tensor, got {type(out).__name__}")
+    problems = []
+    if tuple(out.shape) != tuple(x.shape):
+        problems.append(f"shape {tuple(out.shape)} (expected {tuple(x.shape)} = (B, H, W, C))")
+    if out.dtype != ctx.dtype:
+        problems.append(f"dtype {str(out.dtype).replace('torch.', '')} (expected {str(ctx.dtype).replace('torch.', '')})")
+    if out.device.type != ctx.device.type:
+        problems.append(f"device {out.device} (expected {ctx.device})")
+    if problems:
+        raise ContractError("output breaks the attention contract: " + ", ".join(problems))
+
+
+def _contract_hook(ctx: MetricContext, module: nn.Module, seen: list) -> Any:
+    """A forward hook checking the contract on the gate's own forward (so the gate's forward is the only one)."""
+
+    def hook(mod: nn.Module, args: tuple, out: Any) -> None:
+        if not seen and args and isinstance(args[0], torch.Tensor):
+            seen.append(True)
+            check_contract(ctx, args[0], out)
+
+    return module.register_forward_hook(hook)
 
 
 def correctness_gate() -> Callable[[MetricContext, nn.Module], None]:
@@ -104,25 +147,30 @@ class CellRunner:
         seed: seeds the module weights and the input.
         functions: ``(name, measure)`` pairs to use instead of looking the names up (the child process).
         gate: the correctness gate to use instead of :func:`correctness_gate`.
+        timeout_s: time limit of one cell (None: none). In this process it is best effort: ``SIGALRM`` raises
+            :class:`CellTimeout` at the next Python bytecode, so a hang inside one C call (a kernel, a deadlock) is
+            not interrupted; :class:`IsolatedRunner` enforces it by killing the child.
     """
 
     def __init__(self, metric_names: list[str], settings: dict[str, Any], seed: int = 0, *,
-                 functions: Optional[list[tuple[str, Measure]]] = None, gate: Optional[Callable] = None):
+                 functions: Optional[list[tuple[str, Measure]]] = None, gate: Optional[Callable] = None,
+                 timeout_s: Optional[float] = None):
         self.functions = functions if functions is not None else [(n, metrics.get_metric(n)) for n in metric_names]
         self.gate = gate if gate is not None else correctness_gate()
-        self.settings, self.seed = settings, seed
+        self.settings, self.seed, self.timeout_s = settings, seed, timeout_s
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
 
     def locations(self) -> dict[str, Any]:
         """What a child process needs to run the same functions."""
         return {"metrics": [[n, _location(f)] for n, f in self.functions], "gate": _location(self.gate),
-                "settings": self.settings, "seed": self.seed}
+                "settings": self.settings, "seed": self.seed, "timeout_s": self.timeout_s}
 
     @classmethod
     def from_locations(cls, spec: dict[str, Any]) -> "CellRunner":
         """The runner :meth:`locations` describes, in another process (an ``--isolate`` child, a batch job)."""
         return cls([n for n, _ in spec["metrics"]], spec["settings"], spec["seed"],
-                   functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]))
+                   functions=[(n, _load(loc)) for n, loc in spec["metrics"]], gate=_load(spec["gate"]),
+                   timeout_s=spec.get("timeout_s"))
 
     def context(self, cell: Cell, baseline: Optional[Cell] = None) -> tuple[MetricContext, nn.Module]:
         """The metrics' view of the cell, and a first module built for it.
@@ -148,18 +196,28 @@ class CellRunner:
     def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         stage, module = "build", None
         try:
-            ctx, module = self.context(cell, baseline)
-            stage = "correctness"
-            self.gate(ctx, module)
-            module = None  # metrics build their own; this one would only hold memory
-            columns: dict[str, Any] = {}
-            for name, fn in self.functions:
-                stage = name
-                new = self._run_metric(name, fn, ctx, cell)
-                clash = sorted(set(new) & set(ROW_HEAD))
-                if clash:
-                    raise ValueError(f"metric {name!r} returned identity column(s) {clash}; rename them")
-                columns.update(new)
+            with _deadline(self.timeout_s):
+                ctx, module = self.context(cell, baseline)
+                stage = "correctness"
+                seen: list = []
+                handle = _contract_hook(ctx, module, seen)
+                try:
+                    self.gate(ctx, module)
+                finally:
+                    handle.remove()
+                if not seen:  # a gate that ran no forward: the contract is still checked, on one of our own
+                    with torch.no_grad():
+                        x = ctx.make_input(False)
+                        check_contract(ctx, x, module(x))
+                module = None  # metrics build their own; this one would only hold memory
+                columns: dict[str, Any] = {}
+                for name, fn in self.functions:
+                    stage = name
+                    new = self._run_metric(name, fn, ctx, cell)
+                    clash = sorted(set(new) & set(ROW_HEAD))
+                    if clash:
+                        raise ValueError(f"metric {name!r} returned identity column(s) {clash}; rename them")
+                    columns.update(new)
             outcome = Outcome("ok", columns=columns)
         except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded in its row; the sweep goes on
             outcome = Outcome(classify(e), error_text(e), stage)
@@ -178,6 +236,25 @@ class CellRunner:
         return dict(self._memo[memo_key])
 
 
+@contextlib.contextmanager
+def _deadline(seconds: Optional[float]):
+    """Raise :class:`CellTimeout` in this (main) thread after ``seconds``; a no-op off the main thread or for None."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise CellTimeout(f"the cell ran longer than settings.timeout_s={seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _release(device: str, full: bool) -> None:
     """Free what the cell left behind, so the next cell starts clean.
 
@@ -194,8 +271,13 @@ def _release(device: str, full: bool) -> None:
 class IsolatedRunner:
     """Measures each cell in a fresh ``python -m attnbench.runner`` process running ``runner``'s functions."""
 
+    #: seconds the child may take beyond ``timeout_s`` before it is killed: its start (importing torch, 2-3 s on a
+    #: small CPU) and the clean timeout it reports itself when its own alarm can fire
+    STARTUP_S = 30.0
+
     def __init__(self, runner: CellRunner):
         self.spec = runner.locations()
+        self.timeout_s = runner.timeout_s
 
     def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         payload = json.dumps({**self.spec, "cell": cell.identity(),
@@ -206,8 +288,15 @@ class IsolatedRunner:
             out = Path(tmp) / "outcome.json"
             cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+            limit = None if self.timeout_s is None else self.timeout_s + self.STARTUP_S
             try:
-                _, stderr = proc.communicate()
+                _, stderr = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return Outcome("failed", f"CellTimeout: the cell ran longer than settings.timeout_s="
+                                         f"{self.timeout_s:g} s (+{self.STARTUP_S:g} s to start); its process was "
+                                         "killed", "timeout")
             except BaseException:  # Ctrl-C: take the child down with us
                 proc.kill()
                 proc.wait()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import os
 import signal
 import sys
 import time
@@ -20,13 +21,19 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from . import machine_load
-from .cells import Cell, Expansion, expand, parse_only
-from .errors import UserError
-from .results import (SCHEMA_VERSION, ResultsWriter, finished_ids, make_row, read_manifest, read_rows,
-                      write_manifest, MANIFEST_FILE, RESULTS_FILE)
+from .cells import Cell, Expansion, count_cells, expand, parse_only
+from .errors import UserError, os_error_text
+from .results import (MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
+                      quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
-__all__ = ["Plan", "Summary", "plan", "run", "now_iso"]
+__all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
+
+#: a suite that expands to more cells than this is refused unless ``--max-cells`` allows it (a typo in an axis can
+#: make a grid of millions of cells: days of measuring, and gigabytes just to plan it)
+MAX_CELLS = 10_000
+#: per-cell time limit when the suite sets no ``settings.timeout_s`` (none for suites that train: ``accuracy``)
+DEFAULT_TIMEOUT_S = 900.0
 
 
 def now_iso() -> str:
@@ -48,6 +55,10 @@ class Plan:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: cell_id -> the baseline's cell it is timed against (interleaved), for the cells that have one
     baselines: dict[str, Cell] = dataclasses.field(default_factory=dict)
+    #: the manifest of the run being resumed (rebuilt from the rows when the file was missing or corrupt)
+    manifest: Optional[dict[str, Any]] = None
+    #: why the manifest had to be rebuilt (the damaged file is moved aside when the run starts)
+    rebuilt: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -70,23 +81,64 @@ def _default_run_dir(suite: Suite) -> Path:
     return path
 
 
-def _load_for_resume(resume: Path, suite_path: Optional[str]) -> tuple[Suite, Optional[str], dict[str, Any]]:
-    if not (resume / MANIFEST_FILE).exists():
-        raise UserError(f"--resume {resume}: no {MANIFEST_FILE} there; expected a directory made by attnbench run")
-    manifest = read_manifest(resume)
+def _load_for_resume(resume: Path, suite_path: Optional[str]) -> tuple[Suite, Optional[str], dict[str, Any],
+                                                                      Optional[str]]:
+    """(suite, suite path, manifest, why the manifest was rebuilt or None) of a run directory to resume."""
+    if not resume.is_dir():
+        raise UserError(f"--resume {resume}: not a directory; expected a run directory made by attnbench run")
+    try:
+        manifest, problem = read_manifest(resume), None
+    except FileNotFoundError:
+        manifest, problem = None, f"no {MANIFEST_FILE} there"
+    except UserError as e:
+        manifest, problem = None, e.message
+    if manifest is None or not isinstance(manifest.get("suite"), dict) or "name" not in manifest["suite"]:
+        return _rebuild_manifest(resume, suite_path, problem or f"{resume / MANIFEST_FILE}: has no suite")
     if suite_path is None:
         suite = suite_from_dict(manifest["suite"], source=f"{resume / MANIFEST_FILE} (suite)")
-        return suite, manifest.get("suite_path"), manifest
+        return suite, manifest.get("suite_path"), manifest, None
     suite = load_suite(suite_path)
     if suite.name != manifest["suite"]["name"]:
         raise UserError(f"--resume {resume}: that run is of suite {manifest['suite']['name']!r}, "
                         f"but {suite_path} is suite {suite.name!r}")
-    return suite, suite_path, manifest
+    return suite, suite_path, manifest, None
+
+
+def _rebuild_manifest(resume: Path, suite_path: Optional[str], problem: str) -> tuple[Suite, Optional[str],
+                                                                                       dict[str, Any], str]:
+    """A manifest rebuilt from the rows and the suite file, when the rows say which suite the run was of."""
+    rows = read_rows(resume)
+    if not rows:
+        raise UserError(f"--resume {resume}: {problem}; expected a directory made by attnbench run")
+    names = sorted({str(r.get("suite")) for r in rows if r.get("suite")})
+    if suite_path is None:
+        raise UserError(f"--resume {resume}: {problem}; give the suite file to rebuild it from the {len(rows)} "
+                        f"rows: attnbench run SUITE --resume {resume}  (the rows are of suite {', '.join(names)})")
+    suite = load_suite(suite_path)
+    if names != [suite.name]:
+        raise UserError(f"--resume {resume}: the rows are of suite {', '.join(names) or '(none)'}, "
+                        f"but {suite_path} is suite {suite.name!r}")
+    started = min((str(r["started_at"]) for r in rows if r.get("started_at")), default=None)
+    manifest = {"schema_version": SCHEMA_VERSION, "run_id": resume.name, "suite": suite.to_dict(),
+                "suite_path": suite_path, "started_at": started, "ended_at": None, "argv": None,
+                "options": {"only": None, "device": None, "isolate": None}, "cells": None, "counts": None,
+                "interrupted": None, "resumes": [],
+                "rebuilt_from_rows": {"reason": problem, "rows": len(rows)}}
+    return suite, suite_path, manifest, problem
+
+
+def _check_size(suite: Suite, max_cells: Optional[int]) -> None:
+    """Refuse a suite with more cells than ``max_cells`` before expanding it (counting is instant)."""
+    limit = MAX_CELLS if max_cells is None else max_cells
+    n = count_cells(suite)
+    if n > limit:
+        raise UserError(f"suite {suite.name!r} expands to {n:,} cells, more than the limit of {limit:,}; narrow "
+                        f"its axes or, if you mean it, raise the limit with --max-cells {n}")
 
 
 def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional[str] = None,
          resume: Optional[str] = None, device: Optional[str] = None,
-         cuda_available: Optional[bool] = None) -> Plan:
+         cuda_available: Optional[bool] = None, max_cells: Optional[int] = None) -> Plan:
     """Load the suite (or the run to resume), expand it on this machine and subtract the cells already done.
 
     Args:
@@ -96,19 +148,15 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         resume: a run directory to complete.
         device: replaces the suite's device axis; on resume, the original run's by default.
         cuda_available: defaults to ``torch.cuda.is_available()``.
+        max_cells: refuse suites with more cells (before excludes) than this; default :data:`MAX_CELLS`.
     """
-    import torch
-
-    from .probe import Probe
-
     if resume and out:
         raise UserError("--resume and --out both name a run directory; give one of them")
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
     done: set[str] = set()
+    manifest, rebuilt = None, None
     if resume:
         run_dir = Path(resume)
-        suite, suite_path, manifest = _load_for_resume(run_dir, suite_path)
+        suite, suite_path, manifest, rebuilt = _load_for_resume(run_dir, suite_path)
         options = manifest.get("options", {})
         only = only if only is not None else options.get("only")
         device = device if device is not None else options.get("device")
@@ -118,10 +166,23 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     else:
         suite = load_suite(suite_path)
         run_dir = Path(out) if out else _default_run_dir(suite)
-        if (run_dir / RESULTS_FILE).exists() and (run_dir / RESULTS_FILE).stat().st_size:
-            raise UserError(f"--out {run_dir}: it already holds results; resume it with --resume {run_dir} "
-                            "or choose another directory")
-    expansion = expand(suite, cuda_available=cuda_available, device=device, probe=Probe())
+        _refuse_used(run_dir)
+    _check_size(suite, max_cells)
+    import torch  # after the suite is loaded and checked: a broken suite is reported without waiting for torch
+
+    from .probe import Probe
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    probe, rejected = Probe(), {}
+
+    def check(cell: Cell) -> Optional[str]:
+        reason = probe(cell)
+        if reason is not None and ":" not in cell.attention:
+            rejected[cell.cell_id] = reason
+        return reason
+
+    expansion = expand(suite, cuda_available=cuda_available, device=device, probe=check)
     # from the whole suite: a --only that leaves the baseline out still pairs each cell with it
     baselines = expansion.baselines(suite.baseline) if "latency" in suite.metrics else {}
     if only:
@@ -129,22 +190,50 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         if not expansion.cells and not expansion.skipped:
             raise UserError(f"--only {only!r} matches none of the suite's cells; `attnbench run {suite_path or ''} "
                             "--dry-run` lists them")
+    if not resume:  # a run already made keeps its skipped rows
+        _refuse_rejected(suite_path or suite.name, [(c, r) for c, r in expansion.skipped if c.cell_id in rejected])
     to_run = [c for c in expansion.cells if c.cell_id not in done]
     to_skip = [(c, r) for c, r in expansion.skipped if c.cell_id not in done]
     return Plan(suite, suite_path, run_dir, expansion, to_run, to_skip, done=len(done), resume=bool(resume),
-                options={"only": only, "device": device}, baselines=baselines)
+                options={"only": only, "device": device}, manifest=manifest, rebuilt=rebuilt,
+                baselines=baselines)
 
 
-def _start_manifest(p: Plan, argv: list[str], isolate: bool) -> dict[str, Any]:
+def _refuse_rejected(source: str, cells: list[tuple[Cell, str]]) -> None:
+    """Cells a built-in attention cannot take (its config and the grid disagree) are suite errors, one per cell.
+
+    Built-in attentions state their constraints exactly (config validation and ``cost(H, W)``), so such a cell is a
+    mistake in the suite; a third-party attention's cell is only skipped (its ``cost`` may be missing or loose).
+    """
+    if not cells:
+        return
+    lines = [f"{source}: cell {c.describe()} ({c.cell_id}): {r}" for c, r in cells[:10]]
+    if len(cells) > 10:
+        lines.append(f"{source}: ... and {len(cells) - 10} more such cells")
+    lines.append(f"{source}: fix the config (e.g. auto_pad: true) or leave these cells out with an exclude entry")
+    raise UserError("\n".join(lines))
+
+
+def _refuse_used(run_dir: Path) -> None:
+    """A new run may not write into a directory that holds results (or is not a directory)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir}: exists and is not a directory")
+    results = run_dir / RESULTS_FILE
+    if results.exists() and results.stat().st_size:
+        raise UserError(f"--out {run_dir}: it already holds results; resume it with --resume {run_dir} "
+                        "or choose another directory")
+
+
+def _start_manifest(p: Plan, argv: list[str], isolate: Any) -> dict[str, Any]:
     from .env import capture
 
     environment = {**capture(), "load_at_start": machine_load.sample()}
     started = now_iso()
     if p.resume:
-        manifest = read_manifest(p.run_dir)
+        manifest = dict(p.manifest or read_manifest(p.run_dir))
         manifest.setdefault("resumes", []).append({"started_at": started, "ended_at": None, "argv": argv,
                                                    "isolate": isolate, "environment": environment})
-        manifest["ended_at"] = None
+        manifest.update(ended_at=None, error=None)
         return manifest
     return {
         "schema_version": SCHEMA_VERSION, "run_id": p.run_dir.name, "suite": p.suite.to_dict(),
@@ -152,7 +241,7 @@ def _start_manifest(p: Plan, argv: list[str], isolate: bool) -> dict[str, Any]:
         "options": {**p.options, "isolate": isolate},
         "cells": {"to_run": len(p.to_run), "skipped": len(p.to_skip), "excluded": p.expansion.excluded,
                   "excluded_cells": [_excluded_entry(c, i) for c, i in p.expansion.excluded_cells]},
-        "counts": None, "interrupted": None, "resumes": [],
+        "counts": None, "interrupted": None, "error": None, "resumes": [],
     }
 
 
@@ -164,7 +253,11 @@ def _excluded_entry(cell: Cell, index: int) -> dict[str, Any]:
 
 
 def _final_counts(run_dir: Path) -> dict[str, int]:
-    latest = {r["cell_id"]: r.get("status") for r in read_rows(run_dir) if "cell_id" in r}
+    try:
+        rows = read_rows(run_dir)
+    except UserError:
+        return {}
+    latest = {r["cell_id"]: r.get("status") for r in rows if "cell_id" in r}
     return dict(collections.Counter(latest.values()))
 
 
@@ -176,22 +269,95 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
-def run(p: Plan, *, isolate: bool = False, argv: Optional[list[str]] = None, progress: bool = True,
-        stream: Optional[TextIO] = None) -> Summary:
-    """Measure the plan's cells, appending one row per cell; Ctrl-C/SIGTERM stop cleanly (``interrupted``)."""
+def cell_timeout(suite: Suite) -> Optional[float]:
+    """The per-cell time limit in seconds: ``settings.timeout_s`` (null: none), else :data:`DEFAULT_TIMEOUT_S`,
+    else none for a suite with the ``accuracy`` metric (training a model takes hours)."""
+    if "timeout_s" in suite.settings:
+        value = suite.settings["timeout_s"]
+        return None if value is None else float(value)
+    return None if "accuracy" in suite.metrics else DEFAULT_TIMEOUT_S
+
+
+def _executors(p: Plan, isolate: Optional[bool]):
+    """cell -> the executor measuring it: every cell in a child (``isolate=True``), none (``False``), or by default
+    (``None``) only cells of attentions given by dotted path, whose third-party code could take the sweep down."""
     from .execute import CellRunner, IsolatedRunner
+
+    cell_runner = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed,  # imports metrics once
+                             timeout_s=cell_timeout(p.suite))
+    isolated = IsolatedRunner(cell_runner)
+    if isolate is not None:
+        return lambda cell: isolated if isolate else cell_runner
+    return lambda cell: isolated if ":" in cell.attention else cell_runner
+
+
+def _point_jobs_at(run_dir: Path):
+    """Metrics that keep work files (accuracy checkpoints) keep them in this run directory, also in child
+    processes: ``$ATTNBENCH_RUN_DIR`` for the run; returns the function that restores the environment."""
+    old = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = old
+
+    return restore
+
+
+def _open_run_dir(p: Plan):
+    """Create the run directory and take its lock; refuse a directory another run filled meanwhile."""
+    from .run_lock import RunLock
+
+    if p.run_dir.exists() and not p.run_dir.is_dir():
+        raise UserError(f"--out {p.run_dir}: exists and is not a directory")
+    try:
+        p.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(p.run_dir).acquire()
+    except OSError as e:
+        raise UserError(os_error_text(e, "cannot create the run directory")) from None
+    try:
+        if not p.resume:
+            _refuse_used(p.run_dir)
+        repair(p.run_dir)  # damaged lines go to results.damaged.jsonl before anything is appended
+        done = finished_ids(read_rows(p.run_dir))  # what a run that held the lock before us finished
+        p.to_run = [c for c in p.to_run if c.cell_id not in done]
+        p.to_skip = [(c, r) for c, r in p.to_skip if c.cell_id not in done]
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = None, progress: bool = True,
+        stream: Optional[TextIO] = None) -> Summary:
+    """Measure the plan's cells, appending one row per cell; Ctrl-C/SIGTERM stop cleanly (``interrupted``).
+
+    The run directory is locked for the whole run (:mod:`attnbench.run_lock`). A file-system error (a full disk, a
+    read-only location) ends the run with one :class:`UserError` line naming the path; the manifest then records
+    the end state (``ended_at``, ``counts``, ``error``) when it can still be written.
+
+    Args:
+        isolate: True measures every cell in a child process, False none; None (the default) isolates the cells of
+            attentions given by dotted path (``package.module:Class``).
+    """
     from .progress import Progress
 
-    cell_runner = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed)  # imports metrics once
-    executor = IsolatedRunner(cell_runner) if isolate else cell_runner
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = _start_manifest(p, list(argv if argv is not None else sys.argv), isolate)
-    write_manifest(p.run_dir, manifest)
+    executor_for = _executors(p, isolate)
+    lock = _open_run_dir(p)
+    restore_env = _point_jobs_at(p.run_dir)
     run_id, t0 = p.run_dir.name, time.perf_counter()
-    ran, interrupted, problems = 0, False, []
+    ran, interrupted, problems, failure = 0, False, [], None
+    manifest: Optional[dict[str, Any]] = None
     old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     bar = Progress(len(p.to_run), stream=stream, enabled=progress)
     try:
+        if p.rebuilt:
+            quarantine_manifest(p.run_dir)  # kept as manifest.damaged.json
+        manifest = _start_manifest(p, list(argv if argv is not None else sys.argv),
+                                   {True: True, False: False, None: "dotted-path attentions"}[isolate])
+        write_manifest(p.run_dir, manifest)
         with ResultsWriter(p.run_dir) as writer:
             for cell, reason in p.to_skip:
                 writer.append(make_row(cell, run_id, status="skipped", error=reason, error_stage="probe",
@@ -199,7 +365,7 @@ def run(p: Plan, *, isolate: bool = False, argv: Optional[list[str]] = None, pro
             for cell in p.to_run:
                 bar.start(cell)
                 started, c0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
-                outcome = executor.measure(cell, p.baselines.get(cell.cell_id))
+                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id))
                 duration = time.perf_counter() - c0
                 columns = {**outcome.columns, **machine_load.cell_columns(load_before, machine_load.sample())}
                 writer.append(make_row(cell, run_id, status=outcome.status, error=outcome.error,
@@ -211,18 +377,48 @@ def run(p: Plan, *, isolate: bool = False, argv: Optional[list[str]] = None, pro
                 bar.finish(cell, outcome.status, outcome.error, duration)
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as e:
+        failure = e
     finally:
         bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+        try:
+            counts = _finish_manifest(p, manifest, interrupted, failure)
+        finally:
+            restore_env()
+            lock.release()
+    if failure is not None:
+        raise UserError(f"{os_error_text(failure)}; the run stopped ({ran} cell(s) measured now, all saved); "
+                        f"fix that, then finish it with: attnbench run --resume {p.run_dir}")
+    return Summary(p.run_dir, counts, ran, interrupted, time.perf_counter() - t0, problems)
+
+
+def _finish_manifest(p: Plan, manifest: Optional[dict[str, Any]], interrupted: bool,
+                     failure: Optional[OSError]) -> dict[str, int]:
+    """Record the end state; the counts of rows per status. A manifest that cannot be written after a
+    file-system error is left as it was (the error is what the user sees)."""
     counts = _final_counts(p.run_dir)
+    if manifest is None:
+        return counts
     ended = now_iso()
     manifest.update(ended_at=ended, counts=counts, interrupted=interrupted,
-                    load=machine_load.summarize(read_rows(p.run_dir)))
+                    error=os_error_text(failure) if failure is not None else None, load=_load_summary(p.run_dir))
     if p.resume:
         manifest["resumes"][-1]["ended_at"] = ended
-    write_manifest(p.run_dir, manifest)
-    return Summary(p.run_dir, counts, ran, interrupted, time.perf_counter() - t0, problems)
+    try:
+        write_manifest(p.run_dir, manifest)
+    except OSError as e:
+        if failure is None:
+            raise UserError(os_error_text(e, "cannot write the manifest")) from None
+    return counts
+
+
+def _load_summary(run_dir: Path) -> Optional[dict[str, Any]]:
+    try:
+        return machine_load.summarize(read_rows(run_dir))
+    except UserError:
+        return None
 
 
 def _main_thread() -> bool:

@@ -99,7 +99,8 @@ class Suite(_Model):
     exclude: list[dict[str, Any]] = []
     metrics: list[str] = Field(min_length=1)
     baseline: str = "mhsa"
-    settings: dict[str, dict[str, Any]] = {}
+    #: metric name -> its settings mapping; plus ``timeout_s`` (seconds per cell, null for none)
+    settings: dict[str, Any] = {}
     seed: int = 0
     #: job grouping and resources for ``--executor local|slurm`` (docs/cluster.md); ignored when run in-process
     executor: Optional[ExecutorSection] = None
@@ -112,19 +113,97 @@ class Suite(_Model):
         return self.model_dump(by_alias=True, mode="json")
 
 
-def _read_yaml(path: Path) -> tuple[Any, Any]:
-    """(data, node tree) of a YAML file; a syntax error names the file and the line."""
+#: limits of a suite file, so that loading one is safe whatever it holds (a suite is a few kB of YAML)
+MAX_SUITE_BYTES = 1 << 20
+#: nodes after expanding aliases: a "billion laughs" file of a few hundred bytes expands to 10^9 nodes
+MAX_SUITE_NODES = 100_000
+#: nesting of lists and mappings (a suite needs about 5)
+MAX_SUITE_DEPTH = 32
+
+
+def _yaml_problem(path: Path, e: yaml.YAMLError) -> SuiteError:
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return SuiteError(f"{path}: invalid YAML{where}: {problem}")
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: bounded in size, UTF-8, not binary; each failure one line naming the file."""
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_SUITE_BYTES:
+            raise SuiteError(f"{path}: {size:,} bytes is too large for a suite file (limit {MAX_SUITE_BYTES:,} bytes)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SUITE_BYTES + 1)  # a file that grows (a pipe, /dev/zero) is cut here
     except OSError as e:
         raise SuiteError(f"{path}: cannot read suite file: {e.strerror or e}") from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: more than {MAX_SUITE_BYTES:,} bytes is too large for a suite file")
+    if b"\0" in data:
+        raise SuiteError(f"{path}: a binary file (it holds NUL bytes), not a YAML suite")
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SuiteError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} "
+                         "(save the suite as UTF-8)") from None
+
+
+def _check_tree(path: Path, root: Any) -> None:
+    """Refuse alias bombs, deep nesting and duplicate keys, on the composed tree (before anything is built).
+
+    The expanded size of each node is computed once (memoised by node identity), so a bomb that would expand to
+    billions of nodes is measured in time linear in the file.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > MAX_SUITE_DEPTH:
+            line = node.start_mark.line + 1
+            raise SuiteError(f"{path}: nested deeper than {MAX_SUITE_DEPTH} levels (line {line}); a suite needs "
+                             "a few (or an alias refers to itself)")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise SuiteError(f"{path}: duplicate key {key.value!r} on lines {seen[key.value]} and "
+                                         f"{key.start_mark.line + 1}; YAML would silently keep only the last")
+                    seen[key.value] = key.start_mark.line + 1
+                total += size(key, depth + 1) + size(value, depth + 1)
+                if total > MAX_SUITE_NODES:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item, depth + 1)
+                if total > MAX_SUITE_NODES:
+                    break
+        if total > MAX_SUITE_NODES:
+            raise SuiteError(f"{path}: expands to more than {MAX_SUITE_NODES:,} YAML nodes (aliases included); "
+                             "refusing it (a suite needs a few hundred)")
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root, 0)
+
+
+def _read_yaml(path: Path) -> tuple[Any, Any]:
+    """(data, node tree) of a YAML suite file, loaded as untrusted input: a size limit, UTF-8 only, an
+    alias-expansion and nesting limit, duplicate keys refused; a syntax error names the file and the line."""
+    text = _read_text(path)
+    try:
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_tree(path, nodes)
+        return yaml.safe_load(text), nodes
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise _yaml_problem(path, e) from None
+    except RecursionError:
+        raise SuiteError(f"{path}: nested too deeply to parse (limit {MAX_SUITE_DEPTH} levels)") from None
 
 
 def load_suite(path: str | Path, *, check_attentions: bool = True) -> Suite:
@@ -164,7 +243,8 @@ def _raise(source: str, nodes: Any, errors: list[tuple[str, str]]) -> None:
     lines = []
     for path, msg in errors:
         line = _line_of(nodes, path)
-        lines.append(f"{source}: {path}: {msg}" + (f" (line {line})" if line else ""))
+        where = "" if msg.startswith(path) else f"{path}: "  # a message that already names its key path
+        lines.append(f"{source}: {where}{msg}" + (f" (line {line})" if line else ""))
     raise SuiteError("\n".join(lines))
 
 

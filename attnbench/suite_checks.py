@@ -248,8 +248,14 @@ def metric_errors(suite: Suite) -> Errors:
             errors.append((f"metrics[{i}]", f"unknown metric {name!r}{did_you_mean(name, known)} "
                            f"(known: {', '.join(known)})"))
     for key, value in suite.settings.items():
-        if key not in known:
-            errors.append((f"settings.{key}", f"not a metric{did_you_mean(key, known)} (known: {', '.join(known)})"))
+        if key == "timeout_s":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                errors.append(("settings.timeout_s", f"expected a positive number of seconds or null, got {value!r}"))
+        elif not isinstance(value, dict):
+            errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
+        elif key not in known:
+            errors.append((f"settings.{key}", f"not a metric or timeout_s{did_you_mean(key, known + ['timeout_s'])} "
+                           f"(known: {', '.join(known)})"))
         else:
             errors += _settings_errors(key, metrics.METRICS[key], value)
     return errors

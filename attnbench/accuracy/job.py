@@ -15,17 +15,19 @@ the key (e.g. ``impl: torch``, ``topk: 8``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from ..results import RUN_DIR_ENV
+
 __all__ = ["AccuracySettings", "Job", "make_job", "run_job", "build_model", "build_datasets", "default_work_root",
-           "WORK_ENV", "RUN_DIR_ENV"]
+           "code_digest", "data_digest", "WORK_ENV", "RUN_DIR_ENV"]
 
 WORK_ENV = "ATTNBENCH_ACC_WORK"
-RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 _PER_STAGE_KEYS = ("dim", "num_heads")
 
 
@@ -93,13 +95,53 @@ class AccuracySettings:
 
 
 def default_work_root(settings: AccuracySettings) -> Path:
+    """Where jobs keep checkpoints and generated data: ``work_dir`` when the suite sets one (a cache shared across
+    runs, safe because a job's key covers every input), else the run directory being measured
+    (``$ATTNBENCH_RUN_DIR/accuracy``, set by the runner), else ``$ATTNBENCH_ACC_WORK``, else ``runs/accuracy``
+    (the standalone ``python -m attnbench.accuracy train``)."""
     if settings.work_dir:
         return Path(settings.work_dir)
-    if os.environ.get(WORK_ENV):
-        return Path(os.environ[WORK_ENV])
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV]) / "accuracy"
+    if os.environ.get(WORK_ENV):
+        return Path(os.environ[WORK_ENV])
     return Path("runs") / "accuracy"
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """12 hex digits of the sha1 of the training code and the model zoo (``attentions``, ``attnbench.accuracy``):
+    a checkpoint trained by other code is not reused."""
+    import attentions
+
+    h = hashlib.sha1()
+    roots = [Path(attentions.__file__).parent, Path(__file__).parent]
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root.parent)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=64)
+def data_digest(root: str, wnids: Optional[tuple[str, ...]]) -> str:
+    """12 hex digits of the sha1 of the file listing (relative path, size, modification time) of the ``train`` and
+    ``val`` class folders a job reads: changed, added or removed images give another key."""
+    h = hashlib.sha1()
+    base = Path(root)
+    for split in ("train", "val"):
+        folder = base / split
+        if not folder.is_dir():
+            continue
+        classes = sorted(wnids) if wnids is not None else sorted(p.name for p in folder.iterdir() if p.is_dir())
+        for wnid in classes:
+            class_dir = folder / wnid
+            if not class_dir.is_dir():
+                continue
+            for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+                st = entry.stat()
+                h.update(f"{split}/{wnid}/{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +168,24 @@ class Job:
                 "val_max_per_class", "synthetic", "synthetic_train_per_class", "synthetic_val_per_class",
                 "synthetic_seed")
         return {"model": self.model_name(), "attention": self.attention, "overrides": self.overrides,
-                "settings": {k: getattr(s, k) for k in keep}, "recipe": s.recipe, "seed": self.seed}
+                "settings": {k: getattr(s, k) for k in keep}, "recipe": s.recipe, "seed": self.seed,
+                "data": self.data_identity(), "code": code_digest()}
+
+    def data_identity(self) -> Optional[dict[str, Any]]:
+        """The resolved data root and its file-listing digest (None for the synthetic set, which the settings
+        determine); a missing root is left to :func:`build_datasets` to report."""
+        s = self.parsed
+        if s.synthetic:
+            return None
+        from .data import DataError, read_class_list, resolve_data_root
+
+        try:
+            root = resolve_data_root(s.data_root)
+        except DataError:
+            return None
+        wnids = read_class_list(s.subset)
+        return {"root": str(root.resolve()), "digest": data_digest(str(root.resolve()),
+                                                                    tuple(wnids) if wnids is not None else None)}
 
     def key(self) -> str:
         digest = hashlib.sha1(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode()).hexdigest()
@@ -212,6 +271,7 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
     if not info.is_main:
         return None
     params = sum(p.numel() for p in model.parameters())
-    return {**result, "model": job.model_name() if s.model != "swap" else f"swap:{s.macro}:{job.attention}",
+    return {**result, "reused": result.get("resumed_from", 0) >= result.get("epochs", 0) > 0,
+            "model": job.model_name() if s.model != "swap" else f"swap:{s.macro}:{job.attention}",
             "dataset": label, "params": params, "num_classes": len(classes), "out_dir": str(job.out_dir()),
             "world_size": info.world_size}

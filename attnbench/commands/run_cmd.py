@@ -49,22 +49,27 @@ def print_summary(summary, echo=click.echo) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default runs/<suite>-<time>).")
 @click.option("--only", help=_ONLY_HELP)
 @click.option("--dry-run", is_flag=True, help="List the cells (and the skipped ones, with the reason); run nothing.")
-@click.option("--resume", "resume", type=click.Path(file_okay=False, exists=True),
+@click.option("--resume", "resume", type=click.Path(file_okay=False),
               help="Complete RUN_DIR: run only the cells that have no row in its results.jsonl yet.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "cuda_if_available"]),
               help="Replace the suite's device axis.")
-@click.option("--isolate", is_flag=True, help="Measure each cell in a fresh subprocess (a crash fails only it).")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Measure every cell in a fresh subprocess (a crash or hang fails only that cell) / none. "
+                   "Default: only attentions given by dotted path (package.module:Class) run isolated.")
+@click.option("--max-cells", type=click.IntRange(min=1), default=None,
+              help="Allow a suite of more cells than the default limit (10000).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-cell lines on stderr.")
 @executor_options
 def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_run: bool, resume: Optional[str],
-            device: Optional[str], isolate: bool, no_progress: bool, **executor: object) -> None:
+            device: Optional[str], isolate: Optional[bool], max_cells: Optional[int], no_progress: bool,
+            **executor: object) -> None:
     """Run the YAML suite SUITE (optional with --resume): params, FLOPs, latency, memory per cell.
 
     Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
     """
     from .. import runner
 
-    p = runner.plan(suite, out=out, only=only, resume=resume, device=device)
+    p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells)
     if dry_run:
         print_plan(p)
         return

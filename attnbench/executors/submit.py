@@ -188,12 +188,25 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
                       isolate: bool = False, argv: Optional[list[str]] = None, progress: bool = True,
                       stream: Optional[TextIO] = None) -> ExecutorSummary:
     """Measure the plan's cells in batch jobs; see the module docstring. ``isolate``: each cell in a fresh
-    process inside its job (``attnbench run --isolate``)."""
-    from ..execute import CellRunner
-    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated, now_iso
+    process inside its job (``attnbench run --isolate``). The parent holds the run directory's lock for its whole
+    session (the jobs write only their own shards and need none)."""
+    from ..runner import _open_run_dir
 
     if cluster not in EXECUTORS:
         raise UserError(f"--executor {cluster!r}: expected one of inline, {', '.join(EXECUTORS)}")
+    lock = _open_run_dir(p)
+    try:
+        return _run_locked(p, cluster, overrides, wait=wait, isolate=bool(isolate), argv=argv, progress=progress,
+                           stream=stream)
+    finally:
+        lock.release()
+
+
+def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: bool, isolate: bool,
+                argv: Optional[list[str]], progress: bool, stream: Optional[TextIO]) -> ExecutorSummary:
+    from ..execute import CellRunner
+    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated, now_iso
+
     section = resolve_section(p, overrides)
     spec = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed).locations()
     run_dir = Path(p.run_dir)

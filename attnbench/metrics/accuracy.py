@@ -5,8 +5,8 @@ Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.Accu
        the cell's config, less ``dim``/``num_heads`` (per stage), overrides every slot. Seeded by the suite seed.
     2. The data: an ImageNet-layout subset from ``data_root`` / ``$ATTNBENCH_DATA`` (or the synthetic dataset),
        the same images, order and augmentation draws for every attention.
-    3. Training with the recipe (:mod:`attnbench.accuracy.recipe`), a checkpoint per epoch under the work
-       folder; a job whose checkpoint exists is resumed (a finished one is only re-evaluated), so after a crash
+    3. Training with the recipe (:mod:`attnbench.accuracy.recipe`), a checkpoint per epoch under the job's
+       folder in the run directory; a job whose checkpoint exists is resumed (a finished one is only re-evaluated), so after a crash
        ``attnbench run --resume RUN_DIR`` continues where training stopped. ``nproc_per_node`` > 1 runs it under
        ``torchrun`` (DDP) in child processes; in a process that is already one of several (``WORLD_SIZE`` > 1,
        e.g. a multi-node job of ``attnbench run --executor slurm``, see docs/cluster.md) it trains in-process
@@ -18,7 +18,13 @@ Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, 
 (training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
 ``acc_world_size`` (training processes), ``acc_resumed_from_epoch`` (epochs a checkpoint held when it started),
 ``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_loss_curve`` (training loss per epoch),
-``acc_top1_curve`` (validation top-1 per evaluated epoch), ``model_macs_fvcore``, ``model_latency_ms_median``.
+``acc_top1_curve`` (validation top-1 per evaluated epoch), ``acc_reused`` (true when a finished job's checkpoint
+was reused and nothing was trained now; its throughput is then the stored one), ``acc_resumed_from_epoch`` (epochs
+found in the checkpoint), ``model_macs_fvcore``, ``model_latency_ms_median``.
+
+Jobs live in the run directory (``RUN_DIR/accuracy/jobs/<attention>-<key>``, unless ``work_dir`` names a shared
+folder); the key hashes every input: model, config, data root and the digest of its file listing, recipe, seed and
+the digest of the training and model code (:meth:`attnbench.accuracy.job.Job.fingerprint`).
 """
 from __future__ import annotations
 
@@ -115,6 +121,9 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_params": int(result["params"]),
         "acc_loss_curve": [float(h["train_loss"]) for h in history],
         "acc_top1_curve": [float(h["top1"]) for h in history if "top1" in h],
+        # a finished job found in the work folder is re-evaluated, not retrained: the row says so
+        "acc_reused": bool(result.get("reused", False)),
+        "acc_resumed_from_epoch": int(result.get("resumed_from", 0)),
     }
     model = build_model(job, num_classes=int(result["num_classes"]))
     columns.update(model_cost(model, settings.img_size, ctx.device, settings.latency_batch))

@@ -12,11 +12,14 @@ Entry point: :func:`render_accuracy` (markdown text and saved figures); nothing 
 """
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ..results import read_rows
+from .load import read_manifest
 
 __all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy"]
 
@@ -35,18 +38,29 @@ def accuracy_rows(run_dirs: list[str | Path]) -> pd.DataFrame:
     baseline label; empty when no run measured accuracy."""
     records: list[dict[str, Any]] = []
     for run_dir in map(Path, run_dirs):
-        manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+        manifest = _quiet_manifest(run_dir)
         baseline = (manifest.get("suite") or {}).get("baseline", "mhsa")
-        path = run_dir / "results.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        for line in lines:
-            row = json.loads(line) if line.strip() else {}
+        for row in _quiet_rows(run_dir):
             if row.get("status") == "ok" and row.get("acc_top1") is not None:
                 records.append({**row, "run": run_dir.name, "label": row.get("label") or row.get("attention"),
                                 "baseline": baseline})
     if not records:
         return pd.DataFrame()
     return pd.DataFrame(records).drop_duplicates(["run", "label"], keep="last").reset_index(drop=True)
+
+
+def _quiet_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's rows through the one reader (:mod:`attnbench.results`); its warnings were already shown by the
+    main table's load, so they are not repeated here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_rows(run_dir)
+
+
+def _quiet_manifest(run_dir: Path) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_manifest(run_dir)
 
 
 def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -4,9 +4,10 @@ A run directory is what ``attnbench run`` writes (the results contract): ``resul
 per finished cell, appended as cells finish, and ``manifest.json`` the environment and the resolved suite. This
 module reads only those files, so a report renders on a machine without torch, years after the run.
 
-Tolerated, because a run may be killed mid-write: a truncated or corrupt *last* line of ``results.jsonl`` (dropped
-with a warning), a missing ``manifest.json`` (the report then lacks the environment), and a cell that appears
-twice in one run (the last row wins, as with ``--resume``). A corrupt line anywhere else is an error.
+The files are read through :mod:`attnbench.results`, the one owner of the format. Tolerated, because a run may be
+killed mid-write or a disk may fill: damaged lines of ``results.jsonl`` (skipped, with one warning naming their line
+numbers), a missing or corrupt ``manifest.json`` (the report then lacks the environment, with a warning), and a
+cell that appears twice in one run (the last row wins, as with ``--resume``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .. import results
 from ..errors import UserError
+from ..results import MANIFEST_FILE, RESULTS_FILE, read_results_file
 
 __all__ = [
     "IDENTITY_COLUMNS",
@@ -32,8 +35,6 @@ __all__ = [
     "to_csv_frame",
 ]
 
-RESULTS_FILE = "results.jsonl"
-MANIFEST_FILE = "manifest.json"
 
 #: the columns that say which cell a row is, in the contract's order
 IDENTITY_COLUMNS = (
@@ -96,48 +97,28 @@ class Runs:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """The rows of one ``results.jsonl``; a broken last line is dropped with a warning.
+    """The rows of one ``results.jsonl`` (:func:`attnbench.results.read_results_file`): damaged lines -- a cut-off
+    last line, bytes that are not UTF-8, a corrupt line anywhere -- are skipped with one warning naming them.
 
     Raises:
-        UserError: the file is missing, or a line before the last is not a JSON object.
+        UserError: the file is missing.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; a run directory holds {RESULTS_FILE} (written by `attnbench run`)")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        except ValueError as exc:
-            if number == len(lines):
-                # a run killed while appending leaves half a line; every finished cell before it is intact
-                warnings.warn(f"{path}:{number}: dropped a truncated last line ({exc})", stacklevel=2)
-                break
-            raise UserError(f"{path}:{number}: not a JSON object ({exc}); only the last line may be truncated")
-        rows.append(row)
-    return rows
+    return read_results_file(path)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's ``manifest.json``, or ``{}`` (with a warning) when it is missing."""
+    """The run's ``manifest.json``, or ``{}`` (with a warning) when it is missing or damaged."""
     path = Path(run_dir) / MANIFEST_FILE
-    if not path.is_file():
-        warnings.warn(f"{path}: missing; the report will not show this run's environment", stacklevel=2)
-        return {}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    return manifest
+        return results.read_manifest(run_dir)
+    except FileNotFoundError:
+        warnings.warn(f"{path}: missing; the report will not show this run's environment", stacklevel=2)
+    except UserError as exc:
+        warnings.warn(f"{exc.message}; the report will not show this run's environment", stacklevel=2)
+    return {}
 
 
 def load_runs(run_dirs: Iterable[str | Path]) -> Runs:

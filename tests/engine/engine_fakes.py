@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -77,6 +78,37 @@ class Crashy(Tiny):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         os.kill(os.getpid(), signal.SIGSEGV)
         return x
+
+
+class WrongShape(Tiny):
+    """Drops the last row of the grid: runs, and would be timed, but breaks the (B, H, W, C) contract."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[:, :-1]
+
+
+class WrongDtype(Tiny):
+    """Returns float64 for a float32 input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).double()
+
+
+class Sleepy(Tiny):
+    """Hangs in Python (an endless wait): the in-process timeout can interrupt it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        while True:
+            time.sleep(0.05)
+
+
+class Stubborn(Tiny):
+    """Hangs with SIGALRM ignored, as a hang inside one C call would: only killing the process ends it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            time.sleep(0.05)
 
 
 def check_finite(ctx, module) -> None:

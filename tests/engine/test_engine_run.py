@@ -25,7 +25,8 @@ CONTRACT_HEAD = ["schema_version", "run_id", "cell_id", "suite", "attention", "l
 
 def start(suite_path, out, **kw) -> runner.Summary:
     p = runner.plan(str(suite_path), out=str(out), cuda_available=False, **kw)
-    return runner.run(p, progress=False, argv=["attnbench", "run", str(suite_path)])
+    # the fakes are dotted-path attentions, isolated by default; these tests measure in this process
+    return runner.run(p, progress=False, argv=["attnbench", "run", str(suite_path)], isolate=False)
 
 
 def all_ids(suite_path) -> list[str]:
@@ -63,7 +64,7 @@ def test_interrupted_run_resumes_with_every_cell_exactly_once(fake_metrics, writ
     fakes.TRIPS.clear()
     p = runner.plan(None, resume=str(run_dir), cuda_available=False)
     assert [c.cell_id for c in p.to_run] == all_ids(path)[4:] and p.done == 4
-    summary = runner.run(p, progress=False, argv=["resume"])
+    summary = runner.run(p, progress=False, argv=["resume"], isolate=False)
     ids = [r["cell_id"] for r in read_rows(run_dir)]
     assert collections.Counter(ids) == collections.Counter(all_ids(path))  # each exactly once
     manifest = read_manifest(run_dir)
@@ -83,14 +84,15 @@ def test_cli_interrupt_says_how_to_resume(fake_metrics, write_suite, tmp_path):
     fakes.TRIPS["interrupt"] = 4
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(write_suite(fakes.tiny_suite())), "--out", str(out),
-                                       "--no-progress"])
+                                       "--no-progress", "--no-isolate"])
     assert result.exit_code == 130
     assert f"attnbench run --resume {out}" in result.output
 
 
 def test_cli_summary(fake_metrics, write_suite, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(write_suite(fakes.tiny_suite())), "--out", str(out)])
+    result = CliRunner().invoke(main, ["run", str(write_suite(fakes.tiny_suite())), "--out", str(out),
+                                       "--no-isolate"])
     assert result.exit_code == 0, result.output
     assert "8 ok, 0 failed, 0 oom, 0 skipped" in result.output
     assert f"next: attnbench report {out}" in result.output
@@ -186,6 +188,7 @@ def test_results_survive_a_line_cut_short(tmp_path, write_suite, fake_metrics):
     writer.append(json.loads(good[3]))
     writer.close()
     assert results.read_text().splitlines() == good[:4]
+    assert (tmp_path / "run" / "results.damaged.jsonl").read_text() == good[3][:40] + "\n"  # moved aside, not lost
 
 
 def test_run_directory_guards(fake_metrics, write_suite, tmp_path):
