@@ -85,7 +85,7 @@ def test_huge_grid_is_refused_by_counting_and_the_limit_can_be_raised(fake_metri
 
 def test_builtin_attention_config_shape_conflicts_are_plan_errors_naming_each_cell(write_suite):
     data = {"name": "c", "attentions": [{"name": "bra", "config": {"n_win": 7, "topk": 100}},
-                                        {"name": "dbra", "config": {"n_win": 7}}],
+                                        {"name": "dbra", "config": {"n_win": 7, "auto_pad": False}}],
             "axes": {"resolution": [56, 30], "device": ["cpu"]}, "metrics": ["params"], "baseline": "bra"}
     path = write_suite(data)
     result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
@@ -97,7 +97,7 @@ def test_builtin_attention_config_shape_conflicts_are_plan_errors_naming_each_ce
                for line in lines)
     assert not any("dbra 56x56" in line for line in lines)  # 56 = 8 x 7 fits
     assert lines[-1].endswith("fix the config (e.g. auto_pad: true) or leave these cells out with an exclude entry")
-    data["attentions"] = [{"name": "dbra", "config": {"n_win": 7}}]
+    data["attentions"] = [{"name": "dbra", "config": {"n_win": 7, "auto_pad": False}}]
     data.update(baseline="dbra", exclude=[{"resolution": 30}])
     assert runner.plan(str(write_suite(data)), cuda_available=False).to_run  # excluded: fine
 
