@@ -235,6 +235,7 @@ class _Work(nn.Module):
 
     def forward(self, x):
         self.clock.pending += self.units
+        self.clock.calls.append(self.units)
         return self.fc(x)
 
 
@@ -244,9 +245,11 @@ class FakeClock:
 
     def __init__(self):
         self.pending, self.samples, self.order = 0.0, 0, []
+        self.calls, self.timed_at = [], []  # every forward's units; index in calls of each timed forward
 
     def time_call(self, fn):
         self.pending = 0.0
+        self.timed_at.append(len(self.calls))
         fn()
         self.samples += 1
         load = 1.0 + 9.0 * ((self.samples // 7) % 2)  # 7 samples quiet, 7 under 10x load, ...
@@ -267,8 +270,11 @@ def test_paired_rounds_cancel_load_bursts(monkeypatch):
     # unpaired medians would mix quiet and loaded samples; the per-round ratio is exactly 2 in every round
     assert row["paired_ratio"] == 2.0 and row["paired_ratio_low"] == 2.0 and row["paired_ratio_high"] == 2.0
     assert row["paired_rounds"] == 30 and row["paired_baseline"] == "base" and len(row["paired_ratios"]) == 30
-    timed = clock.order[-60:]  # the rounds: cell, base on even rounds; base, cell on odd ones
-    assert timed[:4] == [2.0, 1.0, 1.0, 2.0]
+    timed = clock.order[-60:]  # the rounds: cell, base, cell, base, ...
+    assert timed == [2.0, 1.0] * 30
+    # each timed call follows an untimed call of the same module (the re-warm), never the other module's call
+    for i in clock.timed_at[-60:]:
+        assert clock.calls[i - 1] == clock.calls[i]
     assert row["latency_n"] == 30
 
 
