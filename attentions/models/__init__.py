@@ -9,23 +9,36 @@
     net = models.create_model("swap", attention="agent", macro="tiny", img_size=64, num_classes=8)
     net = models.from_official("debiformer_s", torch.load("debiformer_small.pth"))
 
-Models take (B, 3, H, W) images and return (B, num_classes) logits. They build every attention through
-``attentions.build(name, **config)``, never from the classes.
+Models take (B, 3, H, W) images (any size; region attentions pad) and return (B, num_classes) logits. They build
+every attention through ``attentions.build(name, **config)``, never from the classes.
+
+With timm installed, importing this package also registers every preset in timm's registry
+(:mod:`attentions.models.timm_registry`)::
+
+    import attentions.models, timm
+    net = timm.create_model("debiformer_t", num_classes=10, drop_path_rate=0.1)
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Mapping
 
 from torch import nn
 
 from . import presets as _presets  # noqa: F401  (registers the entrypoints)
-from ._registry import UnknownModelError, create_model, list_models, register_model
+from ._registry import NoPretrainedWeightsError, UnknownModelError, create_model, list_models, register_model
 from .blocks import AttentionLePE
 from .hierarchical import HierarchicalViT
 from .swap import MACROS, SWAP_ATTENTIONS, Macro, slot_config, stage_grids
 
 __all__ = ["create_model", "list_models", "register_model", "from_official", "UnknownModelError",
-           "HierarchicalViT", "AttentionLePE", "MACROS", "Macro", "SWAP_ATTENTIONS", "slot_config", "stage_grids"]
+           "NoPretrainedWeightsError", "HierarchicalViT", "AttentionLePE", "MACROS", "Macro", "SWAP_ATTENTIONS",
+           "slot_config", "stage_grids"]
+
+# timm is optional (the ``accuracy`` extra): without it the backbones are ours only; a broken timm install still
+# raises here rather than silently leaving timm.create_model("debiformer_t") unknown
+if importlib.util.find_spec("timm") is not None:
+    from . import timm_registry as _timm_registry  # noqa: F401  (registers the presets with timm)
 
 
 def from_official(name: str, checkpoint: Mapping[str, Any], rename: Mapping[str, str] | None = None,

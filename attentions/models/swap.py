@@ -18,6 +18,13 @@ mechanism    stage i (grid g = image/4/2^i, S = the largest divisor of g that is
 ============ ===================================================================================================
 
 Heads are width / head_dim (32 in every macro of the papers). Groups are capped to divide the heads.
+
+Inputs of another size than the configs were made for: ``bra`` and ``dbra`` slots are built with ``auto_pad`` (zero
+padding to multiples of n_win, then cropping, as the official ``auto_pad``), so a model made for 224² also runs at
+256², 320², 384² or 224×288; on a grid that fits (every stage at the design size) padding does nothing, so those
+outputs and the state-dict keys and shapes are unchanged. The other mechanisms take any grid as they are: ``dat`` and
+``dbra`` read ``rpe_table`` in normalised coordinates (its size only sets the table's resolution), ``agent`` resizes
+its position biases, ``mhsa`` is global.
 """
 from __future__ import annotations
 
@@ -100,11 +107,13 @@ def slot_config(attention: str, i: int, macro: Macro, grid: int) -> dict[str, An
     if attention == "mhsa":
         return {"num_heads": heads}
     if attention == "bra":
-        return {"num_heads": heads, "n_win": S, "topk": min((1, 4, 16, 49)[i], S * S), "lce_kernel": 5}
+        return {"num_heads": heads, "n_win": S, "topk": min((1, 4, 16, 49)[i], S * S), "lce_kernel": 5,
+                "auto_pad": True}
     if attention == "dbra":
         return {"num_heads": heads, "n_win": S, "topk": min((4, 8, 16, 49)[i], S * S), "n_groups": groups,
                 "offset_kernel": (9, 7, 5, 3)[i], "offset_stride": max(grid // S, 1),
-                "ffn_ratio": macro.ffn_ratios[i], "rpe_size": grid, "lce_kernel": 5, "offset_channels": 1}
+                "ffn_ratio": macro.ffn_ratios[i], "rpe_size": grid, "lce_kernel": 5, "offset_channels": 1,
+                "auto_pad": True}
     if attention == "dat":
         return {"num_heads": heads, "variant": "pp", "n_groups": groups, "stride": max(grid // S, 1),
                 "offset_kernel": (9, 7, 5, 3)[i], "offset_range_factor": -1.0, "rpe_size": grid}
