@@ -55,7 +55,8 @@ class AccuracySettings:
         latency_batch: batch of the whole-model latency column (eval forward, float32).
         threads: CPU threads for training, evaluation and the model-latency column: a positive int, or
             ``"auto"`` (default), the fastest on this machine by the rule of :mod:`attnbench.accuracy.threads`
-            (the process default on CUDA; a short interleaved probe of 1, half and all threads on CPU).
+            (the process default on CUDA; 1 on a loaded CPU; else a short interleaved probe of 1, half and all
+            free threads).
             Not part of the job key: a checkpoint resumes whatever the count.
         log: print one line per epoch to stderr.
     """
