@@ -9,9 +9,13 @@
   (one ratio for all stages) so that the parameter count is within 10% of DeBiFormer-T's.
 * ``swap``: any macro design (``MACROS``) with any attention, at any input size, with config overrides.
 
-Every entrypoint takes ``num_classes``, ``drop_path_rate``, ``in_chans``, ``attn_overrides`` (merged into every
-slot whose attention takes the key, e.g. ``{"impl": "torch"}``) and the other
-:class:`~attentions.models.hierarchical.HierarchicalViT` arguments.
+Every entrypoint takes ``img_size`` (default 224, the input side every slot config is derived from: region counts,
+offset strides, relative-position table sizes, agent counts; see :func:`attentions.models.swap.stage_grids`),
+``num_classes``, ``drop_path_rate``, ``in_chans``, ``attn_overrides`` (merged into every slot whose attention takes
+the key, e.g. ``{"impl": "torch"}``) and the other :class:`~attentions.models.hierarchical.HierarchicalViT`
+arguments. At 224 the official presets hold the official per-stage constants (``rpe_size`` 56, 28, 14, 7, seven
+regions per side); at another size their tables and region counts follow that size's token grids, so the official
+checkpoints (made at 224²) load only into the 224 build.
 """
 from __future__ import annotations
 
@@ -37,53 +41,60 @@ def build_backbone(macro: Macro, slots, attn_overrides: Optional[Mapping[str, An
     return HierarchicalViT(slots=apply_overrides(slots, attn_overrides), **args)
 
 
-def _debiformer_slots(macro: Macro) -> list:
-    grids = stage_grids(224)  # the official per-stage constants are those of 224² (rpe_size 56, 28, 14, 7)
+def _grids(img_size: int) -> list[int]:
+    """The four stage grids of an ``img_size`` input; a clear error for a size that is not a positive int."""
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise ValueError(f"img_size={img_size!r} is not allowed: expected a positive int (the input side in pixels)")
+    return stage_grids(img_size)
+
+
+def _debiformer_slots(macro: Macro, img_size: int) -> list:
+    grids = _grids(img_size)  # at 224 the official per-stage constants (rpe_size 56, 28, 14, 7; n_win 7)
     dbra = [("dbra", slot_config("dbra", i, macro, grids[i])) for i in range(4)]
     bra = [("bra", slot_config("bra", i, macro, grids[i])) for i in range(3)]
     return [[bra[0], dbra[0]], [bra[1], dbra[1]], [bra[2], dbra[2]], [dbra[3], dbra[3]]]
 
 
-def _biformer_slots(macro: Macro) -> list:
-    grids = stage_grids(224)
+def _biformer_slots(macro: Macro, img_size: int) -> list:
+    grids = _grids(img_size)
     slots = [[("bra", slot_config("bra", i, macro, grids[i]))] for i in range(3)]
     return slots + [[("attention_lepe", slot_config("attention_lepe", 3, macro, grids[3]))]]
 
 
 @register_model
-def debiformer_t(**kwargs: Any) -> HierarchicalViT:
+def debiformer_t(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """DeBiFormer-T (``debi_tiny``): 21.50 M params, 2.654 G MACs at 224² (fvcore, official code)."""
-    return build_backbone(MACROS["debiformer_t"], _debiformer_slots(MACROS["debiformer_t"]), **kwargs)
+    return build_backbone(MACROS["debiformer_t"], _debiformer_slots(MACROS["debiformer_t"], img_size), **kwargs)
 
 
 @register_model
-def debiformer_s(**kwargs: Any) -> HierarchicalViT:
+def debiformer_s(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """DeBiFormer-S (``debi_small``): 44.01 M params, 5.440 G MACs at 224²."""
-    return build_backbone(MACROS["debiformer_s"], _debiformer_slots(MACROS["debiformer_s"]), **kwargs)
+    return build_backbone(MACROS["debiformer_s"], _debiformer_slots(MACROS["debiformer_s"], img_size), **kwargs)
 
 
 @register_model
-def debiformer_b(**kwargs: Any) -> HierarchicalViT:
+def debiformer_b(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """DeBiFormer-B (``debi_base``) as registered in the official code: 95.50 M, 11.741 G (README says 77 M)."""
-    return build_backbone(MACROS["debiformer_b"], _debiformer_slots(MACROS["debiformer_b"]), **kwargs)
+    return build_backbone(MACROS["debiformer_b"], _debiformer_slots(MACROS["debiformer_b"], img_size), **kwargs)
 
 
 @register_model
-def biformer_t(**kwargs: Any) -> HierarchicalViT:
+def biformer_t(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """BiFormer-T: 13.1 M params, 2.2 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_t"], _biformer_slots(MACROS["biformer_t"]), **kwargs)
+    return build_backbone(MACROS["biformer_t"], _biformer_slots(MACROS["biformer_t"], img_size), **kwargs)
 
 
 @register_model
-def biformer_s(**kwargs: Any) -> HierarchicalViT:
+def biformer_s(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """BiFormer-S: 25.5 M params, 4.5 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_s"], _biformer_slots(MACROS["biformer_s"]), **kwargs)
+    return build_backbone(MACROS["biformer_s"], _biformer_slots(MACROS["biformer_s"], img_size), **kwargs)
 
 
 @register_model
-def biformer_b(**kwargs: Any) -> HierarchicalViT:
+def biformer_b(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
     """BiFormer-B: 56.8 M params, 9.8 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_b"], _biformer_slots(MACROS["biformer_b"]), **kwargs)
+    return build_backbone(MACROS["biformer_b"], _biformer_slots(MACROS["biformer_b"], img_size), **kwargs)
 
 
 @register_model
@@ -100,18 +111,20 @@ def swap(attention: str, macro: str = "debiformer_t", img_size: int = 224,
     if macro not in MACROS:
         raise ValueError(f"macro={macro!r} is not allowed: expected one of {', '.join(MACROS)}")
     design = MACROS[macro]
+    _grids(img_size)  # a bad size fails here, naming img_size, not deep inside a slot
     return build_backbone(design, swap_slots(attention, design, img_size), attn_overrides, **kwargs)
 
 
 def _swap_entry(attention: str, iso: bool):
-    def entry(**kwargs: Any) -> HierarchicalViT:
+    def entry(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
         if iso:
             kwargs.setdefault("mlp_ratios", (ISO_MLP_RATIOS[attention],) * 4)
-        return swap(attention, "debiformer_t", **kwargs)
+        return swap(attention, "debiformer_t", img_size=img_size, **kwargs)
 
     kind = f"block-MLP ratio {ISO_MLP_RATIOS[attention]} (iso-parameter)" if iso else "the official MLP ratio 3"
     entry.__name__ = f"debiformer_t_swap_{attention}" + ("_iso" if iso else "")
-    entry.__doc__ = f"DeBiFormer-T macro design with {attention} in every attention slot, {kind}."
+    entry.__doc__ = (f"DeBiFormer-T macro design with {attention} in every attention slot, {kind}; slot configs "
+                     "made for ``img_size`` input.")
     return register_model(entry)
 
 

@@ -42,6 +42,20 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_threads, default="auto",
+                   help="torch CPU threads: a positive int, or 'auto' (default: the fastest here, measured)")
+
+
+def _threads(text: str):
+    """``--threads``: an int, or the word ``auto`` (checked with the suite setting's rule)."""
+    from .threads import check_threads
+
+    value = int(text) if text.strip().lstrip("-").isdigit() else text.strip()
+    try:
+        check_threads(value, "--threads")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _cuda() -> bool:
@@ -61,7 +75,7 @@ def _job_from_args(args: argparse.Namespace):
             recipe[key] = value
     settings: dict[str, Any] = {"model": args.model, "macro": args.macro, "img_size": args.img_size,
                                 "subset": args.subset, "synthetic": args.synthetic, "recipe": recipe,
-                                "resume": not args.no_resume}
+                                "resume": not args.no_resume, "threads": args.threads}
     for key, value in (("data_root", args.data), ("max_per_class", args.max_per_class),
                        ("val_max_per_class", args.val_max_per_class), ("work_dir", args.work_dir)):
         if value is not None:

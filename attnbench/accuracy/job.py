@@ -9,6 +9,8 @@ Model choice (``model``):
       for ``img_size`` (:func:`attentions.models.swap.slot_config`);
     * a registered name with ``{attention}``, e.g. ``"debiformer_t_swap_{attention}_iso"``: that preset per cell;
     * a registered name, e.g. ``"debiformer_t"``: that model whatever the cell's attention.
+Every model is built with ``img_size`` (the presets derive every slot config from it, as ``swap`` does), so the
+data and the model always agree on the input size.
 The cell's config, less ``dim`` and ``num_heads`` (set per stage by the backbone), overrides every slot that takes
 the key (e.g. ``impl: torch``, ``topk: 8``).
 """
@@ -51,6 +53,11 @@ class AccuracySettings:
         nproc_per_node: >1 trains in that many ``torchrun`` processes (DDP); ``torchrun_args`` are added to the
             torchrun command (e.g. ``["--nnodes", "2", "--rdzv-endpoint", "host:29400"]``).
         latency_batch: batch of the whole-model latency column (eval forward, float32).
+        threads: CPU threads for training, evaluation and the model-latency column: a positive int, or
+            ``"auto"`` (default), the fastest on this machine by the rule of :mod:`attnbench.accuracy.threads`
+            (the process default on CUDA; 1 on a loaded CPU; else a short interleaved probe of 1, half and all
+            free threads).
+            Not part of the job key: a checkpoint resumes whatever the count.
         log: print one line per epoch to stderr.
     """
 
@@ -72,16 +79,23 @@ class AccuracySettings:
     nproc_per_node: int = 1
     torchrun_args: list = dataclasses.field(default_factory=list)
     latency_batch: int = 1
+    threads: Union[int, str] = "auto"
     log: bool = True
 
     @classmethod
     def from_dict(cls, values: Optional[Mapping[str, Any]]) -> "AccuracySettings":
         """Validate ``settings.accuracy``; errors name the key, the value and what is expected."""
         from .recipe import Recipe, check_fields
+        from .threads import check_threads
 
         values = dict(values or {})
+        if "threads" in values:  # before the type check, whose wording for Union[int, str] is less helpful
+            check_threads(values["threads"], "settings.accuracy.threads")
         check_fields(cls, values, "settings.accuracy")
         settings = cls(**values)
+        if "img_size" in settings.model_kwargs:
+            raise ValueError("settings.accuracy.model_kwargs.img_size is not allowed: set settings.accuracy.img_size "
+                             "(it sizes both the model and the data)")
         for key in ("img_size", "nproc_per_node", "latency_batch", "synthetic_train_per_class",
                     "synthetic_val_per_class"):
             if getattr(settings, key) < 1:
@@ -212,13 +226,21 @@ def build_model(job: Job, num_classes: int):
 
     s = job.parsed
     recipe = dict(s.recipe)
-    kwargs = dict(s.model_kwargs, num_classes=num_classes, attn_overrides=job.overrides or None)
+    kwargs = dict(s.model_kwargs, num_classes=num_classes, attn_overrides=job.overrides or None,
+                  img_size=s.img_size)
     if recipe.get("drop_path") is not None:
         kwargs["drop_path_rate"] = recipe["drop_path"]
     torch.manual_seed(job.seed)
     if s.model == "swap":
-        return models.create_model("swap", attention=job.attention, macro=s.macro, img_size=s.img_size, **kwargs)
-    return models.create_model(job.model_name(), **kwargs)
+        return models.create_model("swap", attention=job.attention, macro=s.macro, **kwargs)
+    try:
+        return models.create_model(job.model_name(), **kwargs)
+    except TypeError as exc:  # an entrypoint of one's own that was written without img_size
+        if "img_size" not in str(exc):
+            raise
+        raise ValueError(f"settings.accuracy.model={s.model!r}: model {job.model_name()!r} does not take img_size; "
+                         f"accuracy jobs build every model for settings.accuracy.img_size={s.img_size}, so its "
+                         "entrypoint must accept img_size (and size its attention slots by it)") from exc
 
 
 def build_datasets(job: Job):
@@ -251,11 +273,14 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
     """Train and evaluate ``job`` in this process (a torchrun process joins its group); the result on rank 0.
 
     The result is :func:`attnbench.accuracy.train.fit`'s, plus ``model``, ``dataset``, ``params``, ``num_classes``,
-    ``out_dir``, ``world_size`` (training processes).
+    ``out_dir``, ``world_size`` (training processes), ``threads`` (torch threads of each training process),
+    ``threads_how`` and ``threads_probe_ms`` (:class:`attnbench.accuracy.threads.ThreadChoice`). The process's
+    thread count is restored on return.
     """
     import torch
 
     from .recipe import Recipe
+    from .threads import choose_threads, use_threads
     from .train import fit, init_distributed
 
     s = job.parsed
@@ -266,12 +291,19 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
     recipe = Recipe.from_dict({"seed": job.seed, **s.recipe})
     train, val, classes, label = build_datasets(job)
     model = build_model(job, len(classes))
-    result = fit(model, train, val, recipe, job.out_dir(), device, num_classes=len(classes),
-                 fingerprint=job.fingerprint(), resume=s.resume, info=info, log=log)
+    choice = choose_threads(s.threads, model, device, s.img_size, recipe.batch_size,
+                            int(s.model_kwargs.get("in_chans", 3)))
+    if log is not None and info.is_main:
+        log(f"threads {choice.threads} ({choice.how}"
+            + (f": ms/step {choice.probe_ms}" if choice.probe_ms else "") + ")")
+    with use_threads(choice.threads):
+        result = fit(model, train, val, recipe, job.out_dir(), device, num_classes=len(classes),
+                     fingerprint=job.fingerprint(), resume=s.resume, info=info, log=log)
     if not info.is_main:
         return None
     params = sum(p.numel() for p in model.parameters())
     return {**result, "reused": result.get("resumed_from", 0) >= result.get("epochs", 0) > 0,
             "model": job.model_name() if s.model != "swap" else f"swap:{s.macro}:{job.attention}",
             "dataset": label, "params": params, "num_classes": len(classes), "out_dir": str(job.out_dir()),
-            "world_size": info.world_size}
+            "world_size": info.world_size, "threads": choice.threads, "threads_how": choice.how,
+            "threads_probe_ms": choice.probe_ms}

@@ -3,6 +3,7 @@
 Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.AccuracySettings`):
     1. The model: the macro design (default ``swap`` of DeBiFormer-T) with the cell's attention in every slot;
        the cell's config, less ``dim``/``num_heads`` (per stage), overrides every slot. Seeded by the suite seed.
+       Built for ``img_size`` (presets such as ``debiformer_t_swap_{attention}_iso`` as well as ``swap``).
     2. The data: an ImageNet-layout subset from ``data_root`` / ``$ATTNBENCH_DATA`` (or the synthetic dataset),
        the same images, order and augmentation draws for every attention.
     3. Training with the recipe (:mod:`attnbench.accuracy.recipe`), a checkpoint per epoch under the job's
@@ -13,14 +14,19 @@ Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.Accu
        and joins that group.
     4. Whole-model cost of the trained architecture: fvcore MACs (attnbench's handles, batch 1, at ``img_size``)
        and eval-forward latency (float32, ``latency_batch``), for the accuracy-vs-cost figures.
+    5. Threads: ``settings.accuracy.threads`` (an int, or ``"auto"``: the fastest on this machine, see
+       :mod:`attnbench.accuracy.threads`) sets ``torch.set_num_threads`` for training, evaluation and the
+       model-latency measurement; the process's count is restored afterwards.
 
 Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, ``acc_train_throughput_img_s``
 (training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
 ``acc_world_size`` (training processes), ``acc_resumed_from_epoch`` (epochs a checkpoint held when it started),
 ``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_loss_curve`` (training loss per epoch),
-``acc_top1_curve`` (validation top-1 per evaluated epoch), ``acc_reused`` (true when a finished job's checkpoint
-was reused and nothing was trained now; its throughput is then the stored one), ``acc_resumed_from_epoch`` (epochs
-found in the checkpoint), ``model_macs_fvcore``, ``model_latency_ms_median``.
+``acc_top1_curve`` (validation top-1 per evaluated epoch), ``acc_threads`` (torch threads of each training
+process, also those of the model-latency column), ``acc_threads_how`` (``set``, ``auto-probe``, ``auto-loaded``,
+``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
+candidate, ms; None without a probe), ``acc_reused`` (true when a finished job's checkpoint was reused and nothing
+was trained now; its throughput is then the stored one), ``model_macs_fvcore``, ``model_latency_ms_median``.
 
 Jobs live in the run directory (``RUN_DIR/accuracy/jobs/<attention>-<key>``, unless ``work_dir`` names a shared
 folder); the key hashes every input: model, config, data root and the digest of its file listing, recipe, seed and
@@ -99,6 +105,7 @@ def model_cost(model: torch.nn.Module, img_size: int, device: torch.device, batc
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """Train and evaluate the cell's attention in the configured backbone; the ``acc_*`` columns."""
     from ..accuracy.job import AccuracySettings, build_model, make_job, run_job
+    from ..accuracy.threads import use_threads
 
     raw = dict(ctx.settings.get("accuracy") or {})
     settings = AccuracySettings.from_dict(raw)
@@ -123,8 +130,10 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_top1_curve": [float(h["top1"]) for h in history if "top1" in h],
         # a finished job found in the work folder is re-evaluated, not retrained: the row says so
         "acc_reused": bool(result.get("reused", False)),
-        "acc_resumed_from_epoch": int(result.get("resumed_from", 0)),
+        "acc_threads": int(result["threads"]), "acc_threads_how": str(result["threads_how"]),
+        "acc_threads_probe_ms": result.get("threads_probe_ms"),
     }
     model = build_model(job, num_classes=int(result["num_classes"]))
-    columns.update(model_cost(model, settings.img_size, ctx.device, settings.latency_batch))
+    with use_threads(columns["acc_threads"]):  # the training processes' count (rank 0's, under torchrun)
+        columns.update(model_cost(model, settings.img_size, ctx.device, settings.latency_batch))
     return columns

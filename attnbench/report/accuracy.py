@@ -26,7 +26,8 @@ __all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "a
 ACC_PERCENT_COLUMNS = ("acc_top1", "acc_top5")
 ACC_NON_PERCENT_COLUMNS = ("acc_params", "acc_epochs", "acc_world_size", "acc_resumed_from_epoch",
                            "acc_train_loss_final", "acc_train_throughput_img_s",
-                           "acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve")
+                           "acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve", "acc_threads",
+                           "acc_threads_how", "acc_threads_probe_ms")
 _TABLE = [("label", "attention"), ("acc_model", "model"), ("acc_dataset", "data"), ("acc_epochs", "epochs"),
           ("acc_params", "params (M)"), ("model_macs_fvcore", "MMACs"), ("model_latency_ms_median", "latency (ms)"),
           ("acc_top1", "top-1 (%)"), ("delta", "Δ top-1 (pt)"), ("acc_top5", "top-5 (%)"),

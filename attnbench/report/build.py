@@ -64,7 +64,7 @@ def make_report(runs: Runs):
     cells = frame.groupby("run_id").size().to_dict()
     return Report(
         title=", ".join(runs.suite_names()),
-        environment=environment_table(runs.manifests, cells),
+        environment=environment_table(runs.manifests, cells, frame),
         attentions=attentions_table(frame),
         baseline_note=_baseline_note(frame, runs),
         sections=build_sections(frame),

@@ -280,7 +280,6 @@ _ENV_FIELDS = (
     ("torch", lambda m: (m.get("versions") or {}).get("torch")),
     ("versions", lambda m: ", ".join(f"{k} {v}" for k, v in sorted((m.get("versions") or {}).items())
                                      if k != "torch")),
-    ("threads", lambda m: m.get("threads")),
     ("started", lambda m: m.get("started_at")),
     ("ended", lambda m: m.get("ended_at") or "(not finished)"),
     ("commit", lambda m: m.get("git_commit")),
@@ -297,14 +296,44 @@ def _prefixed(prefix: str, value) -> str | None:
     return f"{prefix}{value}" if value else None
 
 
-def environment_table(manifests: dict[str, dict], cells: dict[str, int]) -> Table:
-    """One column per run: where and with what each run was measured (from its manifest)."""
+def environment_table(manifests: dict[str, dict], cells: dict[str, int],
+                      frame: pd.DataFrame | None = None) -> Table:
+    """One column per run: where and with what each run was measured (from its manifest); the threads row from
+    the rows of ``frame`` (:func:`threads_used`)."""
     run_ids = list(manifests)
     rows = [["cells", *[str(cells.get(r, 0)) for r in run_ids]]]
     for name, get in _ENV_FIELDS:
         values = ["(no manifest)" if not manifests[r] else _text(get(manifests[r])) for r in run_ids]
         rows.append([name, *values])
+        if name == "versions":
+            rows.append(["threads", *[threads_used(frame, r, manifests[r]) for r in run_ids]])
     return Table(caption="environment", header=["run", *run_ids], rows=rows, numeric=False)
+
+
+def threads_used(frame: pd.DataFrame | None, run_id: str, manifest: dict) -> str:
+    """The torch threads a run's measurements used, from its rows: ``latency 1; accuracy 2 (auto-probe)``.
+
+    The latency metric records ``threads`` per row, the accuracy metric ``acc_threads`` and ``acc_threads_how``.
+    A run whose rows record neither shows the manifest's process default, marked as such.
+    """
+    rows = frame[frame["run_id"] == run_id] if frame is not None and "run_id" in frame else None
+    parts = []
+    if rows is not None and not rows.empty:
+        if "threads" in rows:
+            parts.append(("latency", _distinct_ints(rows["threads"]), []))
+        if "acc_threads" in rows:
+            how = sorted({str(h) for h in rows.get("acc_threads_how", pd.Series(dtype=object)).dropna()})
+            parts.append(("accuracy", _distinct_ints(rows["acc_threads"]), how))
+    text = "; ".join(f"{name} {', '.join(map(str, values))}" + (f" ({', '.join(how)})" if how else "")
+                     for name, values, how in parts if values)
+    if text:
+        return text
+    default = (manifest or {}).get("threads")
+    return f"{default} (process default; no row records its threads)" if default is not None else "—"
+
+
+def _distinct_ints(series: pd.Series) -> list[int]:
+    return sorted({int(v) for v in pd.to_numeric(series, errors="coerce").dropna()})
 
 
 def _text(value) -> str:

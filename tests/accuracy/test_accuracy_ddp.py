@@ -72,6 +72,10 @@ def test_metric_trains_under_torchrun(tmp_path):
                         dtype=torch.float32, device=torch.device("cpu"), settings={"accuracy": settings})
     cols = accuracy.measure(ctx)
     assert cols["acc_epochs"] == 1 and 0 <= cols["acc_top1"] <= 100 and cols["acc_model"] == "swap:tiny:agent"
+    # threads "auto" in two torchrun processes: the usable cores shared out, no probe (rank 0's count recorded)
+    from attnbench.accuracy.threads import usable_cores
+
+    assert (cols["acc_threads"], cols["acc_threads_how"]) == (max(1, usable_cores() // 2), "auto-ddp")
     (job,) = (tmp_path / "jobs").iterdir()
     history = torch.load(job / "checkpoint.pt", weights_only=False)["history"]
     assert history[0]["train_images"] == 32  # 2 processes x 2 steps x batch 8

@@ -34,6 +34,7 @@ def context(attention: str, config: dict, settings: dict) -> MetricContext:
     ({"img_size": "224"}, "img_size='224' has type str, expected int"),
     ({"recipe": {"lr": None}}, "recipe.lr=None has type NoneType, expected float"),
     ({"nproc_per_node": 0}, "nproc_per_node=0 is not allowed"),
+    ({"threads": 0}, r"threads=0 is not allowed: expected a positive int"),
 ])
 def test_bad_settings_name_the_key(settings, match):
     with pytest.raises(ValueError, match=match):
@@ -91,6 +92,7 @@ def test_accuracy_suite_end_to_end(tmp_path):
     for row in rows:
         assert row["status"] == "ok" and 0 <= row["acc_top1"] <= 100 and row["acc_epochs"] == 1
         assert row["acc_model"] == f"swap:tiny:{row['attention']}"
+        assert row["acc_threads"] >= 1 and row["acc_threads_how"].startswith("auto")  # the default, recorded
 
 
 @pytest.mark.parametrize("suite", ["accuracy_smoke.yaml", "accuracy_subset.yaml"])
