@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 __all__ = ["closest", "did_you_mean", "suggest_suite", "suggest_sibling", "is_run_dir", "run_dir_hint",
-           "check_run_dirs", "pattern_hint", "SUITE_SUFFIXES"]
+           "check_run_dirs", "pattern_hint", "import_path_hint", "SUITE_SUFFIXES"]
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 #: entries of a directory looked at for a "did you mean" path
@@ -131,3 +132,27 @@ def check_run_dirs(run_dirs: Iterable[str]) -> None:
         near = suggest_sibling(d, is_run_dir)
         parts.append(f"{d}: not a directory" + (f" (did you mean {near}?)" if near else ""))
     raise UserError("; ".join(parts) + "; expected a run directory written by `attnbench run`")
+
+
+def import_path_hint(dotted: str, error: BaseException) -> str:
+    """Where the module of a dotted-path attention (``package.module:Class``) has to be, when importing it failed
+    because that module (or its package) was not found; ``""`` for any other failure.
+
+    The ``attnbench`` command does not search the working directory (a console script's ``sys.path`` starts with its
+    own folder), so a package beside the suite is found only with ``PYTHONPATH=.``, when installed, or with
+    ``python -m attnbench.cli``.
+    """
+    missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
+    module = dotted.partition(":")[0]
+    if not isinstance(missing, ModuleNotFoundError) or not missing.name:
+        return ""
+    if not (module == missing.name or module.startswith(missing.name + ".")):
+        return ""  # the user's module was found, and something it imports was not: its own message says what
+    top = module.split(".")[0]
+    here = Path.cwd()
+    beside = (here / top).is_dir() or (here / f"{top}.py").is_file()
+    searched = any(Path(p or ".").resolve() == here.resolve() for p in sys.path)
+    if beside and not searched:
+        return (f"; {top} is in the working directory, which the attnbench command does not search: run "
+                f"`PYTHONPATH=. attnbench ...` (or install the package)")
+    return f"; {top} must be importable: put its folder on PYTHONPATH or install it (docs/cli.md)"

@@ -1,9 +1,10 @@
 """The CLI fails fast and helps (issue 11): argument and file errors are reported before torch is imported, with the
 nearest name ("did you mean") for commands, suite files, run directories, images and attention patterns.
 
-Each error case runs the real CLI in a fresh interpreter (``python3 -c DRIVER ARGS``); the driver records at exit
-whether ``torch`` is in ``sys.modules``, which is the deterministic proof of "before torch". The wall time of each
-case is printed (``pytest -s``), never asserted.
+Each error case runs the real CLI in a fresh interpreter, started from a script file as the ``attnbench`` console
+script is (so the working directory is not on ``sys.path``); the script records at exit whether ``torch`` is in
+``sys.modules``, which is the deterministic proof of "before torch". The wall time of each case is printed
+(``pytest -s``), never asserted. The last tests check the three ways a user's own attention is found (docs/cli.md).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from attnbench.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: runs the CLI as `attnbench ARGS`; at exit, one marker line says whether torch was imported
+#: runs the CLI as the `attnbench` console script does: from a file, so the working directory is not on sys.path;
+#: at exit, one marker line says whether torch was imported
 DRIVER = """
 import atexit, sys
 atexit.register(lambda: sys.stderr.write("\\n@@torch_imported=%s\\n" % ("torch" in sys.modules)))
@@ -32,11 +34,20 @@ main(sys.argv[1:], prog_name="attnbench")
 TIMES: dict[str, float] = {}
 
 
-def cli(args: list[str], cwd: Path = REPO) -> tuple[int, str, bool, float]:
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bin") / "attnbench_driver.py"
+    path.write_text(DRIVER)
+    return path
+
+
+def cli(driver: Path, args: list[str], cwd: Path = REPO, pythonpath: tuple[str, ...] = ()
+        ) -> tuple[int, str, bool, float]:
     """(exit code, output without the marker, torch imported?, wall seconds) of `attnbench ARGS` in a subprocess."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = [*pythonpath, str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(driver), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
     wall = time.perf_counter() - start
     out = proc.stdout + proc.stderr
@@ -77,7 +88,8 @@ CASES = {
     # attnbench run: the suite file and option values
     "run: missing suite file": (["run", "missing.yaml"], "place", ["missing.yaml", "cannot read suite file"]),
     "run: typo in a shipped suite's name": (["run", "suites/resolution_swep.yaml"], "repo",
-                                            ["suites/resolution_swep.yaml", "did you mean suites/resolution_sweep.yaml?"]),
+                                            ["suites/resolution_swep.yaml",
+                                             "did you mean suites/resolution_sweep.yaml?"]),
     "run: a bare suite name": (["run", "resolution_sweep"], "repo",
                                ["resolution_sweep:", "did you mean suites/resolution_sweep.yaml?"]),
     "run: typo in a local suite's name": (["run", "tiyn.yaml"], "place", ["tiyn.yaml", "did you mean tiny.yaml?"]),
@@ -129,9 +141,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_error_is_one_line_exit_2_and_before_torch(case, place):
+def test_error_is_one_line_exit_2_and_before_torch(case, place, driver):
     args, where, words = CASES[case]
-    code, text, torch_imported, wall = cli(args, REPO if where == "repo" else place)
+    code, text, torch_imported, wall = cli(driver, args, REPO if where == "repo" else place)
     TIMES[case] = wall
     print(f"\n[fail-fast] {wall:.2f} s  attnbench {' '.join(args)}")
     assert code == 2, text
@@ -142,16 +154,16 @@ def test_error_is_one_line_exit_2_and_before_torch(case, place):
     assert not torch_imported, f"{case}: torch was imported before the error\n{text}"
 
 
-def test_the_driver_sees_torch_when_a_command_needs_it(place):
+def test_the_driver_sees_torch_when_a_command_needs_it(place, driver):
     """The marker is not blind: a dry run of a valid suite checks the attentions against the registry (torch)."""
-    code, text, torch_imported, _ = cli(["run", "tiny.yaml", "--dry-run"], place)
+    code, text, torch_imported, _ = cli(driver, ["run", "tiny.yaml", "--dry-run"], place)
     assert code == 0, text
     assert "suite tiny: 8 cells to run" in text and torch_imported
 
 
-def test_help_does_not_import_torch():
+def test_help_does_not_import_torch(driver):
     for args in (["--help"], ["run", "--help"], ["list", "--help"], ["viz", "--help"], ["report", "--help"]):
-        code, text, torch_imported, _ = cli(args)
+        code, text, torch_imported, _ = cli(driver, args)
         assert code == 0 and "Usage: attnbench" in text and not torch_imported, (args, text)
 
 
@@ -209,6 +221,65 @@ def test_a_dry_run_still_reports_an_unknown_attention_after_the_fast_checks(tmp_
     path = write_yaml(tmp_path / "s.yaml", {**SUITE, "attentions": [{"name": "mhsa"}, {"name": "dbar"}]})
     result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
     assert result.exit_code == 2 and "unknown attention 'dbar'; did you mean 'dbra'?" in result.output
+
+
+USER_ATTENTION = '''"""A user's attention: a learned per-channel scale, (B, H, W, C) -> (B, H, W, C)."""
+import torch
+from torch import nn
+
+
+class Scale(nn.Module):
+    def __init__(self, dim: int = 32, num_heads: int = 2):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.scale
+'''
+
+
+@pytest.fixture
+def user_package(tmp_path) -> Path:
+    """tmp_path/my_pkg/attn.py (class Scale) and a suite using it by dotted path."""
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "attn.py").write_text(USER_ATTENTION)
+    write_yaml(tmp_path / "mine.yaml", {"name": "mine", "attentions": [{"name": "mhsa"},
+                                                                       {"name": "my_pkg.attn:Scale", "label": "scale"}],
+                                        "defaults": {"dim": 32, "num_heads": 2},
+                                        "axes": {"resolution": [14], "device": ["cpu"]}, "metrics": ["params"]})
+    return tmp_path
+
+
+def test_a_dotted_path_attention_is_found_through_pythonpath(user_package, driver):
+    code, text, _, _ = cli(driver, ["run", "mine.yaml", "--dry-run"], user_package)
+    assert code == 2 and "No module named 'my_pkg'" in text
+    assert "my_pkg is in the working directory, which the attnbench command does not search" in text
+    assert "PYTHONPATH=. attnbench" in text
+    code, text, _, _ = cli(driver, ["run", "mine.yaml", "--dry-run"], user_package, pythonpath=(".",))
+    assert code == 0 and "2 cells to run" in text and "scale 14x14" in text, text
+
+
+def test_an_installed_package_joins_the_registry_through_its_entry_point(user_package, driver, tmp_path_factory):
+    """An installed distribution (a .dist-info folder on sys.path is what pip leaves) with an entry point in the
+    group ``attentions``: its name is listed and usable like a built-in one."""
+    site = user_package / "site"
+    dist = site / "my_pkg-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attentions]\nmy_scale = my_pkg.attn:Scale\n")
+    (user_package / "my_pkg").rename(site / "my_pkg")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    code, text, _, _ = cli(driver, ["list", "my_*"], elsewhere, pythonpath=(str(site),))
+    assert code == 0 and text.startswith("my_scale  A user's attention"), text
+
+
+def test_import_path_hint_names_the_missing_module_only():
+    assert hints.import_path_hint("nowhere_pkg.m:C", ModuleNotFoundError("x", name="nowhere_pkg")).startswith(
+        "; nowhere_pkg must be importable")
+    # the user's module was found, a package it imports was not: no advice about the user's path
+    assert hints.import_path_hint("my_pkg.m:C", ModuleNotFoundError("x", name="scipyy")) == ""
+    assert hints.import_path_hint("my_pkg.m:C", AttributeError("no attribute")) == ""
 
 
 def teardown_module(module):
