@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import UserError, os_error_text
+from .hints import closest
 
 #: command name -> module under attnbench.commands
 COMMANDS = {
@@ -44,6 +45,16 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(f"attnbench.commands.{COMMANDS[name]}")
         return module.command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """An unknown command name fails with the nearest one and the list (click alone cannot suggest: the
+        commands are not loaded until one is invoked)."""
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-") and not ctx.resilient_parsing:
+            near = closest(name, COMMANDS)
+            hint = f" Did you mean {near!r}?" if near else ""
+            ctx.fail(f"No such command {name!r}.{hint} Commands: {', '.join(COMMANDS)}.")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         """Run the command; warnings become one ``warning:`` line each, and a file-system error one line naming the

@@ -164,10 +164,15 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     elif suite_path is None:
         raise UserError("give a SUITE file to run (or --resume RUN_DIR)")
     else:
-        suite = load_suite(suite_path)
+        # the structure first, torch-free: a broken file, a typo in --only, a used --out or a runaway grid is
+        # reported at once; the attention names and configs are checked below, against the registry (torch)
+        suite = load_suite(suite_path, check_attentions=False)
         run_dir = Path(out) if out else _default_run_dir(suite)
         _refuse_used(run_dir)
+    selection = parse_only(only) if only else None
     _check_size(suite, max_cells)
+    if not resume:
+        suite = load_suite(suite_path)
     import torch  # after the suite is loaded and checked: a broken suite is reported without waiting for torch
 
     from .probe import Probe
@@ -185,8 +190,8 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     expansion = expand(suite, cuda_available=cuda_available, device=device, probe=check)
     # from the whole suite: a --only that leaves the baseline out still pairs each cell with it
     baselines = expansion.baselines(suite.baseline) if "latency" in suite.metrics else {}
-    if only:
-        expansion = expansion.select(parse_only(only))
+    if selection is not None:
+        expansion = expansion.select(selection)
         if not expansion.cells and not expansion.skipped:
             raise UserError(f"--only {only!r} matches none of the suite's cells; `attnbench run {suite_path or ''} "
                             "--dry-run` lists them")

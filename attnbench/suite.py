@@ -13,7 +13,6 @@ this module does not import torch.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import UserError
+from .hints import did_you_mean  # re-exported: the suite checks and cells import it from here
 from .executors.config import ExecutorSection
 
 __all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "Axes", "SuiteError", "did_you_mean", "load_suite",
@@ -269,8 +269,3 @@ def _line_of(node: Any, path: str) -> Optional[int]:
         else:
             break
     return line
-
-
-def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
+from .hints import import_path_hint
 from .suite import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
 
 __all__ = ["pydantic_errors", "structural_errors", "attention_errors", "resolve_entries", "accepted_keys"]
@@ -190,7 +191,7 @@ def _resolve(name: str) -> tuple[Optional[type], Optional[str]]:
     try:
         return attentions.resolve(name), None
     except (ValueError, ImportError) as e:
-        return None, str(e)
+        return None, str(e) + import_path_hint(name, e)
 
 
 def _type_error(cls: type, key: str, value: Any) -> Optional[str]:

@@ -53,12 +53,16 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
     compared exactly. PR mode (--base REF): base and head run interleaved in two worker processes; the per-round
     head/base ratio decides. Prints a Markdown table; exit 1 on a regression, 2 on bad input.
     """
-    from attnbench.ci import cases as ci_cases
-    from attnbench.ci import pbjson, verdicts
     from attnbench.errors import UserError
 
+    # the checks that need no torch come first (attnbench.ci imports it)
     if base_ref and update_baseline:
         raise UserError("--update-baseline and --base are exclusive (the PR mode has no baseline file)")
+    if not base_ref and not update_baseline and not baseline.is_file():
+        raise UserError(f"baseline {baseline} not found: create it with `attnbench ci --update-baseline` (or pass "
+                        "--baseline PATH)")  # the words of attnbench.ci.gate.load_baseline, which checks the rest
+    from attnbench.ci import cases as ci_cases
+    from attnbench.ci import pbjson, verdicts
     try:
         selected = ci_cases.select(patterns)
         ci_cases.slowdown_factor("")  # validates ATTNBENCH_CI_SLOWDOWN early

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from ..hints import check_run_dirs
+
 __all__ = ["command"]
 
 
@@ -24,6 +26,7 @@ def command(base_run: str, new_run: str, threshold: float, fmt: str, changed_onl
     the slowdown is statistically clear, or an ok cell now fails; 0 otherwise; 2 on bad input, including two runs
     with no cell in common.
     """
+    check_run_dirs((base_run, new_run))  # before pandas is imported
     from attnbench.compare import compare_runs, render
 
     comparison = compare_runs(base_run, new_run, threshold / 100)

@@ -5,14 +5,28 @@ import importlib
 
 import click
 
-import attentions
-from attentions.config import field_table
+from ..errors import UserError
+from ..hints import pattern_hint
+
+__all__ = ["command", "describe_attentions"]
 
 
 def describe_attentions(pattern: str | None = None) -> list[tuple[str, str, list[tuple[str, str, object]]]]:
-    """(name, first docstring line, [(field, type, default), ...]) for each registered attention."""
+    """(name, first docstring line, [(field, type, default), ...]) for each registered attention.
+
+    Raises:
+        UserError: ``pattern`` matches no registered name (with the nearest name and the registered ones).
+    """
+    import attentions  # imports torch: only once the arguments are known to be fine
+    from attentions.config import field_table
+
+    names = attentions.available(pattern)
+    if pattern and not names:
+        every = attentions.available()
+        raise UserError(f"no registered attention matches {pattern!r}{pattern_hint(pattern, every)} "
+                        f"(registered: {', '.join(every)}; a pattern is a shell glob, e.g. 'd*')")
     rows = []
-    for name in attentions.available(pattern):
+    for name in names:
         cls = attentions.resolve(name)
         doc = (importlib.import_module(cls.__module__).__doc__ or cls.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else ""
@@ -25,7 +39,10 @@ def describe_attentions(pattern: str | None = None) -> list[tuple[str, str, list
 @click.command("list")
 @click.argument("pattern", required=False)
 def command(pattern: str | None) -> None:
-    """List the registered attentions (optionally those matching PATTERN, e.g. 'd*')."""
+    """List the registered attentions (optionally those matching the shell glob PATTERN, e.g. 'd*').
+
+    A PATTERN that matches none exits 2 with the nearest name.
+    """
     for name, summary, fields in describe_attentions(pattern):
         click.secho(name, bold=True, nl=False)
         click.echo(f"  {summary}")

@@ -1,13 +1,17 @@
 """``attnbench run SUITE``: expand a suite into cells and measure them into a run directory."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
 import click
 
-from ..executors.cli import executor_options, run_if_executor
+from ..errors import UserError
+from ..executors.cli import _overrides, executor_options, run_if_executor
+from ..hints import run_dir_hint, suggest_suite
 from ..progress import format_seconds
+from ..suite import SuiteError
 
 _ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
               "height, width, tokens, batch, dtype, device, pass, mode, cell_id; shell globs; '|' separates "
@@ -44,6 +48,24 @@ def print_summary(summary, echo=click.echo) -> None:
     echo(f"next: attnbench report {summary.run_dir}")
 
 
+def _check_suite_path(suite: Optional[str]) -> None:
+    """A SUITE that is not there fails at once, with the nearest suite file (`resolution_swep.yaml`, or a bare
+    `resolution_sweep`, -> `suites/resolution_sweep.yaml`)."""
+    if suite is None or os.path.lexists(suite):
+        return  # a file that exists but cannot be read is reported by load_suite, naming the reason
+    near = suggest_suite(suite)
+    hint = f"; did you mean {near}?" if near else ""
+    raise SuiteError(f"{suite}: cannot read suite file: No such file or directory{hint}")
+
+
+def _check_executor_flags(executor: dict, resume: Optional[str]) -> None:
+    """Resource flags without --executor, and a malformed --sbatch, before anything is loaded (a resumed run may
+    take its executor from its manifest, so only --sbatch is checked then)."""
+    _overrides(executor)
+    if not resume and not executor.get("x_executor") and any(v for k, v in executor.items() if k != "x_executor"):
+        raise UserError("the executor options (--partition, --time, --sbatch, ...) need --executor local|slurm")
+
+
 @click.command("run")
 @click.argument("suite", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default runs/<suite>-<time>).")
@@ -67,7 +89,12 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
 
     Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
     """
-    from .. import runner
+    _check_suite_path(suite)
+    if resume and not os.path.isdir(resume):
+        raise UserError(f"--resume {resume}: not a directory; expected a run directory made by attnbench run"
+                        + run_dir_hint(resume))
+    _check_executor_flags(executor, resume)
+    from .. import runner  # torch only after the checks above (and the suite structure, in runner.plan)
 
     p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells)
     if dry_run:

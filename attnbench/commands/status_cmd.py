@@ -9,7 +9,7 @@ __all__ = ["command"]
 
 
 @click.command("status")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("run_dir", type=click.Path(file_okay=False))
 def command(run_dir: str) -> None:
     """Show RUN_DIR's jobs (queued, running, done, failed) and how many cells have a row.
 
@@ -17,6 +17,11 @@ def command(run_dir: str) -> None:
     `attnbench run --resume RUN_DIR`.
     """
     from ..errors import UserError
+    from ..hints import run_dir_hint
+
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: not a directory; expected a run directory made by attnbench run"
+                        + run_dir_hint(run_dir))
     from ..executors.ledger import job_statuses, read_ledger
     from ..executors.shards import rows_by_job
     from ..results import MANIFEST_FILE, finished_ids, read_manifest, read_rows
