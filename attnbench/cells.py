@@ -6,10 +6,10 @@ runner's probe builds the module on the meta device and asks it for ``cost(H, W)
 
 Expansion order: attentions (or models) in suite order, then the axes in :data:`attnbench.suite.AXES` order,
 the last axis varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each
-cell is then, in this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``),
-dropped silently when ``axes.batch`` is given per device and the cell's batch is not one of its device's, dropped
-when an ``exclude`` entry matches it, skipped (with the reason) when its device is missing or the probe rejects
-it, and dropped when an earlier cell has the same ``cell_id``.
+cell is then, in this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``) and,
+when ``axes.batch`` is given per device, that device's batch (no cell where the device has none at this
+position), dropped when an ``exclude`` entry matches it, skipped (with the reason) when its device is missing or
+the probe rejects it, and dropped when an earlier cell has the same ``cell_id``.
 """
 from __future__ import annotations
 
@@ -217,11 +217,13 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
         for combo in _combos(suite):
             raw = device or combo["device"]
             concrete = ("cuda" if cuda_available else "cpu") if raw == "cuda_if_available" else raw
-            batches = suite.axes.batches_for(concrete)
-            if batches is not None and combo["batch"] not in batches:
-                continue  # a per-device batch of the other device: not a cell of this machine
+            batch = combo["batch"]
+            if isinstance(batch, dict):  # a per-device batch: this device's, if it has one at this position
+                batch = batch.get(concrete)
+                if batch is None:
+                    continue
             (h, w) = combo["resolution"]
-            cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, combo["batch"],
+            cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, batch,
                         combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind)
             if cell.cell_id in seen:
                 continue

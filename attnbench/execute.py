@@ -171,7 +171,8 @@ class CellRunner:
 
     Args:
         metric_names: the suite's metrics, in order.
-        settings: metric name -> settings (the suite's ``settings``).
+        settings: metric name -> settings (the suite's ``settings``); its ``threads`` (when set) is the number of
+            torch threads for the whole cell (build, gate, every metric), restored afterwards.
         seed: seeds the module weights and the input.
         functions: ``(name, measure)`` pairs to use instead of looking the names up (the child process).
         gate: the correctness gate to use instead of :func:`correctness_gate`.
@@ -226,7 +227,7 @@ class CellRunner:
     def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         stage, module = "build", None
         try:
-            with _deadline(self.timeout_s):
+            with _deadline(self.timeout_s), _threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
                 seen: list = []
@@ -264,6 +265,20 @@ class CellRunner:
         if memo_key not in self._memo:
             self._memo[memo_key] = dict(fn(ctx))
         return dict(self._memo[memo_key])
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]):
+    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    if not n:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -88,7 +88,8 @@ BATCH_LIST_TAG, BATCH_MAP_TAG = "list[int]", "dict[device]"
 
 class BatchByDevice(_Model):
     """``axes.batch`` per concrete device, ``{cpu: [8], cuda: [64]}``: one suite file sized for both machines (a
-    cell runs at the batches of the device it resolved to)."""
+    cell runs at the batches of the device it resolved to). Zipped, the i-th batch of each device goes with the
+    i-th value of the other axes (a device whose list is shorter has no cell at the later positions)."""
 
     cpu: Batches
     cuda: Batches
@@ -111,15 +112,14 @@ class Axes(_Model):
     mode: list[Literal[MODES]] = Field(default=["eager"], min_length=1)  # type: ignore[valid-type]
 
     def values(self, axis: str) -> list[Any]:
-        """The axis' values; for a per-device batch, those of every device (each cell keeps its device's)."""
+        """The axis' values. A per-device batch gives one ``{"cpu": b or None, "cuda": b or None}`` per position
+        (the longer list sets the count), so that it zips position by position; each cell takes its device's."""
         value = getattr(self, "pass_" if axis == "pass" else axis)
         if isinstance(value, BatchByDevice):
-            return list(dict.fromkeys(value.cpu + value.cuda))
+            n = max(len(value.cpu), len(value.cuda))
+            return [{d: (getattr(value, d)[i] if i < len(getattr(value, d)) else None) for d in ("cpu", "cuda")}
+                    for i in range(n)]
         return list(value)
-
-    def batches_for(self, device: str) -> Optional[list[int]]:
-        """The batches of a concrete device (``cpu``/``cuda``) when ``batch`` is per device, else None (all)."""
-        return list(getattr(self.batch, device)) if isinstance(self.batch, BatchByDevice) else None
 
 
 class Suite(_Model):
@@ -140,7 +140,8 @@ class Suite(_Model):
     exclude: list[dict[str, Any]] = []
     metrics: list[str] = Field(min_length=1)
     baseline: str = "mhsa"
-    #: metric name -> its settings mapping; plus ``timeout_s`` (seconds per cell, null for none)
+    #: metric name -> its settings mapping; plus ``timeout_s`` (seconds per cell, null for none) and ``threads``
+    #: (torch threads while a cell is measured, every stage; null: torch's default)
     settings: dict[str, Any] = {}
     seed: int = 0
     #: job grouping and resources for ``--executor local|slurm`` (docs/cluster.md); ignored when run in-process

@@ -132,10 +132,6 @@ def _zip_errors(suite: Suite) -> Errors:
     errors: Errors = []
     used: dict[str, int] = {}
     for g, group in enumerate(suite.zip):
-        if "batch" in group and suite.axes.batches_for("cpu") is not None:
-            errors.append((f"zip[{g}]", "a per-device batch ({cpu: [...], cuda: [...]}) cannot be zipped; give "
-                           "axes.batch as a list to zip it"))
-            continue
         if len(group) < 2:
             errors.append((f"zip[{g}]", f"expected two or more axis names to vary together, got {group!r}"))
         for axis in group:
@@ -300,11 +296,15 @@ def metric_errors(suite: Suite) -> Errors:
         if key == "timeout_s":
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 errors.append(("settings.timeout_s", f"expected a positive number of seconds or null, got {value!r}"))
+        elif key == "threads":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                errors.append(("settings.threads", f"expected a positive number of torch threads or null, "
+                               f"got {value!r}"))
         elif not isinstance(value, dict):
             errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
         elif key not in known:
-            errors.append((f"settings.{key}", f"not a metric or timeout_s{did_you_mean(key, known + ['timeout_s'])} "
-                           f"(known: {', '.join(known)})"))
+            errors.append((f"settings.{key}", f"not a metric, timeout_s or threads"
+                           f"{did_you_mean(key, known + ['timeout_s', 'threads'])} (known: {', '.join(known)})"))
         else:
             errors += _settings_errors(key, metrics.METRICS[key], value)
     return errors
