@@ -9,7 +9,8 @@ neither torch nor ``attentions``. One table row per model (series), in suite ord
 * **GMACs**: ``macs_fvcore`` / 1e9 (fvcore multiply-adds, batch 1, forward): what the papers call GFLOPs. Same
   Δ% and ✓/✗.
 * **throughput (img/s)**: ``throughput_img_s`` of the model's ``forward`` cell (the largest batch; a CUDA cell
-  before a CPU one) with its 95% interval, batch and device; the paper's figure with its hardware.
+  before a CPU one) with its 95% interval, batch, device and (CPU) the torch threads it was timed with; the
+  paper's figure with its hardware.
 * **peak train memory (MiB)**: ``mem_peak_bytes`` of the model's ``forward_backward`` cell (largest batch), batch
   and device.
 * **paper top-1 (%)** and the **note** of the published table (a documented discrepancy, a rounding convention).
@@ -104,7 +105,11 @@ def _throughput(row: Optional[pd.Series]) -> str:
     value, low, high = (_number(row.get(c)) for c in
                         ("throughput_img_s", "throughput_img_s_ci_low", "throughput_img_s_ci_high"))
     interval = f" [{fmt_num(low)}–{fmt_num(high)}]" if low is not None and high is not None else ""
-    return f"{fmt_num(value)}{interval} (b{int(row['batch'])}, {row['device']})"
+    where = f"b{int(row['batch'])}, {row['device']}"
+    threads = _number(row.get("threads"))
+    if row["device"] == "cpu" and threads:
+        where += f", {int(threads)} thread{'s' if threads != 1 else ''}"
+    return f"{fmt_num(value)}{interval} ({where})"
 
 
 def _memory(row: Optional[pd.Series]) -> str:
@@ -159,17 +164,12 @@ def paper_table(frame: pd.DataFrame, machines: str = "") -> tuple[Table, dict[st
 
 
 def _machines(manifests: dict[str, dict]) -> str:
-    """'<device name>, N threads' per run, from the manifests."""
+    """The device name of each run, from the manifests (the threads are the rows' own, in the cells)."""
     out = []
     for manifest in manifests.values():
-        if not manifest:
-            continue
-        cuda = manifest.get("cuda") or {}
-        name = manifest.get("device_name") or manifest.get("cpu_model") or "unknown machine"
-        threads = manifest.get("threads")
-        text = str(name) + ("" if cuda or not threads else f" ({threads} CPU thread{'s' if threads != 1 else ''})")
-        if text not in out:
-            out.append(text)
+        name = (manifest or {}).get("device_name") or (manifest or {}).get("cpu_model")
+        if name and str(name) not in out:
+            out.append(str(name))
     return "; ".join(out)
 
 

@@ -250,7 +250,7 @@ def test_tiny_model_suite_runs_every_metric_and_reports_a_paper_table(write_suit
     out = build_report([tmp_path / "run"], tmp_path / "report", figures=False)
     text = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Paper table" in text and "No model of this run has published figures." in text
-    assert "| tiny-mhsa |" in text and "(b3, cpu)" in text and "(b2, cpu)" in text
+    assert "| tiny-mhsa |" in text and "(b3, cpu, 1 thread)" in text and "(b2, cpu)" in text
 
 
 def test_shipped_models_suite_is_sized_per_device():

@@ -120,9 +120,9 @@ def test_debiformer_b_note_states_the_discrepancy(table):
 
 def test_throughput_and_training_memory_cells(table):
     # forward cell: 8 images / 0.4 s = 20 img/s, interval 8/0.44 .. 8/0.38; training memory from the fwd+bwd cell
-    assert table["DeBiFormer-T"]["throughput (img/s) [95% CI]"] == "20.0 [18.2–21.1] (b8, cpu)"
+    assert table["DeBiFormer-T"]["throughput (img/s) [95% CI]"] == "20.0 [18.2–21.1] (b8, cpu, 1 thread)"
     assert table["DeBiFormer-T"]["peak train memory (MiB)"] == "230 (b2, cpu)"
-    assert table["DeBiFormer-B"]["throughput (img/s) [95% CI]"] == "5.00 [4.71–5.33] (b8, cpu)"
+    assert table["DeBiFormer-B"]["throughput (img/s) [95% CI]"] == "5.00 [4.71–5.33] (b8, cpu, 1 thread)"
 
 
 def test_report_shows_the_paper_table_first(model_run, tmp_path):
