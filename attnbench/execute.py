@@ -205,8 +205,9 @@ class CellRunner:
         """The metrics' view of the cell, and a first module built for it.
 
         ``config['dim']`` is filled in from the module when the suite left it to the attention's default, because
-        the context sizes the input by it (an attention cell; a model cell's input is an image). ``baseline``: the suite baseline's cell at the same shape, batch, dtype,
-        device, pass and mode, which the context carries for the paired latency measurement.
+        the context sizes the input by it (an attention cell; a model cell's input is an image). ``baseline``: the
+        suite baseline's cell at the same shape, batch, dtype, device, pass and mode, which the context carries for
+        the paired latency measurement.
         """
         device, dtype = torch.device(cell.device), getattr(torch, cell.dtype)
         make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed,

@@ -2,8 +2,8 @@
 
 A suite names the attentions to measure (registry names or ``package.module:Class`` paths, each with config
 overrides) -- or, in a *model suite*, whole backbones (``models:``, names of ``attentions.models``) --, the sweep
-axes (token grid, batch, dtype, device, pass, mode), how the axes combine (a product, with
-``zip`` groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
+axes (token grid or image side, batch, dtype, device, pass, mode), how the axes combine (a product, with ``zip``
+groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
 documented key by key in ``docs/engine.md``; :mod:`attnbench.cells` expands a suite into cells.
 
 Every error names the file, the key path and what was expected, e.g.
@@ -25,20 +25,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from .errors import UserError
 from .executors.config import ExecutorSection
 
-__all__ = ["AXES", "CELL_KEYS", "KINDS", "Suite", "AttentionEntry", "ModelEntry", "Axes", "BatchByDevice",
+__all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "ModelEntry", "Axes", "BatchByDevice",
            "SuiteError", "did_you_mean", "load_suite", "suite_from_dict", "parse_resolution"]
 
 #: sweep axes in expansion order (YAML spelling)
 AXES = ("resolution", "batch", "dtype", "device", "pass", "mode")
 #: keys an ``exclude`` entry (and ``--only``) may name; ``model`` matches a model suite's model names
-CELL_KEYS = ("attention", "label", "model", "resolution", "height", "width", "tokens", "batch", "dtype", "device", "pass",
-             "mode")
+CELL_KEYS = ("attention", "label", "model", "resolution", "height", "width", "tokens", "batch", "dtype", "device",
+             "pass", "mode")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "cuda_if_available")
 PASSES = ("forward", "forward_backward")
 MODES = ("eager", "compile")
-#: what a suite's cells measure: one attention on a (B, H, W, C) token map, or a whole backbone on (B, 3, H, W) images
-KINDS = ("attention", "model")
 
 
 class SuiteError(UserError):

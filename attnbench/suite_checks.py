@@ -8,10 +8,10 @@ A model suite (``models:``) is checked against ``attentions.models``: unknown na
 entry's config (``defaults`` merged in: every model takes every default) is tried by building the model on the
 ``meta`` device, so a keyword the model does not take is an error at ``models[i].config.<key>``.
 
-``defaults`` semantics (attention suites): a default key is given to every attention that accepts it (a field of its ``Config``, or a
-parameter of its constructor for a class without one); the entry's own ``config`` wins over ``defaults``. A default
-that no attention of the suite accepts is an error (it is a typo), and so is an entry key its attention does not
-accept.
+``defaults`` semantics (attention suites): a default key is given to every attention that accepts it (a field of
+its ``Config``, or a parameter of its constructor for a class without one); the entry's own ``config`` wins over
+``defaults``. A default that no attention of the suite accepts is an error (it is a typo), and so is an entry key
+its attention does not accept.
 """
 from __future__ import annotations
 

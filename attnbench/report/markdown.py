@@ -1,4 +1,5 @@
-"""``summary.md``: warnings, a model suite's paper table, the verdict, the figures, the metric tables, the cells without a value, the environment."""
+"""``summary.md``: warnings, a model suite's paper table, the verdict, the figures, the metric tables, the cells
+without a value, the environment."""
 from __future__ import annotations
 
 from .tables import NOISY_MARK, Table
