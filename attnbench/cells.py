@@ -1,13 +1,15 @@
-"""A suite expanded into cells: one attention, one input shape, one setting of every axis.
+"""A suite expanded into cells: one attention (or, in a model suite, one backbone), one input shape, one setting
+of every axis.
 
 Pure functions, no torch: whether CUDA is present and whether an attention accepts a cell are passed in (the
 runner's probe builds the module on the meta device and asks it for ``cost(H, W)``; see :mod:`attnbench.probe`).
 
-Expansion order: attentions in suite order, then the axes in :data:`attnbench.suite.AXES` order, the last axis
-varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each cell is then, in
-this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``), dropped when an
-``exclude`` entry matches it, skipped (with the reason) when its device is missing or the probe rejects it, and
-dropped when an earlier cell has the same ``cell_id``.
+Expansion order: attentions (or models) in suite order, then the axes in :data:`attnbench.suite.AXES` order,
+the last axis varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each
+cell is then, in this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``) and,
+when ``axes.batch`` is given per device, that device's batch (no cell where the device has none at this
+position), dropped when an ``exclude`` entry matches it, skipped (with the reason) when its device is missing or
+the probe rejects it, and dropped when an earlier cell has the same ``cell_id``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,12 @@ def cell_id_of(identity: dict[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One measurement: the identity columns of a results row (see ``/docs/engine.md``)."""
+    """One measurement: the identity columns of a results row (see ``/docs/engine.md``).
+
+    ``kind`` is ``"attention"`` (a (B, H, W, C) token map through an attention) or ``"model"`` (a (B, 3, H, W) image
+    through a backbone of ``attentions.models``, whose name is then in ``attention``). Only a model cell's
+    identity holds ``kind``, so the ids of attention cells are what they were before model suites existed.
+    """
 
     suite: str
     attention: str
@@ -48,6 +55,7 @@ class Cell:
     device: str
     pass_: str
     mode: str
+    kind: str = "attention"
 
     @property
     def tokens(self) -> int:
@@ -55,11 +63,15 @@ class Cell:
 
     def identity(self) -> dict[str, Any]:
         """The identity columns, in the results contract's order and spelling."""
-        return {
-            "suite": self.suite, "attention": self.attention, "label": self.label, "config": dict(self.config),
+        ident = {"suite": self.suite}
+        if self.kind != "attention":
+            ident["kind"] = self.kind
+        ident.update({
+            "attention": self.attention, "label": self.label, "config": dict(self.config),
             "height": self.height, "width": self.width, "tokens": self.tokens, "batch": self.batch,
             "dtype": self.dtype, "device": self.device, "pass": self.pass_, "mode": self.mode,
-        }
+        })
+        return ident
 
     @property
     def cell_id(self) -> str:
@@ -67,8 +79,8 @@ class Cell:
 
     @classmethod
     def from_identity(cls, data: dict[str, Any]) -> "Cell":
-        keys = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{k: data["pass" if k == "pass_" else k] for k in keys})
+        keys = [f.name for f in dataclasses.fields(cls) if f.name != "kind"]
+        return cls(**{k: data["pass" if k == "pass_" else k] for k in keys}, kind=data.get("kind") or "attention")
 
     def key_text(self, key: str) -> str:
         """The text a filter pattern is matched against for ``key``."""
@@ -76,6 +88,8 @@ class Cell:
             return f"{self.height}x{self.width}"
         if key == "cell_id":
             return self.cell_id
+        if key == "model":
+            return self.attention if self.kind == "model" else ""
         return str(self.identity()[key])
 
     def describe(self) -> str:
@@ -171,7 +185,7 @@ def _axis_blocks(suite: Suite) -> list[list[str]]:
 def count_cells(suite: Suite) -> int:
     """How many cells the suite expands to before excludes and de-duplication: counted, not expanded, so a
     runaway grid is refused before it takes time or memory."""
-    n = len(suite.attentions)
+    n = len(suite.entries)
     for block in _axis_blocks(suite):
         n *= len(suite.axes.values(block[0]))
     return n
@@ -199,13 +213,18 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
     hits = [0] * len(excludes)
     out = Expansion([], [])
     seen: set[str] = set()
-    for entry in suite.attentions:
+    for entry in suite.entries:
         for combo in _combos(suite):
             raw = device or combo["device"]
             concrete = ("cuda" if cuda_available else "cpu") if raw == "cuda_if_available" else raw
+            batch = combo["batch"]
+            if isinstance(batch, dict):  # a per-device batch: this device's, if it has one at this position
+                batch = batch.get(concrete)
+                if batch is None:
+                    continue
             (h, w) = combo["resolution"]
-            cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, combo["batch"],
-                        combo["dtype"], concrete, combo["pass"], combo["mode"])
+            cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, batch,
+                        combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind)
             if cell.cell_id in seen:
                 continue
             seen.add(cell.cell_id)

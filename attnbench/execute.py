@@ -57,32 +57,55 @@ class Outcome:
 
 
 class ContractError(RuntimeError):
-    """The module's output breaks the attention contract: (B, H, W, C) in, the same shape, dtype and device out."""
+    """The module's output breaks its contract: an attention maps (B, H, W, C) to the same shape, a model maps
+    (B, C, H, W) images to (B, num_classes) logits; both keep the input's dtype and device."""
 
 
 class CellTimeout(TimeoutError):
     """The cell ran past ``settings.timeout_s``."""
 
 
-def check_contract(ctx: MetricContext, x: torch.Tensor, out: Any) -> None:
-    """Raise :class:`ContractError` unless ``out`` is one tensor of ``x``'s shape on the cell's dtype and device.
+def check_contract(ctx: MetricContext, x: torch.Tensor, out: Any, module: Optional[nn.Module] = None) -> None:
+    """Raise :class:`ContractError` unless ``out`` is one tensor of the expected shape on the cell's dtype and device.
 
-    Every attention of the zoo maps (B, H, W, C) to (B, H, W, C) (``attentions.base.Attention``); an output of
-    another shape would still give timings, so the cell would look measured while measuring something else.
+    Every attention of the zoo maps (B, H, W, C) to (B, H, W, C) (``attentions.base.Attention``); a model cell's
+    backbone maps (B, C, H, W) images to (B, num_classes) logits, ``num_classes`` read from the module (or its
+    config) when it says. An output of another shape would still give timings, so the cell would look measured
+    while measuring something else.
     """
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         out = out[0]  # modules that also return auxiliary outputs (e.g. routing indices): the first is the output
     if not isinstance(out, torch.Tensor):
         raise ContractError(f"expected the module to return a tensor, got {type(out).__name__}")
     problems = []
-    if tuple(out.shape) != tuple(x.shape):
+    if ctx.kind == "model":
+        problems += _logits_problems(ctx, x, out, module)
+    elif tuple(out.shape) != tuple(x.shape):
         problems.append(f"shape {tuple(out.shape)} (expected {tuple(x.shape)} = (B, H, W, C))")
     if out.dtype != ctx.dtype:
         problems.append(f"dtype {str(out.dtype).replace('torch.', '')} (expected {str(ctx.dtype).replace('torch.', '')})")
     if out.device.type != ctx.device.type:
         problems.append(f"device {out.device} (expected {ctx.device})")
     if problems:
-        raise ContractError("output breaks the attention contract: " + ", ".join(problems))
+        raise ContractError(f"output breaks the {ctx.kind} contract: " + ", ".join(problems))
+
+
+def _num_classes(ctx: MetricContext, module: Optional[nn.Module]) -> Optional[int]:
+    """The logits a model should give: its ``num_classes`` attribute, else the cell config's, else unknown."""
+    value = getattr(module, "num_classes", None) if module is not None else None
+    if value is None:
+        value = ctx.config.get("num_classes")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _logits_problems(ctx: MetricContext, x: torch.Tensor, out: torch.Tensor,
+                     module: Optional[nn.Module]) -> list[str]:
+    classes = _num_classes(ctx, module)
+    ok = out.dim() == 2 and out.shape[0] == x.shape[0] and (classes is None or classes <= 0 or out.shape[1] == classes)
+    if ok:
+        return []
+    want = f"({x.shape[0]}, {classes if classes and classes > 0 else 'num_classes'})"
+    return [f"shape {tuple(out.shape)} (expected {want} = (B, num_classes) logits)"]
 
 
 def _contract_hook(ctx: MetricContext, module: nn.Module, seen: list) -> Any:
@@ -91,7 +114,7 @@ def _contract_hook(ctx: MetricContext, module: nn.Module, seen: list) -> Any:
     def hook(mod: nn.Module, args: tuple, out: Any) -> None:
         if not seen and args and isinstance(args[0], torch.Tensor):
             seen.append(True)
-            check_contract(ctx, args[0], out)
+            check_contract(ctx, args[0], out, mod)
 
     return module.register_forward_hook(hook)
 
@@ -104,9 +127,14 @@ def correctness_gate() -> Callable[[MetricContext, nn.Module], None]:
 
 
 def build_module(attention: str, config: dict[str, Any], device: torch.device, dtype: torch.dtype,
-                 seed: int) -> nn.Module:
-    """The cell's module, seeded so that every build of a cell has the same weights."""
+                 seed: int, kind: str = "attention") -> nn.Module:
+    """The cell's module, seeded so that every build of a cell has the same weights: ``attentions.build(attention,
+    **config)``, or for a model cell ``attentions.models.create_model(attention, **config)``."""
     torch.manual_seed(seed)
+    if kind == "model":
+        from attentions.models import create_model
+
+        return create_model(attention, **config).to(device=device, dtype=dtype)
     return attentions.build(attention, **config).to(device=device, dtype=dtype)
 
 
@@ -143,7 +171,8 @@ class CellRunner:
 
     Args:
         metric_names: the suite's metrics, in order.
-        settings: metric name -> settings (the suite's ``settings``).
+        settings: metric name -> settings (the suite's ``settings``); its ``threads`` (when set) is the number of
+            torch threads for the whole cell (build, gate, every metric), restored afterwards.
         seed: seeds the module weights and the input.
         functions: ``(name, measure)`` pairs to use instead of looking the names up (the child process).
         gate: the correctness gate to use instead of :func:`correctness_gate`.
@@ -176,19 +205,22 @@ class CellRunner:
         """The metrics' view of the cell, and a first module built for it.
 
         ``config['dim']`` is filled in from the module when the suite left it to the attention's default, because
-        the context sizes the input by it. ``baseline``: the suite baseline's cell at the same shape, batch, dtype,
-        device, pass and mode, which the context carries for the paired latency measurement.
+        the context sizes the input by it (an attention cell; a model cell's input is an image). ``baseline``: the
+        suite baseline's cell at the same shape, batch, dtype, device, pass and mode, which the context carries for
+        the paired latency measurement.
         """
         device, dtype = torch.device(cell.device), getattr(torch, cell.dtype)
-        make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed)
+        make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed,
+                                 cell.kind)
         module = make()
         config = dict(cell.config)
         dim = getattr(getattr(module, "config", None), "dim", None) or getattr(module, "dim", None)
-        if "dim" not in config and isinstance(dim, int):
+        if cell.kind == "attention" and "dim" not in config and isinstance(dim, int):
             config["dim"] = dim
         ctx = MetricContext(attention=cell.attention, config=config, make_module=make, batch=cell.batch,
                             height=cell.height, width=cell.width, dtype=dtype, device=device, pass_=cell.pass_,
-                            mode=cell.mode, settings=self.settings, seed=self.seed, label=cell.label)
+                            mode=cell.mode, settings=self.settings, seed=self.seed, label=cell.label,
+                            kind=cell.kind)
         if baseline is not None:
             ctx.baseline = self.context(baseline)[0]
         return ctx, module
@@ -196,7 +228,7 @@ class CellRunner:
     def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         stage, module = "build", None
         try:
-            with _deadline(self.timeout_s):
+            with _deadline(self.timeout_s), _threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
                 seen: list = []
@@ -208,7 +240,7 @@ class CellRunner:
                 if not seen:  # a gate that ran no forward: the contract is still checked, on one of our own
                     with torch.no_grad():
                         x = ctx.make_input(False)
-                        check_contract(ctx, x, module(x))
+                        check_contract(ctx, x, module(x), module)
                 module = None  # metrics build their own; this one would only hold memory
                 columns: dict[str, Any] = {}
                 for name, fn in self.functions:
@@ -234,6 +266,20 @@ class CellRunner:
         if memo_key not in self._memo:
             self._memo[memo_key] = dict(fn(ctx))
         return dict(self._memo[memo_key])
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]):
+    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    if not n:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

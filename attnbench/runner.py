@@ -215,7 +215,8 @@ def _refuse_rejected(source: str, cells: list[tuple[Cell, str]]) -> None:
     lines = [f"{source}: cell {c.describe()} ({c.cell_id}): {r}" for c, r in cells[:10]]
     if len(cells) > 10:
         lines.append(f"{source}: ... and {len(cells) - 10} more such cells")
-    lines.append(f"{source}: fix the config (e.g. auto_pad: true) or leave these cells out with an exclude entry")
+    fix = "the resolution" if cells[0][0].kind == "model" else "the config (e.g. auto_pad: true)"
+    lines.append(f"{source}: fix {fix} or leave these cells out with an exclude entry")
     raise UserError("\n".join(lines))
 
 

@@ -1,8 +1,9 @@
 """Benchmark suites: the YAML schema, loading and validation.
 
 A suite names the attentions to measure (registry names or ``package.module:Class`` paths, each with config
-overrides), the sweep axes (token grid, batch, dtype, device, pass, mode), how the axes combine (a product, with
-``zip`` groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
+overrides) -- or, in a *model suite*, whole backbones (``models:``, names of ``attentions.models``) --, the sweep
+axes (token grid or image side, batch, dtype, device, pass, mode), how the axes combine (a product, with ``zip``
+groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
 documented key by key in ``docs/engine.md``; :mod:`attnbench.cells` expands a suite into cells.
 
 Every error names the file, the key path and what was expected, e.g.
@@ -15,23 +16,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from .errors import UserError
 from .hints import did_you_mean  # re-exported: the suite checks and cells import it from here
 from .executors.config import ExecutorSection
 
-__all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "Axes", "SuiteError", "did_you_mean", "load_suite",
-           "suite_from_dict", "parse_resolution"]
+__all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "ModelEntry", "Axes", "BatchByDevice",
+           "SuiteError", "did_you_mean", "load_suite", "suite_from_dict", "parse_resolution"]
 
 #: sweep axes in expansion order (YAML spelling)
 AXES = ("resolution", "batch", "dtype", "device", "pass", "mode")
-#: keys an ``exclude`` entry (and ``--only``) may name
-CELL_KEYS = ("attention", "label", "resolution", "height", "width", "tokens", "batch", "dtype", "device", "pass",
-             "mode")
+#: keys an ``exclude`` entry (and ``--only``) may name; ``model`` matches a model suite's model names
+CELL_KEYS = ("attention", "label", "model", "resolution", "height", "width", "tokens", "batch", "dtype", "device",
+             "pass", "mode")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "cuda_if_available")
 PASSES = ("forward", "forward_backward")
@@ -73,44 +74,103 @@ class AttentionEntry(_Model):
         return self.label or self.name
 
 
+class ModelEntry(AttentionEntry):
+    """One backbone of a model suite: a name of ``attentions.models.list_models()``, its label, and keyword
+    arguments of ``attentions.models.create_model(name, **config)`` (e.g. ``num_classes``, ``drop_path_rate``)."""
+
+
+Batches = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)]
+#: the pydantic tag of each form of ``axes.batch``; a tag holding "[" is left out of error key paths
+BATCH_LIST_TAG, BATCH_MAP_TAG = "list[int]", "dict[device]"
+
+
+class BatchByDevice(_Model):
+    """``axes.batch`` per concrete device, ``{cpu: [8], cuda: [64]}``: one suite file sized for both machines (a
+    cell runs at the batches of the device it resolved to). Zipped, the i-th batch of each device goes with the
+    i-th value of the other axes (a device whose list is shorter has no cell at the later positions)."""
+
+    cpu: Batches
+    cuda: Batches
+
+
+def _batch_form(value: Any) -> str:
+    return BATCH_MAP_TAG if isinstance(value, (dict, BatchByDevice)) else BATCH_LIST_TAG
+
+
 class Axes(_Model):
-    """The sweep axes; each a non-empty list. Only ``resolution`` is required."""
+    """The sweep axes; each a non-empty list. Only ``resolution`` is required. ``batch`` may instead be a mapping
+    of device to list (:class:`BatchByDevice`)."""
 
     resolution: list[Resolution] = Field(min_length=1)
-    batch: list[Annotated[int, Field(gt=0)]] = Field(default=[1], min_length=1)
+    batch: Annotated[Union[Annotated[Batches, Tag(BATCH_LIST_TAG)], Annotated[BatchByDevice, Tag(BATCH_MAP_TAG)]],
+                     Discriminator(_batch_form)] = [1]
     dtype: list[Literal[DTYPES]] = Field(default=["float32"], min_length=1)  # type: ignore[valid-type]
     device: list[Literal[DEVICES]] = Field(default=["cuda_if_available"], min_length=1)  # type: ignore[valid-type]
     pass_: list[Literal[PASSES]] = Field(default=["forward"], min_length=1, alias="pass")  # type: ignore[valid-type]
     mode: list[Literal[MODES]] = Field(default=["eager"], min_length=1)  # type: ignore[valid-type]
 
     def values(self, axis: str) -> list[Any]:
-        return list(getattr(self, "pass_" if axis == "pass" else axis))
+        """The axis' values. A per-device batch gives one ``{"cpu": b or None, "cuda": b or None}`` per position
+        (the longer list sets the count), so that it zips position by position; each cell takes its device's."""
+        value = getattr(self, "pass_" if axis == "pass" else axis)
+        if isinstance(value, BatchByDevice):
+            n = max(len(value.cpu), len(value.cuda))
+            return [{d: (getattr(value, d)[i] if i < len(getattr(value, d)) else None) for d in ("cpu", "cuda")}
+                    for i in range(n)]
+        return list(value)
 
 
 class Suite(_Model):
-    """A validated suite. After :func:`load_suite`, every entry has a label and its merged config."""
+    """A validated suite. After :func:`load_suite`, every entry has a label and its merged config.
+
+    Exactly one of ``attentions`` (an attention suite: cells are (B, H, W, C) token maps, ``resolution`` is the
+    token grid) and ``models`` (a model suite: cells are (B, 3, H, W) images, ``resolution`` is the image side, the
+    output is (B, num_classes) logits) is given.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
-    attentions: list[AttentionEntry] = Field(min_length=1)
+    attentions: Optional[list[AttentionEntry]] = Field(default=None, min_length=1)
+    models: Optional[list[ModelEntry]] = Field(default=None, min_length=1)
     defaults: dict[str, Any] = {}
     axes: Axes
     zip: list[list[Literal[AXES]]] = []  # type: ignore[valid-type]
     exclude: list[dict[str, Any]] = []
     metrics: list[str] = Field(min_length=1)
     baseline: str = "mhsa"
-    #: metric name -> its settings mapping; plus ``timeout_s`` (seconds per cell, null for none)
+    #: metric name -> its settings mapping; plus ``timeout_s`` (seconds per cell, null for none) and ``threads``
+    #: (torch threads while a cell is measured, every stage; null: torch's default)
     settings: dict[str, Any] = {}
     seed: int = 0
     #: job grouping and resources for ``--executor local|slurm`` (docs/cluster.md); ignored when run in-process
     executor: Optional[ExecutorSection] = None
 
+    @property
+    def kind(self) -> str:
+        """``"model"`` for a suite of backbones (``models:``), else ``"attention"``."""
+        return "model" if self.models is not None else "attention"
+
+    @property
+    def entries(self) -> list[AttentionEntry]:
+        """The suite's entries, attentions or models, in suite order."""
+        return list(self.models if self.models is not None else self.attentions or [])
+
+    @property
+    def entries_key(self) -> str:
+        """The YAML key the entries are under (``attentions`` or ``models``), for error messages."""
+        return "models" if self.models is not None else "attentions"
+
     def labels(self) -> list[str]:
-        return [e.display for e in self.attentions]
+        return [e.display for e in self.entries]
 
     def to_dict(self) -> dict[str, Any]:
-        """The suite as plain YAML/JSON data (what the manifest stores and ``--resume`` reloads)."""
-        return self.model_dump(by_alias=True, mode="json")
+        """The suite as plain YAML/JSON data (what the manifest stores and ``--resume`` reloads); the entry key
+        the suite does not use is left out, so an attention suite's manifest is what it always was."""
+        data = self.model_dump(by_alias=True, mode="json")
+        for key in ("attentions", "models"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 #: limits of a suite file, so that loading one is safe whatever it holds (a suite is a few kB of YAML)
@@ -215,7 +275,11 @@ def load_suite(path: str | Path, *, check_attentions: bool = True) -> Suite:
 
 def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
                     check_attentions: bool = True) -> Suite:
-    """Validate suite data; with ``check_attentions``, also resolve names, merge ``defaults`` and check configs.
+    """Validate suite data; with ``check_attentions``, also resolve names, merge ``defaults`` and check configs
+    (of the attentions, or of the models of a model suite).
+
+    A model suite without a ``baseline`` key takes its first model as the baseline (an attention suite keeps the
+    default ``mhsa``).
 
     Raises:
         SuiteError: listing every problem found, one line each: ``source: key.path: what was expected``.
@@ -228,6 +292,8 @@ def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
         suite = Suite.model_validate(data)
     except ValidationError as e:
         _raise(source, nodes, pydantic_errors(e))
+    if suite.models and "baseline" not in data:
+        suite = suite.model_copy(update={"baseline": suite.models[0].display})
     errors = structural_errors(suite)
     if errors:
         _raise(source, nodes, errors)

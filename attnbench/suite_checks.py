@@ -4,10 +4,14 @@ Three layers: pydantic's structural errors reworded as "expected X, got Y"; chec
 baseline, zip, exclude); and checks against the ``attentions`` registry and the metric table (imported here, so
 only loading a suite, never importing :mod:`attnbench.suite`, pulls in torch).
 
-``defaults`` semantics: a default key is given to every attention that accepts it (a field of its ``Config``, or a
-parameter of its constructor for a class without one); the entry's own ``config`` wins over ``defaults``. A default
-that no attention of the suite accepts is an error (it is a typo), and so is an entry key its attention does not
-accept.
+A model suite (``models:``) is checked against ``attentions.models``: unknown names get a did-you-mean, and each
+entry's config (``defaults`` merged in: every model takes every default) is tried by building the model on the
+``meta`` device, so a keyword the model does not take is an error at ``models[i].config.<key>``.
+
+``defaults`` semantics (attention suites): a default key is given to every attention that accepts it (a field of
+its ``Config``, or a parameter of its constructor for a class without one); the entry's own ``config`` wins over
+``defaults``. A default that no attention of the suite accepts is an error (it is a typo), and so is an entry key
+its attention does not accept.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from pydantic import ValidationError
 from .hints import import_path_hint
 from .suite import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
 
-__all__ = ["pydantic_errors", "structural_errors", "attention_errors", "resolve_entries", "accepted_keys"]
+__all__ = ["pydantic_errors", "structural_errors", "attention_errors", "model_errors", "resolve_entries",
+           "accepted_keys"]
 
 Errors = list[tuple[str, str]]
 
@@ -51,6 +56,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
     """The keys the model at ``loc`` takes (by YAML name), for 'unknown key' messages."""
     from . import suite as s
 
+    if s.BATCH_MAP_TAG in loc:
+        return ["cpu", "cuda"]
     model: Any = Suite
     for part in loc:
         if isinstance(part, int):
@@ -62,7 +69,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         while typing.get_origin(ann) in (list, typing.Union, Optional):
             ann = next(a for a in typing.get_args(ann) if a is not type(None))
         model = ann
-    if model in (s.Suite, s.AttentionEntry, s.Axes):
+    if model in (s.Suite, s.AttentionEntry, s.ModelEntry, s.Axes):
         return [f.alias or n for n, f in model.model_fields.items()]
     return []
 
@@ -93,17 +100,25 @@ def pydantic_errors(error: ValidationError) -> Errors:
 
 
 def structural_errors(suite: Suite) -> Errors:
-    """Checks that span keys: unique labels, the baseline, zip groups, exclude entries, metrics."""
+    """Checks that span keys: attentions or models (one of them), unique labels, the baseline, zip groups, exclude
+    entries, metrics."""
     errors: Errors = []
+    if suite.attentions is None and suite.models is None:
+        return [("attentions", "required key is missing: a suite lists the attentions to measure under "
+                 "'attentions' (token maps), or whole backbones under 'models' (images)")]
+    if suite.attentions is not None and suite.models is not None:
+        return [("models", "a suite lists either 'attentions' or 'models', not both; put the models in a suite "
+                 "of their own")]
+    key = suite.entries_key
     seen: dict[str, int] = {}
-    for i, entry in enumerate(suite.attentions):
+    for i, entry in enumerate(suite.entries):
         label = entry.display
         if label in seen:
-            errors.append((f"attentions[{i}].label", f"duplicate label {label!r} (also attentions[{seen[label]}]); "
+            errors.append((f"{key}[{i}].label", f"duplicate label {label!r} (also {key}[{seen[label]}]); "
                            "give each entry a distinct label"))
         seen.setdefault(label, i)
     if suite.baseline not in seen:
-        errors.append(("baseline", f"expected the label of one of this suite's attentions ({', '.join(seen)}), "
+        errors.append(("baseline", f"expected the label of one of this suite's {key} ({', '.join(seen)}), "
                        f"got {suite.baseline!r}{did_you_mean(suite.baseline, list(seen))}"))
     errors += _zip_errors(suite)
     for i, spec in enumerate(suite.exclude):
@@ -156,8 +171,13 @@ def exclude_spec_errors(spec: Any, suite: Suite) -> Errors:
                 errors.append((key, f"expected a string (a glob is allowed), got {v!r}"))
             elif key in enums and not _has_glob(v) and v not in enums[key]:
                 errors.append((key, f"expected one of {', '.join(enums[key])}, got {v!r}"))
-            elif key in ("attention", "label"):
-                known = [e.name for e in suite.attentions] if key == "attention" else suite.labels()
+            elif key in ("attention", "label", "model"):
+                if key == "label":
+                    known = suite.labels()
+                elif key == "attention" or suite.kind == "model":
+                    known = [e.name for e in suite.entries]
+                else:
+                    known = []
                 if not any(fnmatch.fnmatchcase(k, v) for k in known):
                     errors.append((key, f"{v!r} matches no {key} of this suite{did_you_mean(v, known)}"))
     return errors
@@ -211,9 +231,11 @@ def _type_error(cls: type, key: str, value: Any) -> Optional[str]:
 def attention_errors(suite: Suite) -> Errors:
     """Unknown attentions (with did-you-mean), config keys an attention does not take, wrongly typed values,
     unused defaults, unknown metrics and settings."""
+    if suite.kind == "model":
+        return model_errors(suite)
     errors: Errors = []
     used_defaults: set[str] = set()
-    for i, entry in enumerate(suite.attentions):
+    for i, entry in enumerate(suite.attentions or []):
         cls, why = _resolve(entry.name)
         if cls is None:
             errors.append((f"attentions[{i}].name", why or "not an attention"))
@@ -236,6 +258,29 @@ def attention_errors(suite: Suite) -> Errors:
     return errors + metric_errors(suite)
 
 
+def model_errors(suite: Suite) -> Errors:
+    """Unknown model names (with did-you-mean) and configs the model cannot be built with, then the metrics."""
+    from attentions.models import list_models
+
+    from .probe import model_build_problem
+
+    known = list_models()
+    errors: Errors = []
+    for i, entry in enumerate(suite.models or []):
+        if entry.name not in known:
+            errors.append((f"models[{i}].name", f"unknown model {entry.name!r}{did_you_mean(entry.name, known)} "
+                           f"(registered: {', '.join(known)})"))
+            continue
+        problem = model_build_problem(entry.name, {**suite.defaults, **entry.config})
+        if problem is not None:
+            key, msg = problem
+            if key is not None and key in suite.defaults and key not in entry.config:
+                errors.append((f"defaults.{key}", f"{msg} (for {entry.name})"))
+            else:
+                errors.append((f"models[{i}].config" + (f".{key}" if key else ""), msg))
+    return errors + metric_errors(suite)
+
+
 def metric_errors(suite: Suite) -> Errors:
     """Metric names must be in ``attnbench.metrics.METRICS``, and so must the keys of ``settings``; each metric's
     settings are checked by its module: ``validate_settings(dict)`` when it has one (a ValueError becomes an error
@@ -252,11 +297,15 @@ def metric_errors(suite: Suite) -> Errors:
         if key == "timeout_s":
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 errors.append(("settings.timeout_s", f"expected a positive number of seconds or null, got {value!r}"))
+        elif key == "threads":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                errors.append(("settings.threads", f"expected a positive number of torch threads or null, "
+                               f"got {value!r}"))
         elif not isinstance(value, dict):
             errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
         elif key not in known:
-            errors.append((f"settings.{key}", f"not a metric or timeout_s{did_you_mean(key, known + ['timeout_s'])} "
-                           f"(known: {', '.join(known)})"))
+            errors.append((f"settings.{key}", f"not a metric, timeout_s or threads"
+                           f"{did_you_mean(key, known + ['timeout_s', 'threads'])} (known: {', '.join(known)})"))
         else:
             errors += _settings_errors(key, metrics.METRICS[key], value)
     return errors
@@ -296,9 +345,14 @@ def _settings_errors(metric: str, module_name: str, given: dict[str, Any]) -> Er
 
 
 def resolve_entries(suite: Suite) -> Suite:
-    """The suite with every entry's label filled in and ``defaults`` merged into its config."""
+    """The suite with every entry's label filled in and ``defaults`` merged into its config (a model takes every
+    default)."""
     import attentions
 
+    if suite.kind == "model":
+        models = [e.model_copy(update={"label": e.display, "config": {**suite.defaults, **e.config}})
+                  for e in suite.models or []]
+        return suite.model_copy(update={"models": models})
     entries = []
     for entry in suite.attentions:
         keys = accepted_keys(attentions.resolve(entry.name))

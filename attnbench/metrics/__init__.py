@@ -19,6 +19,7 @@ METRICS = {
     "latency": "latency",
     "memory": "memory",
     "accuracy": "accuracy",
+    "published": "published",
 }
 
 

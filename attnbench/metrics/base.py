@@ -17,13 +17,17 @@ __all__ = ["MetricContext"]
 
 @dataclasses.dataclass
 class MetricContext:
-    """One cell: an attention, an input shape and the settings to measure it with.
+    """One cell: an attention (or a whole backbone), an input shape and the settings to measure it with.
 
     Attributes:
-        attention: the registry name or dotted path the module was built from.
+        attention: the registry name or dotted path the module was built from (a model cell: the model's name in
+            ``attentions.models``).
         config: the hyperparameters it was built with.
         make_module: builds a fresh module on ``device`` with ``dtype`` (metrics that train or compile take their own).
-        batch, height, width: input (batch, H, W); the channel count is ``config['dim']``.
+        batch, height, width: input (batch, H, W); the channel count is ``config['dim']`` (a model cell: the
+            image's ``config['in_chans']``, default 3).
+        kind: ``"attention"``: the input is a (B, H, W, C) token map and the output has its shape; ``"model"``: the
+            input is a (B, C, H, W) image and the output (B, num_classes) logits (see :meth:`input_shape`).
         dtype: ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
         device: ``torch.device``.
         pass_: ``"forward"`` or ``"forward_backward"``.
@@ -51,15 +55,30 @@ class MetricContext:
     seed: int = 0
     label: str = ""
     baseline: Optional["MetricContext"] = None
+    kind: str = "attention"
 
     @property
     def dim(self) -> int:
         return int(self.config.get("dim", 64))
 
+    @property
+    def in_chans(self) -> int:
+        """Image channels of a model cell."""
+        return int(self.config.get("in_chans", 3))
+
+    def input_shape(self, batch: int | None = None) -> tuple[int, int, int, int]:
+        """The input's shape at ``batch`` (default the cell's): (B, H, W, C) for an attention, (B, C, H, W) images
+        for a model."""
+        b = self.batch if batch is None else batch
+        if self.kind == "model":
+            return (b, self.in_chans, self.height, self.width)
+        return (b, self.height, self.width, self.dim)
+
     def make_input(self, requires_grad: bool | None = None) -> torch.Tensor:
-        """A seeded (B, H, W, C) input on the cell's device and dtype; requires grad for forward_backward."""
+        """A seeded input of :meth:`input_shape` on the cell's device and dtype; requires grad for
+        forward_backward."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        x = torch.randn(self.batch, self.height, self.width, self.dim, generator=gen)
+        x = torch.randn(self.input_shape(), generator=gen)
         x = x.to(device=self.device, dtype=self.dtype)
         if requires_grad is None:
             requires_grad = self.pass_ == "forward_backward"

@@ -1,10 +1,10 @@
 """Metric ``flops``: three FLOP counts of one forward pass side by side, and the ops none of them counted.
 
 All three are for **batch 1** at the cell's H×W, forward only, counted by running the module once per counter on
-a seeded (1, H, W, C) input, by default on the CPU in float32 whatever the cell's device and dtype: the counts
-depend only on shapes, so counting once in one place makes them identical across cells, machines and dtypes
-(and the CPU is always there). Setting ``device: cell`` counts on the cell's device and dtype instead, for
-modules that only run there (a CUDA-only kernel).
+a seeded (1, H, W, C) input (a model cell: a (1, 3, H, W) image, and no analytic count), by default on the CPU
+in float32 whatever the cell's device and dtype: the counts depend only on shapes, so counting once in one place
+makes them identical across cells, machines and dtypes (and the CPU is always there). Setting ``device: cell``
+counts on the cell's device and dtype instead, for modules that only run there (a CUDA-only kernel).
 
 Columns:
     macs_fvcore: fvcore ``FlopCountAnalysis`` total, multiply-adds, with the handles of
@@ -123,7 +123,7 @@ def _counting_setup(ctx: MetricContext, device: str) -> tuple[nn.Module, torch.T
     dev, dtype = (torch.device("cpu"), torch.float32) if device == "cpu" else (ctx.device, ctx.dtype)
     module = ctx.make_module().to(device=dev, dtype=dtype).eval()
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
-    x = torch.randn(1, ctx.height, ctx.width, ctx.dim, generator=gen).to(device=dev, dtype=dtype)
+    x = torch.randn(ctx.input_shape(1), generator=gen).to(device=dev, dtype=dtype)
     return module, x
 
 

@@ -31,6 +31,11 @@ Statistics over the samples (ms): median with its 95% order-statistic interval (
 q3 (linear interpolation), iqr. ``latency_noisy`` when iqr/median > 0.10 (``torch.utils.benchmark``'s threshold),
 when the median's interval is wider than ±10% of it, or with fewer than 5 samples. ``threads`` is
 ``torch.get_num_threads()`` while timing (setting ``threads`` sets it for the measurement and restores it).
+
+Model cells (a whole backbone on a batch of images) also get ``throughput_img_s`` = batch / median latency in
+seconds, with ``throughput_img_s_ci_low/high`` = batch / the median interval's high/low end (1/x is monotone, so
+the order-statistic interval maps onto throughput exactly): images per second through the cell's pass (inference
+for ``forward``, training steps for ``forward_backward``), as timm's ``benchmark.py`` and the papers report it.
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ from ._settings import merge_settings, read_settings
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "NOISY_IQR_RATIO", "NOISY_CI_RATIO", "MIN_SAMPLES", "quantile", "summarize",
-           "collect_samples", "collect_paired", "is_noisy", "count_subnormal", "measure", "validate_settings"]
+           "collect_samples", "collect_paired", "is_noisy", "count_subnormal", "throughput", "measure",
+           "validate_settings"]
 
 DEFAULTS: dict[str, Any] = {
     "warmup": 3,
@@ -103,6 +109,16 @@ def summarize(samples_ms: list[float]) -> dict[str, Any]:
         "latency_samples_ms": list(samples_ms),
         "latency_noisy": is_noisy(median, iqr, ci),
     }
+
+
+def throughput(batch: int, stats_ms: dict[str, Any]) -> dict[str, float]:
+    """``throughput_img_s`` (batch / median seconds) and its 95% interval from the median's interval in ms."""
+    def per_s(ms: float) -> float:
+        return batch / (ms * 1e-3) if ms > 0 else math.inf
+
+    return {"throughput_img_s": per_s(stats_ms["latency_ms_median"]),
+            "throughput_img_s_ci_low": per_s(stats_ms["latency_ms_ci_high"]),
+            "throughput_img_s_ci_high": per_s(stats_ms["latency_ms_ci_low"])}
 
 
 def _cuda_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
@@ -293,6 +309,8 @@ def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     else:
         samples = collect_samples(cell, rule)
     row.update(summarize([t * 1e3 for t in samples]))
+    if ctx.kind == "model":
+        row.update(throughput(ctx.batch, row))
     row.update(latency_timer=timer_name, latency_block=cell.block, latency_stop=rule.reason,
                compile_time_s=compile_time_s, threads=torch.get_num_threads())
     return row

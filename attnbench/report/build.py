@@ -9,6 +9,7 @@ from .derive import add_derived, missing_cells
 from .headline import accuracy_fronts, headline_sections, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
+from .paper import paper_sections
 from .tables import (Section, Table, attentions_table, build_sections, environment_table, missing_table,
                      uncounted_ops)
 
@@ -29,6 +30,7 @@ class Report:
         uncounted: series -> ops no FLOP counter counted.
         banners: warnings shown first (measured under load, incomplete run).
         verdict: the answer sections shown before everything else (``headline.headline_sections``).
+        paper: a model suite's paper table (``paper.paper_sections``), shown first; empty for attention suites.
         verdict_notes: sentences under the verdict (accuracy Pareto fronts).
         figures: the saved figures (empty when figures were not drawn).
     """
@@ -44,6 +46,7 @@ class Report:
     verdict: list[Section] = dataclasses.field(default_factory=list)
     verdict_notes: list[str] = dataclasses.field(default_factory=list)
     figures: list = dataclasses.field(default_factory=list)
+    paper: list[Section] = dataclasses.field(default_factory=list)
 
 
 def resolve_run_dirs(run_dirs: tuple[str, ...] | list[str], runs_root: str | Path = "runs") -> list[Path]:
@@ -73,6 +76,7 @@ def make_report(runs: Runs):
         banners=run_banners(frame, runs),
         verdict=headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
+        paper=paper_sections(frame, runs.manifests),
     ), frame, missing
 
 

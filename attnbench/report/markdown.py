@@ -1,4 +1,5 @@
-"""``summary.md``: warnings, the verdict, the figures, the metric tables, the cells without a value, the environment."""
+"""``summary.md``: warnings, a model suite's paper table, the verdict, the figures, the metric tables, the cells
+without a value, the environment."""
 from __future__ import annotations
 
 from .tables import NOISY_MARK, Table
@@ -31,6 +32,8 @@ def render_summary(report) -> str:
     """The Markdown text of a :class:`attnbench.report.build.Report`, the answer first."""
     parts = [f"# attnbench report: {report.title}", ""]
     parts += [f"> **Warning.** {banner}\n" for banner in report.banners]
+    for section in getattr(report, "paper", []):
+        parts += [f"## {section.title}", "", section.description, ""] + _tables(section.tables)
     if report.verdict or report.verdict_notes:
         parts += ["## Verdict", ""]
         for section in report.verdict:
