@@ -69,8 +69,8 @@ class Comparison:
         return 1 if self.regressions else 0
 
 
-def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0.05) -> Comparison:
-    """Compare ``new_dir`` against ``base_dir``; ``threshold`` is a fraction (0.05 = 5%).
+def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0.20) -> Comparison:
+    """Compare ``new_dir`` against ``base_dir``; ``threshold`` is a fraction (0.20 = 20%, the CLI default).
 
     Raises:
         attnbench.errors.UserError: a directory is missing or holds no results.
