@@ -255,8 +255,9 @@ def test_official_equals_lean_torch_outputs_and_grads(monkeypatch, cfg, pixels_p
     if pixels_per_chunk is not None:  # the chunk budget that gives this many pixels per chunk at B=2, Ns=49
         per_pixel = 2 * 49 * (cfg["num_heads"] + 2 * cfg.get("n_groups", 1))
         monkeypatch.setattr(deformable, "_PIXEL_CHUNK_ELEMENTS", per_pixel * pixels_per_chunk)
-    x = torch.randn(2, 14, 14, 32, requires_grad=True)
-    g = torch.randn(2, 14, 14, 32)
+    gen = torch.Generator().manual_seed(0)  # not the global RNG: the inputs must not depend on test order
+    x = torch.randn(2, 14, 14, 32, generator=gen).requires_grad_()
+    g = torch.randn(2, 14, 14, 32, generator=gen)
     results = []
     for impl in ("official", "torch"):
         m = build(impl=impl, **cfg)
@@ -270,9 +271,11 @@ def test_official_equals_lean_torch_outputs_and_grads(monkeypatch, cfg, pixels_p
     torch.testing.assert_close(gx0, gx1, atol=1e-6 * gx0.abs().max().item(), rtol=0)
     for k in gp0:
         # proj_k's bias shifts each pixel's logits by one constant, which softmax ignores: its exact gradient is
-        # 0 and both computed ones are rounding noise, so it is judged on the scale of proj_k's weight gradient
+        # 0 and both computed ones are rounding noise, so it is judged on the scale of proj_k's weight gradient.
+        # Parameter gradients sum over every pixel, in chunks on one side: over 150 random inputs the largest
+        # difference was 1.07e-6 of the largest gradient (a wrong gradient is off by O(1)), hence 4e-6.
         scale = gp0["proj_k.weight" if k == "proj_k.bias" else k].abs().max().item()
-        torch.testing.assert_close(gp0[k], gp1[k], atol=1e-6 * scale, rtol=0, msg=k)
+        torch.testing.assert_close(gp0[k], gp1[k], atol=4e-6 * scale, rtol=0, msg=k)
 
 
 def test_impls_run_their_own_back_attention(monkeypatch):
