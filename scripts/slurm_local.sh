@@ -54,14 +54,19 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null
 fi
 
+# every CPU of the machine: GNU nproc lowers its answer to OMP_NUM_THREADS, which test runs set to 1, and a
+# one-CPU node leaves a two-task job pending forever (reason PartitionConfig)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 if scontrol ping 2>/dev/null | grep -q "is UP" && sinfo -h -o %T 2>/dev/null | grep -qE "idle|mixed|alloc"; then
-    echo "[slurm_local] already running (SLURM_CONF=$CONF)"
-    exit 0
+    if grep -q "CPUs=$CPUS " "$CONF" 2>/dev/null; then
+        echo "[slurm_local] already running (SLURM_CONF=$CONF)"
+        exit 0
+    fi
+    echo "[slurm_local] running with another CPU count than this machine's $CPUS: restarting"
 fi
 
 mkdir -p "$DIR/ctld" "$DIR/spool" "$DIR/log" /run/munge
 NODE=$(hostname -s)
-CPUS=$(nproc)
 MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
 
 # munge: the key is made by the package; the daemon runs as the munge user

@@ -77,6 +77,27 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+#: squeue pending reasons that waiting never clears: the request exceeds what the partition or its nodes offer
+#: (e.g. two tasks on a one-CPU node: ``PartitionConfig``) or names what does not exist. Slurm keeps such a job
+#: queued (an administrator could still change the partition), so without a word the run would wait forever.
+SLURM_NEVER_STARTS = frozenset({"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+                                "InvalidAccount", "InvalidQOS"})
+
+
+def slurm_stuck(job_ids: list[str]) -> dict[str, str]:
+    """Slurm job id -> pending reason, for the pending jobs among ``job_ids`` whose reason is in
+    :data:`SLURM_NEVER_STARTS`."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    stuck: dict[str, str] = {}
+    out = _quiet(["squeue", "-h", "-t", "PENDING", "-j", ",".join(job_ids), "-o", "%i|%r"])
+    for line in out.splitlines():
+        jid, _, reason = line.strip().partition("|")
+        if jid in job_ids and reason in SLURM_NEVER_STARTS:
+            stuck[jid] = reason
+    return stuck
+
+
 def _quiet(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout

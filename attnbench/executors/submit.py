@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
@@ -27,7 +28,7 @@ from ..results import finished_ids, make_row, read_manifest, read_rows, write_ma
 from ..runner import Summary
 from .config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
-from .ledger import job_statuses, read_ledger, write_ledger
+from .ledger import job_statuses, read_ledger, slurm_stuck, write_ledger
 from .shards import ShardJob, merge_shards
 
 __all__ = ["ExecutorSummary", "run_with_executor", "resolve_section"]
@@ -106,6 +107,7 @@ class _Parent:
                             f"resume it with the same executor")
         self.handles: dict[str, Any] = {}     # scheduler id -> submitit job (this session's submissions)
         self.pending: list[JobSpec] = []
+        self.warned: set[str] = set()         # Slurm ids already reported as unable to start
 
     def say(self, text: str) -> None:
         if self.stream is not None:
@@ -171,6 +173,19 @@ class _Parent:
         if self.cluster != "local":
             return None
         return {jid: ("RUNNING" if h.state == "RUNNING" else "FINISHED") for jid, h in self.handles.items()}
+
+    def warn_stuck(self, statuses) -> None:
+        """One warning per queued Slurm job whose pending reason says it cannot start as requested."""
+        queued = {s.job_id: s.name for s in statuses if s.state == "queued" and s.job_id}
+        for jid, reason in slurm_stuck(sorted(queued)).items():
+            if jid in self.warned:
+                continue
+            self.warned.add(jid)
+            warnings.warn(f"{queued[jid]} (Slurm job {jid}) cannot start: its pending reason is {reason}, i.e. it "
+                          "asks for more than the partition offers (compare tasks_per_node, cpus_per_task, gpus, "
+                          "mem and time with `sinfo -o '%P %c %m %l %G'`); Slurm keeps it queued. Cancel it "
+                          f"(scancel {jid}), fix the executor settings and run again with --resume",
+                          stacklevel=1)
 
     def cancel_local(self) -> None:
         for handle in self.handles.values():
@@ -245,6 +260,8 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
                            f"results.jsonl); jobs: " + _state_counts(statuses))
             if not parent.pending and not any(s.live for s in statuses):
                 break
+            if cluster == "slurm":
+                parent.warn_stuck(statuses)
             time.sleep(section.poll_s)
     except (KeyboardInterrupt, _Terminated):
         interrupted = True

@@ -210,3 +210,33 @@ def test_job_grouping_keeps_gpu_and_cpu_apart_and_follows_the_budget():
     assert [len(j.cells) for j in acc] == [3, 3]  # one job per trained model (attention, config, device)
     acc_gpu = job_parameters(section, acc[1], "slurm", "s")
     assert (acc_gpu["nodes"], acc_gpu["tasks_per_node"], acc_gpu["gpus_per_node"]) == (2, 8, 8)
+
+
+def test_slurm_jobs_that_cannot_start_are_reported_once(monkeypatch):
+    """A job pending for a reason waiting never clears (two tasks on a one-CPU node: PartitionConfig) gets one
+    warning naming the job, the reason and the fix; jobs merely waiting for resources get none."""
+    from attnbench.executors import ledger, submit
+    from attnbench.executors.ledger import JobStatus
+
+    calls = []
+
+    def fake_squeue(cmd):
+        calls.append(cmd)
+        return "11|PartitionConfig\n12|Resources\n13|Priority\n99|PartitionConfig\n"
+
+    monkeypatch.setattr(ledger.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(ledger, "_quiet", fake_squeue)
+    assert ledger.slurm_stuck(["11", "12", "13"]) == {"11": "PartitionConfig"}  # 99 is not ours
+    assert calls[-1][:4] == ["squeue", "-h", "-t", "PENDING"]
+
+    parent = object.__new__(submit._Parent)
+    parent.warned = set()
+    statuses = [JobStatus("job-0000", "queued", "11", 0, 1, None, None, 1),
+                JobStatus("job-0001", "queued", "12", 0, 1, None, None, 1),
+                JobStatus("job-0002", "running", "13", 0, 1, None, None, 1)]
+    with pytest.warns(UserWarning, match=r"job-0000 \(Slurm job 11\) cannot start: .*PartitionConfig.*scancel 11"):
+        parent.warn_stuck(statuses)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parent.warn_stuck(statuses)  # said once only
