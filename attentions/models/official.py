@@ -14,14 +14,14 @@ key by key (missing / unexpected / wrong shape), never loaded partially.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from ..base import OfficialStateDictError
 
-__all__ = ["unwrap_checkpoint", "convert_official", "load_official"]
+__all__ = ["unwrap_checkpoint", "convert_official", "checked_official", "load_official"]
 
 _CONTAINER_KEYS = ("model", "state_dict", "model_state_dict")
 
@@ -78,24 +78,32 @@ def convert_official(model: nn.Module, checkpoint: Mapping[str, Any],
     return out
 
 
-def load_official(model: nn.Module, checkpoint: Mapping[str, Any],
-                  rename: Mapping[str, str] | None = None) -> nn.Module:
-    """Convert and strictly load an official checkpoint into ``model``; any mismatch raises
-    :class:`attentions.OfficialStateDictError` listing the missing, unexpected and wrongly shaped keys.
+def checked_official(model: nn.Module, checkpoint: Mapping[str, Any], rename: Mapping[str, str] | None = None,
+                     exempt: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """``checkpoint`` converted to ``model``'s state-dict layout, after checking every key and shape; any mismatch
+    raises :class:`attentions.OfficialStateDictError` listing the missing, unexpected and wrongly shaped keys.
 
     BatchNorm ``num_batches_tracked`` counters (absent from some older checkpoints) are the only keys that may be
-    missing: they do not affect the forward pass and keep the model's own values.
+    missing: they do not affect the forward pass and keep the model's own values. Keys in ``exempt`` are not
+    checked (timm's loader adapts a resized head or stem after this).
     """
     converted = convert_official(model, checkpoint, rename)
     own = model.state_dict()
     for key in own:
         if key.endswith("num_batches_tracked") and key not in converted:
             converted[key] = own[key]
-    missing = sorted(set(own) - set(converted))
-    unexpected = sorted(set(converted) - set(own))
+    exempt = set(exempt)
+    missing = sorted(set(own) - set(converted) - exempt)
+    unexpected = sorted(set(converted) - set(own) - exempt)
     wrong = sorted(f"{k}: got {tuple(converted[k].shape)}, expected {tuple(own[k].shape)}"
-                   for k in set(own) & set(converted) if tuple(converted[k].shape) != tuple(own[k].shape))
+                   for k in (set(own) & set(converted)) - exempt if tuple(converted[k].shape) != tuple(own[k].shape))
     if missing or unexpected or wrong:
         raise OfficialStateDictError(type(model).__name__, missing, unexpected, wrong)
-    model.load_state_dict(converted, strict=True)
+    return converted
+
+
+def load_official(model: nn.Module, checkpoint: Mapping[str, Any],
+                  rename: Mapping[str, str] | None = None) -> nn.Module:
+    """Convert and strictly load an official checkpoint into ``model`` (checked by :func:`checked_official`)."""
+    model.load_state_dict(checked_official(model, checkpoint, rename), strict=True)
     return model

@@ -40,9 +40,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pre
 from timm.models import register_model as timm_register_model
 from torch import nn
 
-from ..base import OfficialStateDictError
 from ._registry import OFFICIAL_WEIGHTS, NoPretrainedWeightsError, create_model, list_models, no_weights_message
-from .official import convert_official
+from .official import checked_official
 
 __all__ = ["TIMM_MODELS", "checkpoint_filter_fn", "default_cfgs"]
 
@@ -81,32 +80,20 @@ default_cfgs = generate_default_cfgs({name: _cfg(name) for name in TIMM_MODELS})
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
     """An official checkpoint (as timm read it) -> ``model``'s state dict, converted as ``from_official`` does.
 
-    Keys and shapes are checked like :func:`attentions.models.official.load_official`, except the tensors timm adapts
+    Keys and shapes are checked by :func:`attentions.models.official.checked_official`, except the tensors timm adapts
     next: the head when ``num_classes`` differs from the checkpoint's 1000, the stem's first conv when ``in_chans``
     differs from 3. BatchNorm ``num_batches_tracked`` counters may be missing (they keep the model's values).
 
     Raises:
         attentions.OfficialStateDictError: listing missing, unexpected and wrongly shaped keys.
     """
-    converted = convert_official(model, state_dict)
-    own = model.state_dict()
-    for key in own:
-        if key.endswith("num_batches_tracked") and key not in converted:
-            converted[key] = own[key]
     cfg = getattr(model, "pretrained_cfg", None) or {}
     adapted = set()
     if getattr(model, "num_classes", None) != cfg.get("num_classes", 1000):
         adapted |= {f"{CLASSIFIER}.weight", f"{CLASSIFIER}.bias"}
     if getattr(model, "in_chans", 3) != (cfg.get("input_size") or (3,))[0]:
         adapted.add(f"{FIRST_CONV}.weight")
-    missing = sorted(set(own) - set(converted) - adapted)
-    unexpected = sorted(set(converted) - set(own) - adapted)
-    wrong = sorted(f"{k}: got {tuple(converted[k].shape)}, expected {tuple(own[k].shape)}"
-                   for k in (set(own) & set(converted)) - adapted
-                   if tuple(converted[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or wrong:
-        raise OfficialStateDictError(type(model).__name__, missing, unexpected, wrong)
-    return converted
+    return checked_official(model, state_dict, exempt=adapted)
 
 
 def _build(name: str, device: Any = None, dtype: Any = None, **kwargs: Any) -> nn.Module:
