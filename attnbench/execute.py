@@ -41,6 +41,7 @@ from . import metrics
 from .cells import Cell
 from .metrics.base import MetricContext
 from .results import ROW_HEAD
+from .torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
            "build_module", "classify", "error_text", "child_main"]
@@ -228,7 +229,7 @@ class CellRunner:
     def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
         stage, module = "build", None
         try:
-            with _deadline(self.timeout_s), _threads(self.settings.get("threads")):
+            with _deadline(self.timeout_s), use_threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
                 seen: list = []
@@ -266,20 +267,6 @@ class CellRunner:
         if memo_key not in self._memo:
             self._memo[memo_key] = dict(fn(ctx))
         return dict(self._memo[memo_key])
-
-
-@contextlib.contextmanager
-def _threads(n: Optional[int]):
-    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
-    if not n:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -37,16 +37,17 @@ statistics and every later random draw are exactly those of a run with the count
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import statistics
 import time
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
+
+from ..torch_threads import use_threads  # re-exported: the accuracy code imports it from here
 
 __all__ = ["ThreadChoice", "check_threads", "choose_threads", "use_threads", "usable_cores", "other_load", "probe",
            "PROBE_BUDGET_S", "PROBE_ROUNDS", "PROBE_MAX_BATCH", "TIE_FRACTION", "DROP_FACTOR"]
@@ -93,17 +94,6 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def use_threads(threads: int) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` inside the block, the previous count restored after it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def other_load() -> float:

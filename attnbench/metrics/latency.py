@@ -49,6 +49,7 @@ import torch
 from .. import stats
 from ._passes import Step, first_call, maybe_compile
 from ._settings import merge_settings, read_settings
+from ..torch_threads import use_threads
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "NOISY_IQR_RATIO", "NOISY_CI_RATIO", "MIN_SAMPLES", "quantile", "summarize",
@@ -350,12 +351,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     ``subnormal_*`` columns of the cell."""
     s = read_settings(ctx, "latency", DEFAULTS)
     _validate(s)
-    previous = torch.get_num_threads()
-    if s["threads"] is not None:
-        torch.set_num_threads(s["threads"])
-    # returns False where the CPU cannot flush (then subnormals stay, and the row says so)
-    flushing = bool(torch.set_flush_denormal(s["flush_denormal"])) and s["flush_denormal"]
-    try:
+    with use_threads(s["threads"]):
+        # returns False where the CPU cannot flush (then subnormals stay, and the row says so)
+        flushing = bool(torch.set_flush_denormal(s["flush_denormal"])) and s["flush_denormal"]
         return {**_run(ctx, s), "flush_denormal": flushing}
-    finally:
-        torch.set_num_threads(previous)
