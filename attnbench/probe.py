@@ -22,6 +22,7 @@ import torch
 import attentions
 
 from .cells import Cell
+from .hints import did_you_mean
 
 __all__ = ["Probe", "MODEL_STRIDE", "model_build_problem"]
 
@@ -57,7 +58,6 @@ def _meta_model_problem(name: str, config_json: str) -> Optional[tuple[Optional[
 
 def _model_hint(name: str, key: str, config: dict[str, Any]) -> str:
     """'; did you mean ...?' from the keywords of the model's class (the model built without ``key``)."""
-    import difflib
     import inspect
 
     from attentions.models import create_model
@@ -69,8 +69,7 @@ def _model_hint(name: str, key: str, config: dict[str, Any]) -> str:
     except Exception:  # noqa: BLE001 - no hint then; the error itself stands
         return ""
     keys = {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    close = difflib.get_close_matches(key, sorted(keys), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(key, sorted(keys))
 
 
 def model_build_problem(name: str, config: dict[str, Any]) -> Optional[tuple[Optional[str], str]]:

@@ -61,12 +61,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     ``sacct`` (when accounting is on) the older ones."""
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    states: dict[str, str] = {}
-    out = _quiet(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"])
-    for line in out.splitlines():
-        jid, _, state = line.strip().partition("|")
-        if jid in job_ids:
-            states[jid] = state
+    states = _squeue(job_ids, "all", "%T")
     rest = [j for j in job_ids if j not in states]
     if rest and shutil.which("sacct"):
         out = _quiet(["sacct", "-n", "-P", "-X", "-j", ",".join(rest), "-o", "JobID,State"])
@@ -89,13 +84,16 @@ def slurm_stuck(job_ids: list[str]) -> dict[str, str]:
     :data:`SLURM_NEVER_STARTS`."""
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    stuck: dict[str, str] = {}
-    out = _quiet(["squeue", "-h", "-t", "PENDING", "-j", ",".join(job_ids), "-o", "%i|%r"])
-    for line in out.splitlines():
-        jid, _, reason = line.strip().partition("|")
-        if jid in job_ids and reason in SLURM_NEVER_STARTS:
-            stuck[jid] = reason
-    return stuck
+    reasons = _squeue(job_ids, "PENDING", "%r")
+    return {jid: reason for jid, reason in reasons.items() if reason in SLURM_NEVER_STARTS}
+
+
+def _squeue(job_ids: list[str], states: str, field: str) -> dict[str, str]:
+    """Job id -> one ``squeue`` output ``field`` (``%T`` state, ``%r`` reason) of the jobs among ``job_ids`` in
+    ``states``; ids squeue does not list are missing."""
+    out = _quiet(["squeue", "-h", "-t", states, "-j", ",".join(job_ids), "-o", f"%i|{field}"])
+    pairs = (line.strip().partition("|") for line in out.splitlines())
+    return {jid: value for jid, _, value in pairs if jid in job_ids}
 
 
 def _quiet(cmd: list[str]) -> str:
