@@ -41,22 +41,15 @@ def build_backbone(macro: Macro, slots, attn_overrides: Optional[Mapping[str, An
     return HierarchicalViT(slots=apply_overrides(slots, attn_overrides), **args)
 
 
-def _grids(img_size: int) -> list[int]:
-    """The four stage grids of an ``img_size`` input; a clear error for a size that is not a positive int."""
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"img_size={img_size!r} is not allowed: expected a positive int (the input side in pixels)")
-    return stage_grids(img_size)
-
-
 def _debiformer_slots(macro: Macro, img_size: int) -> list:
-    grids = _grids(img_size)  # at 224 the official per-stage constants (rpe_size 56, 28, 14, 7; n_win 7)
+    grids = stage_grids(img_size)  # at 224 the official per-stage constants (rpe_size 56, 28, 14, 7; n_win 7)
     dbra = [("dbra", slot_config("dbra", i, macro, grids[i])) for i in range(4)]
     bra = [("bra", slot_config("bra", i, macro, grids[i])) for i in range(3)]
     return [[bra[0], dbra[0]], [bra[1], dbra[1]], [bra[2], dbra[2]], [dbra[3], dbra[3]]]
 
 
 def _biformer_slots(macro: Macro, img_size: int) -> list:
-    grids = _grids(img_size)
+    grids = stage_grids(img_size)
     slots = [[("bra", slot_config("bra", i, macro, grids[i]))] for i in range(3)]
     return slots + [[("attention_lepe", slot_config("attention_lepe", 3, macro, grids[3]))]]
 
@@ -111,7 +104,6 @@ def swap(attention: str, macro: str = "debiformer_t", img_size: int = 224,
     if macro not in MACROS:
         raise ValueError(f"macro={macro!r} is not allowed: expected one of {', '.join(MACROS)}")
     design = MACROS[macro]
-    _grids(img_size)  # a bad size fails here, naming img_size, not deep inside a slot
     return build_backbone(design, swap_slots(attention, design, img_size), attn_overrides, **kwargs)
 
 

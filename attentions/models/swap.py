@@ -87,7 +87,12 @@ MACROS: dict[str, Macro] = {
 
 
 def stage_grids(img_size: int) -> list[int]:
-    """Token grid side of each stage: the stem's two stride-2 convs, then one per stage (ceil each time)."""
+    """Token grid side of each stage: the stem's two stride-2 convs, then one per stage (ceil each time).
+
+    Every slot config is derived from these, so a size that is not a positive int fails here, naming ``img_size``,
+    rather than deep inside a slot's attention."""
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise ValueError(f"img_size={img_size!r} is not allowed: expected a positive int (the input side in pixels)")
     grids, g = [], img_size
     for i in range(5):
         g = (g + 1) // 2
