@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 __all__ = ["closest", "did_you_mean", "suggest_suite", "suggest_sibling", "is_run_dir", "run_dir_hint",
-           "check_run_dirs", "pattern_hint", "import_path_hint", "SUITE_SUFFIXES"]
+           "check_run_dir", "check_run_dirs", "pattern_hint", "import_path_hint", "SUITE_SUFFIXES"]
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 #: entries of a directory looked at for a "did you mean" path
@@ -117,6 +117,16 @@ def run_dir_hint(given: str) -> str:
     """``"; did you mean runs/x?"`` for a run directory that is not there: the nearest directory beside it."""
     near = suggest_sibling(given, is_run_dir)
     return f"; did you mean {near}?" if near else ""
+
+
+def check_run_dir(path: str, option: str = "", expected: str = "a run directory made by attnbench run") -> None:
+    """Raise :class:`attnbench.errors.UserError` unless ``path`` (given as ``option``, e.g. ``--resume``) is a
+    directory: ``"--resume runs/x: not a directory; expected ...; did you mean runs/y?"``."""
+    from .errors import UserError
+
+    if not os.path.isdir(path):
+        raise UserError(f"{option + ' ' if option else ''}{path}: not a directory; expected {expected}"
+                        + run_dir_hint(path))
 
 
 def check_run_dirs(run_dirs: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ import click
 
 from ..errors import UserError
 from ..executors.cli import _overrides, executor_options, run_if_executor
-from ..hints import run_dir_hint, suggest_suite
+from ..hints import check_run_dir, suggest_suite
 from ..progress import format_seconds
 from ..suite import SuiteError
 
@@ -90,9 +90,8 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
     Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
     """
     _check_suite_path(suite)
-    if resume and not os.path.isdir(resume):
-        raise UserError(f"--resume {resume}: not a directory; expected a run directory made by attnbench run"
-                        + run_dir_hint(resume))
+    if resume:
+        check_run_dir(resume, "--resume")
     _check_executor_flags(executor, resume)
     from .. import runner  # torch only after the checks above (and the suite structure, in runner.plan)
 

@@ -17,11 +17,9 @@ def command(run_dir: str) -> None:
     `attnbench run --resume RUN_DIR`.
     """
     from ..errors import UserError
-    from ..hints import run_dir_hint
+    from ..hints import check_run_dir
 
-    if not Path(run_dir).is_dir():
-        raise UserError(f"{run_dir}: not a directory; expected a run directory made by attnbench run"
-                        + run_dir_hint(run_dir))
+    check_run_dir(run_dir)
     from ..executors.ledger import job_statuses, read_ledger
     from ..executors.shards import rows_by_job
     from ..results import MANIFEST_FILE, finished_ids, read_manifest, read_rows

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import UserError
-from ..hints import closest, run_dir_hint, suggest_sibling
+from ..hints import check_run_dir, closest, suggest_sibling
 
 __all__ = ["command"]
 
@@ -50,9 +50,8 @@ def check_sources(run_dir, official, random_) -> None:
     """Exactly one weight source, and the one given exists."""
     if sum(map(bool, (run_dir, official, random_))) != 1:
         raise UserError("viz: give exactly one of --run RUN_DIR, --official MODEL=CHECKPOINT, --random")
-    if run_dir and not os.path.isdir(run_dir):
-        raise UserError(f"--run {run_dir}: not a directory; expected a run directory with accuracy cells"
-                        + run_dir_hint(run_dir))
+    if run_dir:
+        check_run_dir(run_dir, "--run", "a run directory with accuracy cells")
     if official:
         if "=" not in official:
             raise UserError(f"--official {official!r}: expected MODEL=CHECKPOINT, e.g. debiformer_t=debi_tiny.pth")
