@@ -6,17 +6,24 @@ The rule (exit code 1 when any holds, else 0):
   ``macs_analytic`` or any ``macs_analytic_<part>`` — an improvement too, since a count moves only when the code
   or the counting did, and the expected numbers must then be refreshed on purpose (PyTorch's PR-time benchmark
   rule, see ../shared/design/benchmarking-practice.md §5);
-- a latency got worse by more than the threshold **and** the change is statistically clear, tested on the raw
-  samples (``latency_samples_ms``) of both runs with :func:`attnbench.stats.detect_change`: the 95% bootstrap
-  interval of the ratio of medians new/base lies wholly above 1 + threshold, and the two-sided Mann-Whitney U
-  test gives p < 0.01. A slowdown past the threshold that is not clear is reported (``slower?``) but does not
-  fail. Rows of runs made before raw samples were stored fall back to "the IQRs do not overlap";
+- **a latency got worse by more than the threshold, clearly.** By default (``mode="paired"``) a cell is judged by
+  its ratio to the suite's baseline measured interleaved in the same run: the change is ``new ratio / base ratio``
+  and its 95% interval combines the two runs' ratio intervals (each already carries its run's between-epoch
+  spread; in log space the half-widths add in quadrature). ``slower`` when the whole interval lies above
+  1 + threshold. A machine that is slower or busier in one run moves the cell and its baseline together and
+  cancels; absolute medians of unchanged code moved by up to 12% between processes and made the old absolute rule
+  cry wolf. The baseline's own cells have no ratio: they are judged through the others — when every paired cell
+  at the baseline's shape got clearly *faster* relative to it, the baseline got slower (``slower`` for the
+  baseline's cell, ``inferred``). Cells without a ratio in both runs, or every cell with ``mode="absolute"``,
+  are judged on their absolute medians: the ratio of medians with both runs' median intervals combined the same
+  way, and the two-sided Mann-Whitney U test on the clean samples at p < 0.01 (asv's rule);
 - a cell that was ``ok`` in the base is ``failed``/``oom``/``skipped`` in the new run (``broke``).
 
-Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) but does not fail the comparison.
-Where both runs timed a cell interleaved with their baseline, the two paired ratios are shown side by side
-(``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and opposite),
-which is how two runs of one suite are checked for agreement; this never fails the comparison.
+Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) but does not fail the comparison;
+rows measured with different thread counts (``mem_threads``) are ``not comparable``: the CPU peak depends on it.
+Where both runs timed a cell interleaved with their baseline, the two paired ratios are also shown side by side
+(``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and
+opposite). Each run measured under load (:func:`attnbench.machine_load.judge`) is named with its readings.
 Cells present in only one run are listed and do not fail it; two runs with no cell in common (different suites,
 or a filter that matched nothing) are an error (exit 2), never a pass. Reads only the results files; never
 imports torch.
@@ -26,10 +33,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
-from . import stats
+from . import machine_load, stats, uncertainty
 from .errors import UserError
 from .report.load import load_runs
 from .report.markdown import md_table
@@ -53,12 +61,16 @@ class Comparison:
             ratio, verdict (base/new/ratio as display strings).
         only_base, only_new: descriptions ("label H×W batch pass ...") of cells found in one run only.
         threshold: the latency/memory threshold as a fraction (0.05 = 5%).
+        load_notes: one line per run measured under load, with the readings that say so.
+        mode: ``"paired"`` or ``"absolute"`` (how latencies were judged).
     """
 
     rows: pd.DataFrame
     only_base: list[str]
     only_new: list[str]
     threshold: float
+    load_notes: list[str] = dataclasses.field(default_factory=list)
+    mode: str = "paired"
 
     @property
     def regressions(self) -> int:
@@ -69,14 +81,19 @@ class Comparison:
         return 1 if self.regressions else 0
 
 
-def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0.20) -> Comparison:
-    """Compare ``new_dir`` against ``base_dir``; ``threshold`` is a fraction (0.20 = 20%, the CLI default).
+def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0.20,
+                 mode: str = "paired") -> Comparison:
+    """Compare ``new_dir`` against ``base_dir``; ``threshold`` is a fraction (0.20 = 20%, the CLI default);
+    ``mode``: ``"paired"`` (ratios to the suite's baseline where both runs have them) or ``"absolute"``.
 
     Raises:
         attnbench.errors.UserError: a directory is missing or holds no results.
     """
-    base = load_runs([base_dir]).frame.set_index("cell_id", drop=False)
-    new = load_runs([new_dir]).frame.set_index("cell_id", drop=False)
+    if mode not in ("paired", "absolute"):
+        raise ValueError(f"mode={mode!r}: expected 'paired' or 'absolute'")
+    base_runs, new_runs = load_runs([base_dir]), load_runs([new_dir])
+    base = base_runs.frame.set_index("cell_id", drop=False)
+    new = new_runs.frame.set_index("cell_id", drop=False)
     common = [c for c in base.index if c in new.index]
     if not common:
         suites = sorted(set(base["suite"].astype(str)) | set(new["suite"].astype(str)))
@@ -84,12 +101,18 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
             f"no comparable cells: {base_dir} ({len(base)} cells) and {new_dir} ({len(new)} cells) share none "
             f"(suites: {', '.join(suites)}); cells match on suite, label, config, shape, batch, dtype, device, "
             "pass and mode, so compare two runs of the same suite")
+    baselines = {str(v) for v in base.get("paired_baseline", pd.Series(dtype=object)).dropna()}
     rows = []
     for cell in sorted(common, key=lambda c: _order(base.loc[c])):
-        rows += _compare_cell(base.loc[cell], new.loc[cell], threshold)
+        rows += _compare_cell(base.loc[cell], new.loc[cell], threshold, mode, baselines)
+    if mode == "paired":
+        _infer_baseline(rows, baselines, threshold)
     columns = ["label", "resolution", "batch", "pass", *_AXES, "metric", "base", "new", "ratio", "verdict"]
     return Comparison(
         rows=pd.DataFrame(rows, columns=columns),
+        load_notes=[note for note in (_load_note("base", base_dir, base_runs.frame),
+                                      _load_note("new", new_dir, new_runs.frame)) if note],
+        mode=mode,
         only_base=[_describe(base.loc[c]) for c in base.index if c not in new.index],
         only_new=[_describe(new.loc[c]) for c in new.index if c not in base.index],
         threshold=threshold,
@@ -110,7 +133,12 @@ def _describe(row: pd.Series) -> str:
             f"{row['dtype']} {row['device']} {row['mode']} ({row['status']})")
 
 
-def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
+def _load_note(which: str, run_dir, frame: pd.DataFrame) -> Optional[str]:
+    load = machine_load.summarize(frame.to_dict("records"))
+    return f"{which} run {run_dir} was measured under load: {'; '.join(load['why'])}" if load["under_load"] else None
+
+
+def _compare_cell(b: pd.Series, n: pd.Series, threshold: float, mode: str, baselines: set[str]) -> list[dict]:
     ident = {"label": b["label"], "resolution": f"{b['height']}×{b['width']}", "batch": b["batch"],
              "pass": b["pass"], **{axis: b[axis] for axis in _AXES}}
     out = []
@@ -132,13 +160,17 @@ def _compare_cell(b: pd.Series, n: pd.Series, threshold: float) -> list[dict]:
         if column in COUNT_COLUMNS or verdict != "same":  # per-part rows only when they moved
             # counts move by a few units out of millions: six decimals keep a change visible in the ratio
             add(column, _int_text(bv), _int_text(nv), nv / bv if bv else math.nan, verdict, digits=6)
-    _compare_latency(b, n, threshold, add)
+    _compare_latency(b, n, threshold, mode, str(b["label"]) in baselines, add)
     _compare_paired(b, n, add)
     bm, nm = _num(b.get("mem_peak_bytes")), _num(n.get("mem_peak_bytes"))
     if not (math.isnan(bm) and math.isnan(nm)):
         ratio = nm / bm if bm else math.nan
-        verdict = _missing(bm, nm) or ("higher" if ratio > 1 + threshold else
-                                       "lower" if ratio < 1 - threshold else "same")
+        bt, nt = _num(b.get("mem_threads")), _num(n.get("mem_threads"))
+        if not math.isnan(bt) and not math.isnan(nt) and bt != nt:
+            verdict = f"not comparable (threads {bt:g} vs {nt:g})"
+        else:
+            verdict = _missing(bm, nm) or ("higher" if ratio > 1 + threshold else
+                                           "lower" if ratio < 1 - threshold else "same")
         add("mem_peak_mib", fmt_num(bm / 2**20), fmt_num(nm / 2**20), ratio, verdict)
     return out
 
@@ -159,12 +191,20 @@ def _int_text(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.0f}" if value == int(value) else f"{value:g}"
 
 
-def _samples(row: pd.Series) -> list[float]:
-    value = row.get("latency_samples_ms")
-    return [float(v) for v in value] if isinstance(value, (list, tuple)) else []
+def change_interval(base: stats.Interval, new: stats.Interval) -> stats.Interval:
+    """``new / base`` with a 95% interval from the two intervals: in log space the lower half-width is
+    ``√(new's lower² + base's upper²)`` and the upper ``√(new's upper² + base's lower²)`` (independent runs)."""
+    def halves(iv: stats.Interval) -> tuple[float, float]:
+        if not (iv.estimate > 0 and iv.low > 0 and math.isfinite(iv.high)):
+            return math.inf, math.inf
+        return math.log(iv.estimate / iv.low), math.log(iv.high / iv.estimate)
+
+    (bl, bu), (nl, nu) = halves(base), halves(new)
+    ratio = new.estimate / base.estimate if base.estimate else math.nan
+    return stats.Interval(ratio, ratio * math.exp(-math.hypot(nl, bu)), ratio * math.exp(math.hypot(nu, bl)), 0)
 
 
-def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
+def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, mode: str, is_baseline: bool, add) -> None:
     bm, nm = _num(b.get("latency_ms_median")), _num(n.get("latency_ms_median"))
     if math.isnan(bm) and math.isnan(nm):
         return
@@ -172,12 +212,25 @@ def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
     if verdict is not None:
         add("latency_ms", _latency_text(b), _latency_text(n), math.nan, verdict)
         return
-    base_samples, new_samples = _samples(b), _samples(n)
-    if len(base_samples) >= 2 and len(new_samples) >= 2:
-        change = stats.detect_change(base_samples, new_samples, threshold)
-        r = change.ratio
-        out = add("latency_ms", _latency_text(b), _latency_text(n), r.estimate, change.verdict)
-        out["ratio"] += f" [{r.low:.3f}–{r.high:.3f}] p={change.p_value:.2g}"
+    if mode == "paired":
+        base_ratio, new_ratio = uncertainty.ratio_interval(b), uncertainty.ratio_interval(n)
+        if base_ratio is not None and new_ratio is not None:
+            change = change_interval(base_ratio, new_ratio)
+            out = add(f"latency_vs_{b.get('paired_baseline')}", _paired_text(b), _paired_text(n), change.estimate,
+                      stats.classify_ratio(change, threshold, clear=True))
+            out["ratio"] += f" [{change.low:.3f}–{change.high:.3f}]"
+            out["_change"] = change
+            return
+    base_samples, new_samples = uncertainty.clean_samples(b), uncertainty.clean_samples(n)
+    base_iv, new_iv = uncertainty.median_interval(b), uncertainty.median_interval(n)
+    if len(base_samples) >= 2 and len(new_samples) >= 2 and base_iv is not None and new_iv is not None:
+        change = change_interval(base_iv, new_iv)
+        p = stats.mann_whitney_p(base_samples, new_samples)
+        verdict = stats.classify_ratio(change, threshold, clear=p < 0.01)
+        if mode == "paired" and is_baseline:
+            verdict = _info(verdict)  # the baseline's own cell: judged through the others' ratios
+        out = add("latency_ms", _latency_text(b), _latency_text(n), change.estimate, verdict)
+        out["ratio"] += f" [{change.low:.3f}–{change.high:.3f}] p={p:.2g}"
         return
     # runs without raw samples: the older rule, IQRs apart
     ratio = nm / bm if bm else math.nan
@@ -190,6 +243,37 @@ def _compare_latency(b: pd.Series, n: pd.Series, threshold: float, add) -> None:
     else:
         verdict = "same"
     add("latency_ms", _latency_text(b), _latency_text(n), ratio, verdict)
+
+
+def _info(verdict: str) -> str:
+    """A verdict that is shown but does not fail (absolute time of the baseline's own cell in paired mode)."""
+    return {"slower": "slower (absolute)", "faster": "faster (absolute)"}.get(verdict, verdict)
+
+
+def _infer_baseline(rows: list[dict], baselines: set[str], threshold: float) -> None:
+    """Judge each baseline cell through the cells paired with it at its shape: when every one of them got clearly
+    faster relative to the baseline (its change interval wholly below 1 / (1 + threshold)), the baseline itself
+    got slower — a ``slower`` row that fails; when every one got clearly slower, ``faster``."""
+    def key(r: dict) -> tuple:
+        return (r["resolution"], r["batch"], r["pass"], *(r[a] for a in _AXES))
+
+    groups: dict[tuple, list[stats.Interval]] = {}
+    for r in rows:
+        if "_change" in r:
+            groups.setdefault(key(r), []).append(r["_change"])
+    for r in [r for r in rows if r["label"] in baselines and r["metric"] == "latency_ms"]:
+        changes = groups.get(key(r), [])
+        if not changes:
+            continue
+        if all(c.high < 1 / (1 + threshold) for c in changes):
+            verdict = "slower"
+        elif all(c.low > 1 / (1 - threshold) if threshold < 1 else False for c in changes):
+            verdict = "faster"
+        else:
+            continue
+        rows.append({**{k: v for k, v in r.items() if not k.startswith("_")}, "metric": "latency_inferred",
+                     "base": "", "new": "", "ratio": f"{len(changes)} ratio(s) to it moved together",
+                     "verdict": verdict})
 
 
 def _paired_text(row: pd.Series) -> str:
@@ -244,8 +328,10 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
         counts = paired["verdict"].value_counts()
         lines.append(f"ratios to the baseline (paired, 95% intervals): {counts.get('agree', 0)} agree, "
                      f"{counts.get('tie', 0)} tie, {counts.get('flipped', 0)} flipped between the runs")
-    lines.append(f"{total} comparisons, threshold {comparison.threshold * 100:g}%; "
-                 f"{verdict}")
+    lines += [f"note: {note}" for note in comparison.load_notes]
+    how = ("latencies judged by their ratio to the baseline measured in the same run (paired)"
+           if comparison.mode == "paired" else "latencies judged on absolute medians")
+    lines.append(f"{total} comparisons, threshold {comparison.threshold * 100:g}%, {how}; {verdict}")
     return "\n".join(lines) + "\n"
 
 

@@ -226,7 +226,17 @@ class CellRunner:
             ctx.baseline = self.context(baseline)[0]
         return ctx, module
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None,
+                latency_budget_s: Optional[float] = None) -> Outcome:
+        """Measure one cell; ``latency_budget_s``: its share of the suite's latency budget (the runner's
+        :class:`~attnbench.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``."""
+        if latency_budget_s is not None:
+            saved = self.settings
+            self.settings = with_latency_budget(saved, latency_budget_s)
+            try:
+                return self.measure(cell, baseline)
+            finally:
+                self.settings = saved
         stage, module = "build", None
         try:
             with _deadline(self.timeout_s), use_threads(self.settings.get("threads")):
@@ -251,12 +261,36 @@ class CellRunner:
                     if clash:
                         raise ValueError(f"metric {name!r} returned identity column(s) {clash}; rename them")
                     columns.update(new)
+                workers = latency_processes(self.settings)
+                if workers > 1 and "latency_samples_ms" in columns:
+                    stage = "latency"
+                    columns.update(self._latency_in_workers(cell, baseline, workers, columns))
             outcome = Outcome("ok", columns=columns)
         except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded in its row; the sweep goes on
             outcome = Outcome(classify(e), error_text(e), stage)
         module = None
         _release(cell.device, full=outcome.status != "ok")
         return outcome
+
+    def _latency_in_workers(self, cell: Cell, baseline: Optional[Cell], workers: int,
+                            own: dict[str, Any]) -> dict[str, Any]:
+        """``settings.latency.processes = N``: the latency of the cell measured again in N − 1 fresh processes
+        (each with 1/N of the cell's budget, as this process had), pooled with this process's samples; each
+        process's samples form their own epochs, so the interval carries the spread between processes
+        (pyperf's workers, docs/metrics.md)."""
+        from .metrics.latency import merge_rows
+
+        settings = dict(self.settings)
+        settings["latency"] = {**(settings.get("latency") or {}), "processes": 1,
+                               "budget_s": own.get("latency_budget_s")}
+        child = IsolatedRunner(CellRunner(["latency"], settings, self.seed, timeout_s=self.timeout_s))
+        rows = [own]
+        for _ in range(workers - 1):
+            outcome = child.measure(cell, baseline)
+            if outcome.status != "ok":
+                raise RuntimeError(f"latency worker process failed: {outcome.error}")
+            rows.append(outcome.columns)
+        return merge_rows(rows)
 
     def _run_metric(self, name: str, fn: Measure, ctx: MetricContext, cell: Cell) -> dict[str, Any]:
         keys = getattr(fn, "DEPENDS_ON", None) or getattr(sys.modules.get(fn.__module__), "DEPENDS_ON", None)
@@ -267,6 +301,17 @@ class CellRunner:
         if memo_key not in self._memo:
             self._memo[memo_key] = dict(fn(ctx))
         return dict(self._memo[memo_key])
+
+
+def latency_processes(settings: dict[str, Any]) -> int:
+    """``settings.latency.processes`` (1 when unset)."""
+    value = (settings.get("latency") or {}).get("processes", 1)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def with_latency_budget(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """``settings`` with ``latency.budget_s`` set to the cell's share of the suite budget."""
+    return {**settings, "latency": {**(settings.get("latency") or {}), "budget_s": float(seconds)}}
 
 
 @contextlib.contextmanager
@@ -312,8 +357,12 @@ class IsolatedRunner:
         self.spec = runner.locations()
         self.timeout_s = runner.timeout_s
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
-        payload = json.dumps({**self.spec, "cell": cell.identity(),
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None,
+                latency_budget_s: Optional[float] = None) -> Outcome:
+        spec = self.spec
+        if latency_budget_s is not None:
+            spec = {**spec, "settings": with_latency_budget(spec["settings"], latency_budget_s)}
+        payload = json.dumps({**spec, "cell": cell.identity(),
                               "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

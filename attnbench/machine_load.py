@@ -8,19 +8,32 @@ Two cheap readings, both from ``/proc`` (Linux; elsewhere ``None``):
 * ``busy``: the processes other than this one in state R (running or runnable) right now, read from
   ``/proc/<pid>/stat``; a point reading, so it catches a competitor the load average has not caught up with.
 
-A run is "under load" when the largest load average seen, less this process's own share (one unit while it
-measures), exceeds half the cores, or when another process was seen running at the start or end of at least a
-quarter of the cells. The report prints a warning for such a run.
+A run is "under load" (:func:`judge`, the one rule, used by the manifest, the report and ``compare``) when any of:
+
+* at least :data:`PREEMPTED_SHARE` (2%) of its latency samples were preempted (``latency_preempted``: the process
+  got less CPU than wall time during the sample; see :mod:`attnbench.uncertainty`): the direct evidence;
+* another process was seen running at the start or end of at least :data:`BUSY_CELL_SHARE` (10%) of the cells;
+* the mean 1-minute load average, less this process's own share (one unit while it measures), is at least
+  :data:`UNDER_LOAD_SHARE` (0.5) of a core, or its maximum is above half the cores.
+
+A second busy process on a 2-core machine (load average up to 1.95, busy in 12 of 80 cells) passed the earlier
+rule (max load − 1 above half the cores, busy in a quarter of the cells); each of the three readings above catches
+it. The report prints a warning for such a run and ``compare`` says which of its two runs was under load.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Iterable, Optional
 
-__all__ = ["sample", "cell_columns", "summarize", "UNDER_LOAD_SHARE"]
+__all__ = ["sample", "cell_columns", "summarize", "judge", "UNDER_LOAD_SHARE", "BUSY_CELL_SHARE",
+           "PREEMPTED_SHARE"]
 
-#: other load above this fraction of the cores marks a run measured under load
+#: other load (beyond this process's one unit) of at least this many cores' worth, on average, is load
 UNDER_LOAD_SHARE = 0.5
+#: another running process seen in at least this share of the cells is load
+BUSY_CELL_SHARE = 0.10
+#: at least this share of preempted latency samples is load
+PREEMPTED_SHARE = 0.02
 
 
 def _busy_processes() -> Optional[int]:
@@ -60,19 +73,50 @@ def cell_columns(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest's ``load`` entry from the rows' load columns (rows without them are ignored)."""
-    loads, busy_cells, cells, max_busy = [], 0, 0, 0
+    """The manifest's ``load`` entry from the rows' load and latency columns (rows without them are ignored)."""
+    loads, busy_cells, cells, max_busy, samples, preempted = [], 0, 0, 0, 0, 0
+    cores = None
     for row in rows:
         values = [row.get("load_before"), row.get("load_after")]
-        loads += [v for v in values if v is not None]
-        counts = [b for b in (row.get("busy_before"), row.get("busy_after")) if b is not None]
+        loads += [float(v) for v in values if _finite(v)]
+        counts = [int(b) for b in (row.get("busy_before"), row.get("busy_after")) if _finite(b)]
         if counts:
             cells += 1
             busy_cells += max(counts) > 0
             max_busy = max(max_busy, *counts)
-    cores = os.cpu_count() or 1
+        if _finite(row.get("latency_n")) and _finite(row.get("latency_preempted")):
+            samples += int(row["latency_n"])
+            preempted += int(row["latency_preempted"])
+        if _finite(row.get("cpu_count")):
+            cores = int(row["cpu_count"])
+    cores = cores or os.cpu_count() or 1
     max_load = max(loads) if loads else None
-    under = bool((max_load is not None and max_load - 1 > UNDER_LOAD_SHARE * cores)
-                 or (cells and busy_cells / cells >= 0.25))
-    return {"cores": cores, "max_load": max_load, "mean_load": round(sum(loads) / len(loads), 2) if loads else None,
-            "max_busy": max_busy, "cells_with_busy": busy_cells, "cells": cells, "under_load": under}
+    mean_load = round(sum(loads) / len(loads), 2) if loads else None
+    out = {"cores": cores, "max_load": max_load, "mean_load": mean_load, "max_busy": max_busy,
+           "cells_with_busy": busy_cells, "cells": cells, "latency_samples": samples,
+           "preempted_samples": preempted}
+    out["under_load"], out["why"] = judge(out)
+    return out
+
+
+def judge(load: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(under load?, the readings that say so) from a :func:`summarize` entry (older manifests lack some keys)."""
+    why = []
+    cores = load.get("cores") or 1
+    samples, preempted = load.get("latency_samples") or 0, load.get("preempted_samples") or 0
+    if samples and preempted / samples >= PREEMPTED_SHARE:
+        why.append(f"{preempted} of {samples} latency samples preempted")
+    cells, busy = load.get("cells") or 0, load.get("cells_with_busy") or 0
+    if cells and busy / cells >= BUSY_CELL_SHARE:
+        why.append(f"another process running in {busy} of {cells} cells")
+    mean_load, max_load = load.get("mean_load"), load.get("max_load")
+    if _finite(mean_load) and mean_load - 1 >= UNDER_LOAD_SHARE:
+        why.append(f"mean 1-min load average {mean_load:g} on {cores} cores")
+    elif _finite(max_load) and max_load - 1 > UNDER_LOAD_SHARE * cores:
+        why.append(f"1-min load average up to {max_load:g} on {cores} cores")
+    return bool(why), why
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))

@@ -114,6 +114,20 @@ class Probe:
             return None
         return None
 
+    def macs(self, cell: Cell) -> Optional[int]:
+        """Forward MACs per image from the module's cost model on the meta device; None without one (a model cell,
+        a third-party attention with no ``cost``, a grid the cost model refuses)."""
+        if cell.kind == "model":
+            return None
+        module = self._module(cell.attention, cell.config)
+        cost = getattr(module, "cost", None)
+        if module is None or isinstance(module, str) or cost is None:
+            return None
+        try:
+            return int(cost(cell.height, cell.width).total)
+        except Exception:  # noqa: BLE001 - no cost model, or one that refuses the grid: the budget guesses
+            return None
+
     @staticmethod
     def _model_problem(cell: Cell) -> Optional[str]:
         problem = model_build_problem(cell.attention, cell.config)

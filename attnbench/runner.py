@@ -59,6 +59,8 @@ class Plan:
     manifest: Optional[dict[str, Any]] = None
     #: why the manifest had to be rebuilt (the damaged file is moved aside when the run starts)
     rebuilt: Optional[str] = None
+    #: cell_id -> forward MACs per image from the probe's cost model (None: unknown), for the suite budget
+    macs: dict[str, Optional[int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -199,9 +201,43 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         _refuse_rejected(suite_path or suite.name, [(c, r) for c, r in expansion.skipped if c.cell_id in rejected])
     to_run = [c for c in expansion.cells if c.cell_id not in done]
     to_skip = [(c, r) for c, r in expansion.skipped if c.cell_id not in done]
+    macs = {}
+    if suite_budget_s(suite) is not None:
+        cells = to_run + [b for b in baselines.values()]
+        macs = {c.cell_id: probe.macs(c) for c in cells}
     return Plan(suite, suite_path, run_dir, expansion, to_run, to_skip, done=len(done), resume=bool(resume),
                 options={"only": only, "device": device}, manifest=manifest, rebuilt=rebuilt,
-                baselines=baselines)
+                baselines=baselines, macs=macs)
+
+
+def suite_budget_s(suite: Suite) -> Optional[float]:
+    """``settings.latency.suite_budget_s`` of a suite that measures latency, else None."""
+    if "latency" not in suite.metrics:
+        return None
+    value = (suite.settings.get("latency") or {}).get("suite_budget_s")
+    return float(value) if value is not None else None
+
+
+def _suite_budget(p: Plan):
+    """The :class:`~attnbench.budget.SuiteBudget` of a run whose suite sets one, over the cells still to run."""
+    from .budget import SuiteBudget, work_units
+
+    total = suite_budget_s(p.suite)
+    if total is None:
+        return None
+    latency = p.suite.settings.get("latency") or {}
+    from .metrics.latency import DEFAULTS
+
+    def work(cell: Cell) -> Optional[float]:
+        own = work_units(p.macs.get(cell.cell_id), cell.batch, cell.pass_)
+        base = p.baselines.get(cell.cell_id)
+        if base is None or own is None:
+            return own
+        other = work_units(p.macs.get(base.cell_id), base.batch, base.pass_)
+        return own + other if other is not None else None
+
+    return SuiteBudget(total, {c.cell_id: work(c) for c in p.to_run},
+                       max_s=float(latency.get("max_time_s", DEFAULTS["max_time_s"])))
 
 
 def _refuse_rejected(source: str, cells: list[tuple[Cell, str]]) -> None:
@@ -368,11 +404,15 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
             for cell, reason in p.to_skip:
                 writer.append(make_row(cell, run_id, status="skipped", error=reason, error_stage="probe",
                                        started_at=now_iso(), duration_s=0.0))
+            budget = _suite_budget(p)
             for cell in p.to_run:
                 bar.start(cell)
                 started, c0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
-                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id))
+                allowance = budget.allowance(cell.cell_id) if budget is not None else None
+                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id), latency_budget_s=allowance)
                 duration = time.perf_counter() - c0
+                if budget is not None:
+                    budget.spend(cell.cell_id, outcome.columns.get("latency_spent_s") or 0.0)
                 columns = {**outcome.columns, **machine_load.cell_columns(load_before, machine_load.sample())}
                 writer.append(make_row(cell, run_id, status=outcome.status, error=outcome.error,
                                        error_stage=outcome.error_stage, started_at=started, duration_s=duration,

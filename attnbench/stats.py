@@ -20,13 +20,14 @@ Methods (the reasons are in ../shared/design/paired-measurement.md and docs/metr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Sequence
 
 import numpy as np
 
 __all__ = ["Interval", "Change", "Fit", "median_interval", "paired_ratio", "ratio_of_medians", "detect_change",
-           "mann_whitney_p", "loglog_fit", "CONFIDENCE", "N_BOOT"]
+           "mann_whitney_p", "loglog_fit", "epoch_interval", "CONFIDENCE", "N_BOOT"]
 
 #: the confidence of every interval attnbench prints
 CONFIDENCE = 0.95
@@ -79,18 +80,59 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
     give a Binomial(n, ½) coverage of at least ``confidence``. For n < 6 no such pair exists at 95%; the interval is
     then the full range and its coverage is ``1 − 2^(1−n)`` (stated by :attr:`Interval.confidence`).
     """
-    from scipy import stats
-
     x = np.sort(_clean(values, "median_interval"))
     n = x.size
-    alpha_half = (1 - confidence) / 2
-    # [x_(j), x_(n+1-j)] misses the median with probability 2·P(B <= j-1), B ~ Binomial(n, 1/2): take the
-    # largest such j whose miss probability is within 1 - confidence (j = 1, the full range, when none is)
-    j = 1
-    while j + 1 <= (n + 1) // 2 and stats.binom.cdf(j, n, 0.5) <= alpha_half:
-        j += 1
-    coverage = 1 - 2 * float(stats.binom.cdf(j - 1, n, 0.5)) if n > 1 else 0.0
-    return Interval(float(np.median(x)), float(x[j - 1]), float(x[n - j]), n, coverage)
+    j = _median_rank(n, confidence)
+    return Interval(float(np.median(x)), float(x[j - 1]), float(x[n - j]), n, _median_coverage(n, j))
+
+
+@functools.lru_cache(maxsize=4096)
+def _median_rank(n: int, confidence: float) -> int:
+    """The largest rank j with ``[x_(j), x_(n+1-j)]`` missing the median with probability at most 1 − confidence
+    (2·P(B <= j-1), B ~ Binomial(n, 1/2)); 1, the full range, when none is."""
+    from scipy import stats
+
+    if n < 2:
+        return 1
+    cdf = stats.binom.cdf(np.arange((n + 1) // 2), n, 0.5)  # cdf[i] = P(B <= i)
+    ok = np.nonzero(cdf <= (1 - confidence) / 2)[0]          # i = j - 1 with a miss probability within bounds
+    return int(ok[-1]) + 1 if ok.size else 1
+
+
+def _median_coverage(n: int, j: int) -> float:
+    from scipy import stats
+
+    return 1 - 2 * float(stats.binom.cdf(j - 1, n, 0.5)) if n > 1 else 0.0
+
+
+def epoch_interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Interval:
+    """The median of all values with an interval that carries the spread *between* groups (epochs, processes).
+
+    Each group is a run of consecutive samples (an epoch of the latency metric, or one worker process). The
+    estimate is the pooled median. The interval is the Student-t interval of the mean of the groups' log medians,
+    ``±t(E−1) · s / √E`` with ``s`` their standard deviation, moved to sit around the pooled median
+    (``median · exp(±half)``), and never narrower than the order-statistic interval of the pooled median
+    (:func:`median_interval`), which is all there is with fewer than two groups. Slow drifts, layout effects and
+    load changes move whole groups, so they widen this interval, where a bootstrap of the pooled samples would
+    treat them as independent noise and stay narrow (the runs-disagree-with-their-intervals failure of issue 17).
+    """
+    from scipy import stats
+
+    kept = [np.asarray(g, dtype=np.float64) for g in groups]
+    kept = [g[np.isfinite(g)] for g in kept]
+    kept = [g for g in kept if g.size]
+    if not kept:
+        raise ValueError("epoch_interval: no finite values")
+    pooled = np.concatenate(kept)
+    within = median_interval(pooled, confidence)
+    medians = np.array([np.median(g) for g in kept])
+    if len(kept) < 2 or np.any(medians <= 0):
+        return within
+    logs = np.log(medians)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(kept) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(kept))
+    est = within.estimate
+    return Interval(est, min(within.low, est * math.exp(-half)), max(within.high, est * math.exp(half)),
+                    int(pooled.size), confidence)
 
 
 def _bootstrap_median(samples: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Metric ``latency``: wall time of one call of the cell's pass on the whole batch, as robust statistics, and —
-when the suite has a baseline — the cell's time as a ratio to the baseline's, measured interleaved.
+"""Metric ``latency``: wall time of one call of the cell's pass on the whole batch, sampled until its uncertainty
+is small enough, and — when the suite has a baseline — the cell's time as a ratio to the baseline's, measured
+interleaved. The reasons behind each step, and the measurements that chose the defaults, are in docs/metrics.md.
 
-Method (docs/metrics.md has the reasons):
+Method:
     1. A fresh module on the cell's device/dtype and the cell's seeded input (:meth:`MetricContext.make_input`).
        ``flush_denormal`` (default on) is applied with ``torch.set_flush_denormal`` and recorded; the subnormal
        values among the parameters and in one forward's output are counted (``subnormal_params``,
@@ -11,69 +12,88 @@ Method (docs/metrics.md has the reasons):
        samples. A failure raises :class:`~attnbench.metrics._passes.CompileError`.
     3. Warm-up: ``warmup`` calls (default 3), or ``compile_warmup`` (default 5) after a compile, untimed except
        the last, which sizes the block: a sample times ``k = ceil(min_block_s / t_call)`` back-to-back calls
-       (1 <= k <= 1000) and records their mean, so a 0.1 ms call is not measured at the timer's and the
-       dispatcher's granularity. With ``k > 1`` the gradient reset between the calls of a block is timed too.
-    4. Timed samples with the garbage collector disabled, until at least ``min_repeats`` samples (default 20)
-       **and** ``min_time_s`` (default 0.5 s) of summed time, or until the budget ``max_time_s`` (default 10 s)
-       is spent once 5 samples exist, or ``max_repeats`` samples (default 1000). ``latency_stop`` says which.
-    5. Paired (``paired``, default on, when the runner passes the baseline's cell: same shape, batch, dtype,
-       device, pass and mode, and the cell is not the baseline itself): the baseline's module is built beside
-       the cell's, both are warmed and blocked, and the samples are taken in rounds — cell then baseline, A B A B
-       — under the same stopping rule on the rounds' summed time. Each sample follows one untimed call of its own
-       module (a re-warm: a sample taken right after the other module's call ran 15-20% slower), so every sample
-       of either contender has the same history: the other's sample, then its own re-warm. The
-       cell's samples from the rounds are its latency samples; ``paired_ratio`` is the median of the per-round
-       ratios cell/baseline with a 95% percentile-bootstrap interval (:func:`attnbench.stats.paired_ratio`).
-    6. Timer: CUDA events recorded around the block after a ``synchronize``, read after the end event's
-       ``synchronize`` ("cuda_event"); on the CPU ``time.perf_counter`` ("perf_counter").
+       (1 <= k <= 1000) and records their mean, so a 0.1 ms call is not measured at the timer's granularity.
+    4. **Rounds and epochs.** A round times one sample of the cell — and, paired, one of the baseline right after
+       it (A B A B …; ``paired``, default on, when the runner passes the baseline's cell). Rounds come in
+       *epochs* of about ``epoch_s`` (0.2 s, at least one round); in eager mode each epoch of short calls
+       (``short_call_s``) starts from freshly built modules at new addresses. The spread *between* epochs is
+       what the interval is made of, so it carries the slow drifts, layout effects and load changes that make
+       two processes disagree — the variation a within-process bootstrap misses.
+    5. **Re-warm.** A sample of a short call (its block shorter than ``short_call_s``, 20 ms) follows one
+       untimed call of its own module, so neither contender's sample follows the other's call (which ran 15-20%
+       slower for short calls); longer calls skip it (measured: docs/metrics.md).
+    6. **Preempted samples.** On the CPU each sample records its process CPU time beside its wall time; a sample
+       whose wall time exceeds its CPU time by more than ``preempt_fraction`` (0.10) of it was preempted: kept in
+       ``latency_samples_ms``, marked in ``latency_preempted_mask``, counted in ``latency_preempted``, and left out
+       of every statistic (a paired round with either sample preempted is left out of the ratio).
+    7. **Stop on the answer's uncertainty.** After each epoch, with at least ``min_repeats`` clean rounds and
+       ``min_epochs`` epochs: stop (``latency_stop = "target"``) when the 95% interval the reader uses — the
+       ratio's for a paired cell, the median's otherwise — is within ±``target_rel_ci`` (3%) of its estimate; or
+       (``"budget"``) when the cell's budget is spent: ``max_time_s``, or its share of the suite's
+       ``suite_budget_s`` (the runner passes it as ``budget_s``); or (``"max_repeats"``) at ``max_repeats``
+       rounds. A machine so loaded that the clean rounds never come stops at three times the budget, after at
+       least 5 rounds (``"budget_exhausted"``).
+    8. Timer: CUDA events recorded around the block after a ``synchronize`` ("cuda_event"); on the CPU
+       ``time.perf_counter`` with ``time.process_time`` beside it ("perf_counter+process_time").
 
-Statistics over the samples (ms): median with its 95% order-statistic interval (``latency_ms_ci_low/high``), q1,
-q3 (linear interpolation), iqr. ``latency_noisy`` when iqr/median > 0.10 (``torch.utils.benchmark``'s threshold),
-when the median's interval is wider than ±10% of it, or with fewer than 5 samples. ``threads`` is
-``torch.get_num_threads()`` while timing (setting ``threads`` sets it for the measurement and restores it).
+Statistics (:func:`summarize`, over the clean samples, ms): median, q1, q3, iqr; the median's 95% interval
+(``latency_ms_ci_low/high``) and the paired ratio's (``paired_ratio_low/high``) come from
+:func:`attnbench.stats.epoch_interval`. ``latency_noisy`` and ``latency_noisy_reason`` come from the one noisy rule
+(:func:`attnbench.uncertainty.noisy_reason`): the reader's interval wider than ±``noisy_rel_ci`` (10%), or fewer
+than 5 clean samples. ``threads`` is ``torch.get_num_threads()`` while timing.
 
 Model cells (a whole backbone on a batch of images) also get ``throughput_img_s`` = batch / median latency in
-seconds, with ``throughput_img_s_ci_low/high`` = batch / the median interval's high/low end (1/x is monotone, so
-the order-statistic interval maps onto throughput exactly): images per second through the cell's pass (inference
-for ``forward``, training steps for ``forward_backward``), as timm's ``benchmark.py`` and the papers report it.
+seconds, with ``throughput_img_s_ci_low/high`` from the median's interval (1/x is monotone).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .. import stats
-from ._passes import Step, first_call, maybe_compile
-from ._settings import merge_settings, read_settings
+from .. import stats, uncertainty
 from ..torch_threads import use_threads
+from ._passes import Step, first_call, maybe_compile
+from ._settings import merge_settings
 from .base import MetricContext
 
-__all__ = ["DEFAULTS", "NOISY_IQR_RATIO", "NOISY_CI_RATIO", "MIN_SAMPLES", "quantile", "summarize",
-           "collect_samples", "collect_paired", "is_noisy", "count_subnormal", "throughput", "measure",
-           "validate_settings"]
+__all__ = ["DEFAULTS", "MIN_SAMPLES", "quantile", "summarize", "summarize_paired", "sample_rounds", "Rounds",
+           "Policy", "is_noisy", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
+           "merge_rows"]
 
 DEFAULTS: dict[str, Any] = {
     "warmup": 3,
     "compile_warmup": 5,
-    "min_time_s": 0.5,
-    "min_repeats": 20,
+    "target_rel_ci": uncertainty.TARGET_REL_CI,
+    "noisy_rel_ci": uncertainty.NOISY_REL_CI,
+    "min_repeats": 10,
+    "min_epochs": 3,
+    "min_time_s": 0.0,
     "max_repeats": 1000,
     "max_time_s": 10.0,
+    "budget_s": None,
+    "suite_budget_s": None,
+    "epoch_s": 0.2,
+    "short_call_s": 0.02,
+    "preempt_fraction": uncertainty.PREEMPT_FRACTION,
     "min_block_s": 1e-3,
+    "processes": 1,
     "threads": None,
     "paired": True,
     "flush_denormal": True,
 }
-NOISY_IQR_RATIO = 0.10
-#: the median's 95% interval wider than this fraction of the median (±10%) marks the cell noisy
-NOISY_CI_RATIO = 0.20
-#: the budget never stops sampling before this many samples
-MIN_SAMPLES = 5
+#: settings whose ``None`` default takes a number (seconds), not an int
+_OPTIONAL_SECONDS = ("budget_s", "suite_budget_s")
+MIN_SAMPLES = uncertainty.MIN_SAMPLES
 MAX_BLOCK = 1000
+#: an epoch never holds more rounds than this (so even the fastest cell has several epochs)
+MAX_EPOCH_ROUNDS = 25
+#: a machine that never lets clean rounds through stops at this multiple of the cell's budget
+HARD_BUDGET_FACTOR = 3.0
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -86,30 +106,108 @@ def quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def is_noisy(median: float, iqr: float, ci: stats.Interval) -> bool:
-    """The noisy flag: spread (IQR) or uncertainty of the median (its interval) above 10%, or too few samples."""
-    if ci.n < MIN_SAMPLES or median <= 0:
-        return True
-    return iqr / median > NOISY_IQR_RATIO or (ci.high - ci.low) / median > NOISY_CI_RATIO
+def is_noisy(row: dict[str, Any]) -> bool:
+    """The noisy flag of a finished row: :func:`attnbench.uncertainty.is_noisy` (the one rule)."""
+    return uncertainty.is_noisy(row)
 
 
-def summarize(samples_ms: list[float]) -> dict[str, Any]:
-    """The ``latency_*`` statistics columns of raw samples in milliseconds."""
-    s = sorted(samples_ms)
-    median, q1, q3 = quantile(s, 0.5), quantile(s, 0.25), quantile(s, 0.75)
-    iqr = q3 - q1
-    ci = stats.median_interval(s)
-    return {
-        "latency_ms_median": median,
-        "latency_ms_q1": q1,
-        "latency_ms_q3": q3,
-        "latency_ms_iqr": iqr,
-        "latency_ms_ci_low": ci.low,
-        "latency_ms_ci_high": ci.high,
-        "latency_n": len(samples_ms),
-        "latency_samples_ms": list(samples_ms),
-        "latency_noisy": is_noisy(median, iqr, ci),
-    }
+def _split(values: Sequence[float], mask: Sequence[bool], epoch_sizes: Sequence[int]) -> list[list[float]]:
+    """The clean values of each epoch (``epoch_sizes`` rounds each, in order)."""
+    groups, i = [], 0
+    for size in epoch_sizes:
+        groups.append([v for v, bad in zip(values[i:i + size], mask[i:i + size]) if not bad])
+        i += size
+    if i < len(values):  # values without an epoch (a row written before epochs): one more group
+        groups.append([v for v, bad in zip(values[i:], mask[i:]) if not bad])
+    return groups
+
+
+def summarize(samples_ms: Sequence[float], mask: Optional[Sequence[bool]] = None,
+              epoch_sizes: Optional[Sequence[int]] = None) -> dict[str, Any]:
+    """The ``latency_*`` statistics columns of raw samples in milliseconds.
+
+    Args:
+        mask: True for a preempted sample (kept in ``latency_samples_ms``, left out of every statistic).
+        epoch_sizes: rounds per epoch, in order (default: one epoch); the interval comes from their spread.
+    """
+    samples = [float(v) for v in samples_ms]
+    mask = [bool(m) for m in mask] if mask is not None else [False] * len(samples)
+    epoch_sizes = list(epoch_sizes) if epoch_sizes is not None else [len(samples)]
+    groups = _split(samples, mask, epoch_sizes)
+    clean = sorted(v for g in groups for v in g)
+    n_used = len(clean)
+    if not clean and samples:  # every sample preempted (the budget ran out first): all of them, flagged noisy
+        groups = _split(samples, [False] * len(samples), epoch_sizes)
+        clean = sorted(samples)
+    out: dict[str, Any] = {"latency_n": len(samples), "latency_n_used": n_used,
+                           "latency_preempted": int(sum(mask)), "latency_preempted_mask": mask,
+                           "latency_epochs": sum(1 for g in groups if g), "latency_epoch_sizes": epoch_sizes,
+                           "latency_samples_ms": samples}
+    if not clean:
+        return {**out, **{k: math.nan for k in ("latency_ms_median", "latency_ms_q1", "latency_ms_q3",
+                                                 "latency_ms_iqr", "latency_ms_ci_low", "latency_ms_ci_high")}}
+    median, q1, q3 = quantile(clean, 0.5), quantile(clean, 0.25), quantile(clean, 0.75)
+    ci = stats.epoch_interval(groups)
+    return {**out, "latency_ms_median": median, "latency_ms_q1": q1, "latency_ms_q3": q3, "latency_ms_iqr": q3 - q1,
+            "latency_ms_ci_low": ci.low, "latency_ms_ci_high": ci.high}
+
+
+def summarize_paired(a_ms: Sequence[float], b_ms: Sequence[float], a_mask: Sequence[bool],
+                     b_mask: Sequence[bool], epoch_sizes: Sequence[int]) -> dict[str, Any]:
+    """The ``paired_*`` columns of interleaved rounds: per-round ratios ``a/b``, the rounds with either sample
+    preempted left out, the pooled median of the rest with its epoch interval."""
+    ratios = [x / y if y > 0 else math.nan for x, y in zip(a_ms, b_ms)]
+    mask = [bool(p or q) or not math.isfinite(r) for p, q, r in zip(a_mask, b_mask, ratios)]
+    groups = _split(ratios, mask, epoch_sizes)
+    used = sum(len(g) for g in groups)
+    if not used:  # every round preempted: all of them, flagged noisy
+        groups = _split(ratios, [not math.isfinite(r) for r in ratios], epoch_sizes)
+    clean_b = [v for v, bad in zip(b_ms, b_mask) if not bad] or [float(v) for v in b_ms]
+    out: dict[str, Any] = {"paired_rounds": len(ratios), "paired_rounds_used": used,
+                           "paired_ratios": ratios, "paired_preempted_mask": mask,
+                           "paired_baseline_samples_ms": [float(v) for v in b_ms],
+                           "paired_baseline_preempted_mask": [bool(m) for m in b_mask],
+                           "paired_baseline_ms_median": quantile(sorted(clean_b), 0.5) if clean_b else math.nan}
+    if not any(groups):
+        return {**out, "paired_ratio": math.nan, "paired_ratio_low": math.nan, "paired_ratio_high": math.nan}
+    ci = stats.epoch_interval(groups)
+    return {**out, "paired_ratio": ci.estimate, "paired_ratio_low": ci.low, "paired_ratio_high": ci.high}
+
+
+def finish_row(row: dict[str, Any], noisy_rel_ci: float) -> dict[str, Any]:
+    """Add the reader's relative half-width and the noisy flag (the one rule) to a row with latency columns."""
+    interval = uncertainty.reading_interval(row)
+    row["latency_rel_ci"] = uncertainty.rel_half_width(interval) if interval is not None else math.nan
+    row["latency_noisy_rel_ci"] = noisy_rel_ci
+    row["latency_noisy_reason"] = uncertainty.noisy_reason(row, noisy_rel_ci)
+    row["latency_noisy"] = row["latency_noisy_reason"] is not None
+    return row
+
+
+#: per-sample / per-round list columns that :func:`merge_rows` concatenates across processes
+_LIST_COLUMNS = ("latency_samples_ms", "latency_preempted_mask", "latency_cpu_ms", "latency_epoch_sizes",
+                 "paired_ratios", "paired_preempted_mask", "paired_baseline_samples_ms",
+                 "paired_baseline_preempted_mask")
+
+
+def merge_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The latency columns of one cell measured in several processes (``settings.latency.processes``): samples
+    and epochs concatenated in process order, every statistic recomputed over all of them, so each process's
+    epochs enter the interval and with them the spread between processes."""
+    first = rows[0]
+    lists = {k: [v for r in rows for v in (r.get(k) or [])] for k in _LIST_COLUMNS}
+    out = {**first, **lists}
+    out.update(summarize(lists["latency_samples_ms"], lists["latency_preempted_mask"], lists["latency_epoch_sizes"]))
+    if "paired_ratio" in first:
+        a, b = lists["latency_samples_ms"], lists["paired_baseline_samples_ms"]
+        out.update(summarize_paired(a, b, lists["latency_preempted_mask"], lists["paired_baseline_preempted_mask"],
+                                    lists["latency_epoch_sizes"]))
+    if "throughput_img_s" in first:
+        batch = first["throughput_img_s"] * first["latency_ms_median"] * 1e-3
+        out.update(throughput(round(batch), out))
+    out.update(latency_processes=len(rows), latency_spent_s=sum(r.get("latency_spent_s") or 0.0 for r in rows),
+               latency_stop=",".join(str(r.get("latency_stop")) for r in rows))
+    return finish_row(out, first.get("latency_noisy_rel_ci", uncertainty.NOISY_REL_CI))
 
 
 def throughput(batch: int, stats_ms: dict[str, Any]) -> dict[str, float]:
@@ -122,66 +220,109 @@ def throughput(batch: int, stats_ms: dict[str, Any]) -> dict[str, float]:
             "throughput_img_s_ci_high": per_s(stats_ms["latency_ms_ci_low"])}
 
 
-def _cuda_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
+# ------------------------------------------------------------------------------------------------------ timing
+#: a timer takes the call and returns (wall seconds, process CPU seconds or None)
+TimeCall = Callable[[Callable[[], None]], tuple[float, Optional[float]]]
+
+
+def _cuda_timer(device: torch.device) -> TimeCall:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def time_call(fn: Callable[[], None]) -> float:
+    def time_call(fn: Callable[[], None]) -> tuple[float, Optional[float]]:
         torch.cuda.synchronize(device)
         start.record()
         fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1e3
+        return start.elapsed_time(end) / 1e3, None  # the host waits for the device: its CPU time says nothing
 
     return time_call
 
 
-def _cpu_timer(fn: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
+def _cpu_timer(fn: Callable[[], None]) -> tuple[float, Optional[float]]:
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    t1, c1 = time.perf_counter(), time.process_time()
+    return t1 - t0, c1 - c0
 
 
-def _timer(device: torch.device) -> tuple[str, Callable[[Callable[[], None]], float]]:
+def _timer(device: torch.device) -> tuple[str, TimeCall]:
     if device.type == "cuda":
         return "cuda_event", _cuda_timer(device)
-    return "perf_counter", _cpu_timer
+    return "perf_counter+process_time", _cpu_timer
 
 
 class _Contender:
-    """One module's pass, warmed up and blocked: :meth:`sample` times one block and returns seconds per call."""
+    """One module's pass: warmed up, blocked, rebuilt at each epoch of short calls.
 
-    def __init__(self, step: Step, time_call: Callable[[Callable[[], None]], float], min_block_s: float):
-        self.step, self.time_call = step, time_call
-        self.block = 1
-        self.min_block_s = min_block_s
+    Args:
+        build: a fresh :class:`Step` (a new module and input; the same seed, so the same weights and values).
+        time_call: the timer.
+        min_block_s: a sample times enough back-to-back calls to last this long.
+        short_call_s: a sample shorter than this gets a re-warm call before it, and fresh modules each epoch.
+        rebuildable: False for compiled modules (a rebuild would compile again).
+    """
 
-    def warm(self, calls: int) -> None:
-        """``calls`` untimed calls, then one timed call that sets the block size."""
+    def __init__(self, build: Callable[[], Step], time_call: TimeCall, min_block_s: float, short_call_s: float,
+                 rebuildable: bool = True):
+        self.build, self.time_call = build, time_call
+        self.min_block_s, self.short_call_s, self.rebuildable = min_block_s, short_call_s, rebuildable
+        self.step = build()
+        self.block, self.call_s = 1, 0.0
+        self._pad: Optional[torch.Tensor] = None
+
+    @property
+    def short(self) -> bool:
+        return self.call_s * self.block < self.short_call_s
+
+    def warm(self, calls: int) -> float:
+        """``calls`` untimed calls, then one timed call that sets the block size; returns the wall time spent."""
+        t0 = time.perf_counter()
         for _ in range(calls):
             self.step.reset()
             self.step()
         self.step.reset()
-        t = self.time_call(self.step)
+        self.call_s, _ = self.time_call(self.step)
+        t = self.call_s
         self.block = max(1, min(MAX_BLOCK, math.ceil(self.min_block_s / t))) if t > 0 else MAX_BLOCK
+        return time.perf_counter() - t0
+
+    def rebuild(self, epoch: int) -> float:
+        """Fresh modules and input at new addresses (a pad of an epoch-dependent size is allocated first), and
+        one untimed call; returns the wall time spent. Only for short calls of rebuildable contenders."""
+        if not (self.rebuildable and self.short):
+            return 0.0
+        t0 = time.perf_counter()
+        self.step = None  # free the old module before the pad, so the new one lands elsewhere
+        self._pad = torch.empty(((epoch * 7919) % 4096 + 1) * 64, dtype=torch.uint8)
+        self.step = self.build()
+        self.step.reset()
+        self.step()
+        return time.perf_counter() - t0
 
     def _block(self) -> None:
         for _ in range(self.block):
             self.step.reset()
             self.step()
 
-    def sample(self) -> float:
+    def sample(self) -> tuple[float, Optional[float], float]:
+        """(wall seconds per call, CPU seconds per call or None, wall seconds spent)."""
         if self.block == 1:
             self.step.reset()
-            return self.time_call(self.step)
-        return self.time_call(self._block) / self.block
+            wall, cpu = self.time_call(self.step)
+        else:
+            wall, cpu = self.time_call(self._block)
+        k = self.block
+        return wall / k, (cpu / k if cpu is not None else None), wall
 
     def rewarm(self) -> float:
-        """One untimed call; returns its wall time (for the budget). In interleaved rounds the other module's
-        call evicts this one's caches and reshapes the allocator's free lists, so a sample taken right after it
-        is slower than one taken after a call of its own: measured 15-20% on this project's CPU runs, which made
-        the samples bimodal by round parity. A call of its own before each sample puts every sample in the same
-        state as an unpaired sample (after a call of itself)."""
+        """One untimed call of its own before a short sample; returns its wall time (for the budget).
+
+        In interleaved rounds the other module's call evicts this one's caches and reshapes the allocator's free
+        lists, so a short sample taken right after it is slower than one taken after a call of its own (15-20%
+        on this project's CPU runs): a call of its own first gives every sample the same history."""
+        if not self.short:
+            return 0.0
         t0 = time.perf_counter()
         self.step.reset()
         self.step()
@@ -190,22 +331,122 @@ class _Contender:
         return time.perf_counter() - t0
 
 
-class _StopRule:
-    """Sampling goes on until (n >= min_repeats and spent >= min_time_s) or (spent >= max_time_s and n >= 5) or
-    n >= max_repeats; :attr:`reason` names the rule that stopped it."""
+@dataclasses.dataclass
+class Policy:
+    """When sampling stops (the settings of step 7 of the method), and what counts as preempted."""
 
-    def __init__(self, s: dict[str, Any]):
-        self.s, self.reason = s, ""
+    target_rel_ci: float = uncertainty.TARGET_REL_CI
+    min_repeats: int = 10
+    min_epochs: int = 3
+    min_time_s: float = 0.0
+    max_repeats: int = 1000
+    budget_s: float = 10.0
+    epoch_s: float = 0.2
+    preempt_fraction: float = uncertainty.PREEMPT_FRACTION
 
-    def done(self, n: int, spent: float) -> bool:
-        s = self.s
-        if n >= s["max_repeats"]:
-            self.reason = "max_repeats"
-        elif n >= s["min_repeats"] and spent >= s["min_time_s"]:
-            self.reason = "min_repeats"
-        elif spent >= s["max_time_s"] and n >= min(MIN_SAMPLES, s["min_repeats"]):
-            self.reason = "max_time_s"
-        return bool(self.reason)
+    @classmethod
+    def from_settings(cls, s: dict[str, Any]) -> "Policy":
+        budget = s["budget_s"] if s["budget_s"] is not None else s["max_time_s"]
+        return cls(target_rel_ci=s["target_rel_ci"], min_repeats=s["min_repeats"], min_epochs=s["min_epochs"],
+                   min_time_s=s["min_time_s"], max_repeats=s["max_repeats"], budget_s=min(budget, s["max_time_s"]),
+                   epoch_s=s["epoch_s"], preempt_fraction=s["preempt_fraction"])
+
+
+@dataclasses.dataclass
+class Rounds:
+    """What :func:`sample_rounds` collected: per contender the per-call seconds and preempted marks of each
+    round, the rounds per epoch, why it stopped and the wall seconds spent (timed calls, re-warms, rebuilds)."""
+
+    times: list[list[float]]
+    cpu: list[list[Optional[float]]]
+    preempted: list[list[bool]]
+    epoch_sizes: list[int]
+    stop: str = ""
+    spent_s: float = 0.0
+
+    def interval(self) -> Optional[stats.Interval]:
+        """The interval the reader uses: the paired ratio's (two contenders), else the median's."""
+        if len(self.times) == 2:
+            row = summarize_paired(self.times[0], self.times[1], self.preempted[0], self.preempted[1],
+                                   self.epoch_sizes)
+            est = row["paired_ratio"]
+            return None if not math.isfinite(est) else stats.Interval(
+                est, row["paired_ratio_low"], row["paired_ratio_high"], row["paired_rounds_used"])
+        row = summarize(self.times[0], self.preempted[0], self.epoch_sizes)
+        est = row["latency_ms_median"]
+        return None if not math.isfinite(est) else stats.Interval(
+            est, row["latency_ms_ci_low"], row["latency_ms_ci_high"], row["latency_n_used"])
+
+    def clean_rounds(self) -> int:
+        return sum(1 for marks in zip(*self.preempted) if not any(marks))
+
+    def clean_epochs(self) -> int:
+        count, i = 0, 0
+        for size in self.epoch_sizes:
+            count += any(not any(marks) for marks in zip(*(p[i:i + size] for p in self.preempted)))
+            i += size
+        return count
+
+
+def _stop_reason(r: Rounds, policy: Policy) -> str:
+    """Why sampling stops after this epoch, or "" to go on (step 7 of the method)."""
+    n, clean, epochs = len(r.times[0]), r.clean_rounds(), r.clean_epochs()
+    if n >= policy.max_repeats:
+        return "max_repeats"
+    enough = clean >= policy.min_repeats and epochs >= policy.min_epochs
+    if enough and r.spent_s >= policy.min_time_s:
+        interval = r.interval()
+        if interval is not None and uncertainty.rel_half_width(interval) <= policy.target_rel_ci:
+            return "target"
+    if r.spent_s >= policy.budget_s and clean >= MIN_SAMPLES and epochs >= min(policy.min_epochs, 2):
+        return "budget"
+    if r.spent_s >= HARD_BUDGET_FACTOR * policy.budget_s and n >= MIN_SAMPLES:
+        return "budget_exhausted"  # the clean rounds never came: preempted all along
+    return ""
+
+
+def sample_rounds(contenders: Sequence[_Contender], policy: Policy) -> Rounds:
+    """Rounds of interleaved samples (contender 0, then 1, …) in epochs, until :func:`_stop_reason` says stop.
+
+    Every sample of a short call follows a re-warm of its own module; each epoch of short calls starts from
+    rebuilt modules. The spent time counts everything done, so the budget bounds the wall time."""
+    k = len(contenders)
+    r = Rounds([[] for _ in range(k)], [[] for _ in range(k)], [[] for _ in range(k)], [])
+    rounds_per_epoch = 0
+
+    def one_round() -> float:
+        spent = 0.0
+        for i, c in enumerate(contenders):
+            spent += c.rewarm()
+            wall, cpu, took = c.sample()
+            spent += took
+            r.times[i].append(wall)
+            r.cpu[i].append(cpu)
+            r.preempted[i].append(uncertainty.preempted(wall, cpu, fraction=policy.preempt_fraction))
+        return spent
+
+    def run() -> Rounds:
+        nonlocal rounds_per_epoch
+        epoch = 0
+        while True:
+            if epoch:
+                r.spent_s += sum(c.rebuild(epoch) for c in contenders)
+            size = 0
+            while True:
+                took = one_round()
+                r.spent_s += took
+                size += 1
+                if not rounds_per_epoch:  # the first round sizes every epoch
+                    rounds_per_epoch = max(1, min(MAX_EPOCH_ROUNDS, math.ceil(policy.epoch_s / max(took, 1e-9))))
+                if size >= rounds_per_epoch or len(r.times[0]) >= policy.max_repeats:
+                    break
+            r.epoch_sizes.append(size)
+            epoch += 1
+            r.stop = _stop_reason(r, policy)
+            if r.stop:
+                return r
+
+    return _gc_paused(run)
 
 
 def _gc_paused(fn: Callable[[], Any]) -> Any:
@@ -218,46 +459,6 @@ def _gc_paused(fn: Callable[[], Any]) -> Any:
     finally:
         if was:
             gc.enable()
-
-
-def collect_samples(contender: _Contender, rule: _StopRule) -> list[float]:
-    """Per-call seconds of successive blocks of one contender until ``rule`` stops."""
-    def run() -> list[float]:
-        samples: list[float] = []
-        spent = 0.0
-        while not rule.done(len(samples), spent):
-            t = contender.sample()
-            samples.append(t)
-            spent += t * contender.block
-        return samples
-
-    return _gc_paused(run)
-
-
-def collect_paired(cell: _Contender, base: _Contender, rule: _StopRule) -> tuple[list[float], list[float]]:
-    """Interleaved rounds, cell then baseline (A B A B ...): per-call seconds of each.
-
-    Each sample is preceded by an untimed call of the same module (:meth:`_Contender.rewarm`), so every sample
-    of either contender has the same history: the other's sample, then its own re-warm. (Alternating the order
-    per round, A B B A, gave every other sample a history of two own calls, and the samples split in two modes.)
-    The budget counts the re-warm calls too, so ``max_time_s`` still bounds the wall time."""
-    def turn(c: _Contender) -> tuple[float, float]:
-        warm = c.rewarm()
-        t = c.sample()
-        return t, warm + t * c.block
-
-    def run() -> tuple[list[float], list[float]]:
-        a: list[float] = []
-        b: list[float] = []
-        spent = 0.0
-        while not rule.done(len(a), spent):
-            (ta, sa), (tb, sb) = turn(cell), turn(base)
-            a.append(ta)
-            b.append(tb)
-            spent += sa + sb
-        return a, b
-
-    return _gc_paused(run)
 
 
 def count_subnormal(tensors: list[torch.Tensor]) -> int:
@@ -278,78 +479,102 @@ def _subnormal_columns(module: torch.nn.Module, x: torch.Tensor) -> dict[str, in
             "subnormal_outputs": count_subnormal(outs)}
 
 
-def _contender(ctx: MetricContext, s: dict[str, Any], time_call: Callable[[Callable[[], None]], float],
-               first: bool = True) -> tuple[_Contender, Optional[float], torch.nn.Module]:
-    """A warmed-up contender for ``ctx``, its compile time (mode ``compile``) and the eager module; ``first``
-    resets dynamo (the baseline, compiled second, keeps the cell's graphs)."""
-    module = ctx.make_module()
-    step = Step(maybe_compile(module, ctx.mode, reset=first), module, ctx.make_input(), ctx.pass_)
-    contender = _Contender(step, time_call, s["min_block_s"])
+def _contender(ctx: MetricContext, s: dict[str, Any], time_call: TimeCall,
+               first: bool = True) -> tuple[_Contender, Optional[float]]:
+    """A warmed-up contender for ``ctx`` and its compile time (mode ``compile``); ``first`` resets dynamo (the
+    baseline, compiled second, keeps the cell's graphs)."""
+    def build() -> Step:
+        module = ctx.make_module()
+        return Step(maybe_compile(module, ctx.mode, reset=first and not built), module, ctx.make_input(), ctx.pass_)
+
+    built = False
+    contender = _Contender(build, time_call, s["min_block_s"], s["short_call_s"], rebuildable=ctx.mode == "eager")
+    built = True
     compile_time_s, warmup = None, s["warmup"]
     if ctx.mode == "compile":
-        compile_time_s = time_call(lambda: first_call(step, ctx.attention))
+        compile_time_s = time_call(lambda: first_call(contender.step, ctx.attention))[0]
         warmup = s["compile_warmup"]
     contender.warm(warmup)
-    return contender, compile_time_s, module
+    return contender, compile_time_s
 
 
 def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     timer_name, time_call = _timer(ctx.device)
-    cell, compile_time_s, module = _contender(ctx, s, time_call)
-    row: dict[str, Any] = _subnormal_columns(module, cell.step.x)
-    rule = _StopRule(s)
+    cell, compile_time_s = _contender(ctx, s, time_call)
+    row: dict[str, Any] = _subnormal_columns(cell.step.module, cell.step.x)
+    contenders = [cell]
     baseline = ctx.baseline if s["paired"] else None
     if baseline is not None:
-        base, _, _ = _contender(baseline, s, time_call, first=False)
-        a, b = collect_paired(cell, base, rule)
-        ratio = stats.paired_ratio(a, b)
-        row.update(paired_baseline=baseline.label, paired_ratio=ratio.estimate, paired_ratio_low=ratio.low,
-                   paired_ratio_high=ratio.high, paired_rounds=ratio.n,
-                   paired_ratios=[x / y for x, y in zip(a, b)], paired_baseline_ms_median=_median_ms(b))
-        samples = a
-    else:
-        samples = collect_samples(cell, rule)
-    row.update(summarize([t * 1e3 for t in samples]))
+        contenders.append(_contender(baseline, s, time_call, first=False)[0])
+    policy = Policy.from_settings(s)
+    if s["processes"] > 1:  # this process takes its share; the others run in attnbench.execute's workers
+        policy.budget_s /= s["processes"]
+    rounds = sample_rounds(contenders, policy)
+    row.update(summarize([t * 1e3 for t in rounds.times[0]], rounds.preempted[0], rounds.epoch_sizes))
+    row["latency_cpu_ms"] = [c * 1e3 if c is not None else None for c in rounds.cpu[0]]
+    if baseline is not None:
+        row["paired_baseline"] = baseline.label
+        row.update(summarize_paired([t * 1e3 for t in rounds.times[0]], [t * 1e3 for t in rounds.times[1]],
+                                    rounds.preempted[0], rounds.preempted[1], rounds.epoch_sizes))
     if ctx.kind == "model":
         row.update(throughput(ctx.batch, row))
-    row.update(latency_timer=timer_name, latency_block=cell.block, latency_stop=rule.reason,
+    row.update(latency_timer=timer_name, latency_block=cell.block, latency_stop=rounds.stop,
+               latency_spent_s=rounds.spent_s, latency_budget_s=policy.budget_s,
+               latency_target_rel_ci=policy.target_rel_ci, latency_rewarm=cell.short, latency_processes=1,
                compile_time_s=compile_time_s, threads=torch.get_num_threads())
-    return row
-
-
-def _median_ms(samples: list[float]) -> float:
-    return quantile(sorted(samples), 0.5) * 1e3
+    return finish_row(row, s["noisy_rel_ci"])
 
 
 def _validate(s: dict[str, Any]) -> None:
     for key in ("warmup", "compile_warmup"):
         if s[key] < 0:
             raise ValueError(f"settings.latency.{key}={s[key]} must be >= 0")
-    if s["min_repeats"] < 1:
-        raise ValueError(f"settings.latency.min_repeats={s['min_repeats']} must be >= 1")
+    for key in ("min_repeats", "min_epochs", "processes"):
+        if s[key] < 1:
+            raise ValueError(f"settings.latency.{key}={s[key]} must be >= 1")
     if s["max_repeats"] < s["min_repeats"]:
         raise ValueError(
             f"settings.latency.max_repeats={s['max_repeats']} must be >= min_repeats={s['min_repeats']}"
         )
-    if s["min_time_s"] < 0:
-        raise ValueError(f"settings.latency.min_time_s={s['min_time_s']} must be >= 0")
-    if s["max_time_s"] <= 0:
-        raise ValueError(f"settings.latency.max_time_s={s['max_time_s']} must be > 0")
-    if s["min_block_s"] < 0:
-        raise ValueError(f"settings.latency.min_block_s={s['min_block_s']} must be >= 0")
+    for key in ("min_time_s", "min_block_s", "short_call_s", "epoch_s"):
+        if s[key] < 0:
+            raise ValueError(f"settings.latency.{key}={s[key]} must be >= 0")
+    for key in ("max_time_s", "target_rel_ci", "noisy_rel_ci"):
+        if s[key] <= 0:
+            raise ValueError(f"settings.latency.{key}={s[key]} must be > 0")
+    for key in _OPTIONAL_SECONDS:
+        if s[key] is not None and s[key] <= 0:
+            raise ValueError(f"settings.latency.{key}={s[key]} must be > 0 (or null: none)")
+    if not 0 < s["preempt_fraction"] < 1:
+        raise ValueError(f"settings.latency.preempt_fraction={s['preempt_fraction']} must be between 0 and 1")
     if s["threads"] is not None and s["threads"] < 1:
         raise ValueError(f"settings.latency.threads={s['threads']} must be >= 1")
 
 
+def _merge(given: Any) -> dict[str, Any]:
+    """``settings.latency`` over :data:`DEFAULTS`; the optional budgets take any number of seconds."""
+    given = dict(given or {}) if isinstance(given, dict) else given
+    seconds = {}
+    if isinstance(given, dict):
+        for key in _OPTIONAL_SECONDS:
+            if key in given:
+                value = given.pop(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"settings.latency.{key}={value!r} has type {type(value).__name__}, "
+                                     "expected a number of seconds or null")
+                seconds[key] = None if value is None else float(value)
+    return {**merge_settings(given, "latency", DEFAULTS), **seconds}
+
+
 def validate_settings(given: dict[str, Any]) -> None:
     """Check a suite's ``settings.latency`` at load time (types and ranges), so a bad value fails the suite once."""
-    _validate(merge_settings(given, "latency", DEFAULTS))
+    _validate(_merge(given))
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """The ``latency_*``, ``paired_*`` (with a baseline), ``compile_time_s``, ``threads``, ``flush_denormal`` and
     ``subnormal_*`` columns of the cell."""
-    s = read_settings(ctx, "latency", DEFAULTS)
+    s = _merge(ctx.settings.get("latency"))
     _validate(s)
     with use_threads(s["threads"]):
         # returns False where the CPU cannot flush (then subnormals stay, and the row says so)

@@ -16,6 +16,12 @@ Methods (column ``mem_method``):
         handles, the CUDA context).
     cpu_profiler_alloc_events: see :mod:`attnbench.metrics._cpu_memory`: the peak running sum of the profiler's
         CPU-allocator ``[memory]`` events during the call.
+
+Threads: on the CPU the peak depends on torch's intra-op thread count (each thread's scratch buffers: mhsa forward
+at 14x14 held 211,488 B with 2 threads and 156,704 B with 1, measured 2026-12-06), and the count in effect differs
+between an inline run (all cores), a local job and a Slurm job. So the call runs with ``settings.memory.threads``
+threads (default 1, whatever the runner or the latency metric set), recorded as ``mem_threads``; ``compare``
+refuses to compare the memory of rows measured with different counts.
 """
 from __future__ import annotations
 
@@ -26,13 +32,14 @@ import torch
 from ._cpu_memory import METHOD as CPU_METHOD
 from ._cpu_memory import cpu_peak_bytes
 from ._passes import Step, first_call, maybe_compile
+from ..torch_threads import use_threads
 from ._settings import read_settings
 from .base import MetricContext
 
 __all__ = ["CUDA_METHOD", "CPU_METHOD", "cuda_peak_bytes", "measure"]
 
 CUDA_METHOD = "cuda_max_allocated"
-DEFAULTS: dict[str, Any] = {}
+DEFAULTS: dict[str, Any] = {"threads": 1}
 
 
 def cuda_peak_bytes(step: Step, device: torch.device) -> int:
@@ -46,8 +53,16 @@ def cuda_peak_bytes(step: Step, device: torch.device) -> int:
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
-    """The ``mem_peak_bytes`` and ``mem_method`` columns of the cell."""
-    read_settings(ctx, "memory", DEFAULTS)
+    """The ``mem_peak_bytes``, ``mem_method`` and ``mem_threads`` columns of the cell."""
+    s = read_settings(ctx, "memory", DEFAULTS)
+    if s["threads"] is None or s["threads"] < 1:
+        raise ValueError(f"settings.memory.threads={s['threads']!r} must be an int >= 1 (the count is recorded "
+                         "and must be the same wherever the cell runs)")
+    with use_threads(s["threads"]):
+        return {**_measure(ctx), "mem_threads": torch.get_num_threads()}
+
+
+def _measure(ctx: MetricContext) -> dict[str, Any]:
     module = ctx.make_module()
     step = Step(maybe_compile(module, ctx.mode), module, ctx.make_input(), ctx.pass_)
     if ctx.mode == "compile":

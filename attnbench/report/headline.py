@@ -1,7 +1,7 @@
 """The top of the report: warning banners, then the verdict (``verdict.py``) as tables of plain strings.
 
-Banners (:func:`run_banners`): a run measured under load (the manifest's ``load.under_load``, or rows whose 1-min
-load average before or after the cell exceeded the core count), and an incomplete run (interrupted, no end time,
+Banners (:func:`run_banners`): a run measured under load (the one load rule, :func:`attnbench.machine_load.judge`,
+over its rows: preempted samples, other running processes, the load average), and an incomplete run (interrupted, no end time,
 or fewer rows than the cells it planned).
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from .. import machine_load
 from .derive import numeric
 from .load import Runs
 from .tables import Section, Table, fmt_count, fmt_num, fmt_ratio
@@ -24,30 +25,13 @@ _QUANTITY_TITLE = {"latency": "latency", "memory": "peak memory"}
 
 # ----------------------------------------------------------------------------------------------------- banners
 
-def _max(values: pd.Series) -> float:
-    values = values.dropna()
-    return float(values.max()) if len(values) else math.nan
-
-
 def _load_banner(run_id: str, manifest: dict, rows: pd.DataFrame) -> str | None:
-    load = manifest.get("load") if isinstance(manifest.get("load"), dict) else {}
-    cores = load.get("cores") or manifest.get("cpu_count")
-    row_cores = numeric(rows, "cpu_count").fillna(float(cores) if cores else math.nan)
-    row_load = pd.concat([numeric(rows, "load_before"), numeric(rows, "load_after")], axis=1).max(axis=1)
-    over = int((row_load > row_cores).sum())
-    if not load.get("under_load") and over == 0:
+    """The under-load warning, by the one load rule (:func:`attnbench.machine_load.summarize`) over the rows."""
+    load = machine_load.summarize(rows.to_dict("records"))
+    if not load["under_load"]:
         return None
-    max_load = load.get("max_load", _max(row_load))
-    cores = cores or _max(row_cores)
-    busy = load.get("max_busy", _max(pd.concat([numeric(rows, "busy_before"), numeric(rows, "busy_after")])))
-    details = [f"1-min load average up to {fmt_num(float(max_load))}"
-               + (f" on {int(cores)} cores" if cores and not pd.isna(cores) else "")]
-    if over:
-        details.append(f"{over} of {len(rows)} cells started or ended with more load than cores")
-    if busy is not None and not pd.isna(busy) and busy > 0:
-        details.append(f"up to {int(busy)} other busy processes")
-    return (f"Run `{run_id}` was measured under load ({'; '.join(details)}). Absolute times are inflated, and paths "
-            "made of many small ops lose more than fused ones: trust the paired ratios over the medians, and "
+    return (f"Run `{run_id}` was measured under load ({'; '.join(load['why'])}). Absolute times are inflated, and "
+            "paths made of many small ops lose more than fused ones: trust the paired ratios over the medians, and "
             "re-run on a quiet machine before quoting a time.")
 
 
@@ -69,13 +53,35 @@ def _incomplete_banner(run_id: str, manifest: dict, rows: pd.DataFrame) -> str |
             f"verdict, the tables and the figures; `attnbench run --resume {run_id}` measures the rest.")
 
 
+def _precision_note(run_id: str, rows: pd.DataFrame) -> str | None:
+    """How many latency cells reached their target interval and how many stopped at their budget first."""
+    if "latency_stop" not in rows.columns:
+        return None
+    timed = rows[(rows["status"] == "ok") & rows["latency_stop"].notna()]
+    if timed.empty or "latency_target_rel_ci" not in timed.columns:
+        return None
+    stops = timed["latency_stop"].astype(str)
+    reached = int((stops == "target").sum())
+    early = timed[stops != "target"]
+    noisy = int(early["latency_noisy"].astype(bool).sum()) if len(early) else 0
+    targets = sorted({float(t) for t in numeric(timed, "latency_target_rel_ci").dropna()})
+    target = "/".join(f"±{t * 100:g}%" for t in targets) or "its target"
+    text = (f"Latency precision in `{run_id}`: {reached} of {len(timed)} cells reached their {target} interval; "
+            f"{len(early)} stopped at their budget first")
+    if len(early):
+        text += f" ({noisy} of them noisy)" if noisy else " (none of them noisy)"
+    total_noisy = int(timed["latency_noisy"].astype(bool).sum())
+    return text + f"; {total_noisy} of {len(timed)} cells noisy in all (`~`: interval wider than the noisy limit)."
+
+
 def run_banners(frame: pd.DataFrame, runs: Runs) -> list[str]:
-    """Warnings to show above everything else, one per problem and run."""
+    """Warnings to show above everything else, one per problem and run, and each run's latency precision."""
     banners = []
     for run_id in runs.dirs:
         manifest = runs.manifests.get(run_id) or {}
         rows = frame[frame["run_id"] == run_id]
-        banners += [b for b in (_incomplete_banner(run_id, manifest, rows), _load_banner(run_id, manifest, rows)) if b]
+        banners += [b for b in (_incomplete_banner(run_id, manifest, rows), _load_banner(run_id, manifest, rows),
+                                _precision_note(run_id, rows)) if b]
     return banners
 
 

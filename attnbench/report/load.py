@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .. import results
+from .. import results, uncertainty
 from ..errors import UserError
 from ..results import MANIFEST_FILE, RESULTS_FILE, read_results_file
 
@@ -59,8 +59,6 @@ _FLOAT_COLUMNS = (
     "duration_s", "keys_per_query", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr",
     "compile_time_s",
 )
-#: IQR/median above which a latency is flagged noisy when a row does not say (the contract's rule)
-NOISY_IQR_FRACTION = 0.10
 
 
 @dataclasses.dataclass
@@ -189,10 +187,11 @@ def _to_int(series: pd.Series) -> pd.Series:
 
 
 def _noisy(frame: pd.DataFrame) -> pd.Series:
-    """The row's own ``latency_noisy`` flag, else IQR/median > 10% where both are known."""
-    computed = (frame["latency_ms_iqr"] / frame["latency_ms_median"]) > NOISY_IQR_FRACTION
-    given = frame["latency_noisy"].map(lambda v: None if v is None or _isnan(v) else bool(v))
-    return given.where(given.notna(), computed).astype(bool)
+    """The one noisy rule (:func:`attnbench.uncertainty.is_noisy`) on every row, old rows included, so the report
+    never disagrees with the metric or ``compare`` about a cell."""
+    if frame.empty:
+        return pd.Series([], dtype=bool, index=frame.index)
+    return frame.apply(lambda row: uncertainty.is_noisy(row.to_dict()), axis=1).astype(bool)
 
 
 def _isnan(value: Any) -> bool:

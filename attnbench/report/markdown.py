@@ -58,5 +58,6 @@ def legend() -> str:
     return ("`(0.50×)` value / baseline value; `(0.34× [0.33–0.35])` latency ratio with its 95% interval; "
             "`(≈1× tie [0.92–1.05])` an interval that holds 1: no winner; `(+1.20 pt)` accuracy minus the "
             f"baseline's; **bold** the best of its column (latency: with the attentions tied with it); `{NOISY_MARK}` "
-            "noisy latency (IQR/median > 10%); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
+            "noisy latency (the 95% interval the verdict uses, the ratio's or else the median's, wider than ±10%, or "
+            "fewer than 5 clean samples); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
             "without a value); `—`: not measured.")

@@ -240,3 +240,28 @@ def test_slurm_jobs_that_cannot_start_are_reported_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         parent.warn_stuck(statuses)  # said once only
+
+
+def test_memory_is_the_same_inline_and_through_the_local_executor(write_suite, tmp_path):
+    """CPU peak memory depends on torch's thread count (mhsa forward: +35% with 2 threads). The memory metric runs
+    the call with settings.memory.threads (default 1) wherever the cell runs, and records it: an inline run in a
+    process with 2 threads and a local job (OMP_NUM_THREADS=1) give the same bytes."""
+    import torch
+
+    suite = {"name": "mem", "attentions": [{"name": "mhsa"}, {"name": "dat"}], "defaults": {"dim": 32, "num_heads": 2},
+             "axes": {"resolution": [14], "batch": [1], "device": ["cpu"], "pass": ["forward", "forward_backward"]},
+             "metrics": ["memory"], "executor": {"cells_per_job": 4, "poll_s": 0.2}}
+    path = write_suite(suite)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runner.run(plan(path, tmp_path / "inline"), progress=False, isolate=False, argv=["test"])
+    finally:
+        torch.set_num_threads(before)
+    local(plan(path, tmp_path / "local"))
+    inline, jobs = by_cell(read_rows(tmp_path / "inline")), by_cell(read_rows(tmp_path / "local"))
+    assert set(inline) == set(jobs) and len(inline) == 4
+    for cell_id, row in inline.items():
+        assert row["status"] == jobs[cell_id]["status"] == "ok"
+        assert row["mem_threads"] == jobs[cell_id]["mem_threads"] == 1
+        assert row["mem_peak_bytes"] == jobs[cell_id]["mem_peak_bytes"], row["label"]

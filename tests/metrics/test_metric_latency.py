@@ -1,5 +1,6 @@
-"""latency: statistics against numpy, stopping rule and call counts (never speeds), compile bookkeeping, the
-noisy flag on the sample sets that fooled it before, and paired rounds under a fake clock."""
+"""latency: statistics against numpy, the stopping rule and call counts (never speeds), compile bookkeeping, the
+noisy flag on the sample sets that fooled it before, and — under fake clocks — stopping at the target, the budget,
+preempted samples left out and counted, and paired rounds."""
 import numpy as np
 import pytest
 import torch
@@ -8,15 +9,20 @@ from torch import nn
 
 from attnbench.metrics import _passes, get_metric
 from attnbench.metrics._passes import CompileError
-from attnbench.metrics.latency import quantile, summarize
+from attnbench.metrics.latency import finish_row, quantile, summarize
 
 measure = get_metric("latency")
-FAST = {"min_time_s": 0.0, "min_repeats": 4, "max_repeats": 4, "warmup": 2, "min_block_s": 0.0}
+# four rounds in one epoch, then stop at max_repeats; no re-warm (short_call_s 0) so call counts are exact
+FAST = {"min_time_s": 0.0, "min_repeats": 4, "max_repeats": 4, "warmup": 2, "min_block_s": 0.0, "short_call_s": 0.0,
+        "epoch_s": 1e9, "min_epochs": 1}
 
 COLUMNS = {
     "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr", "latency_n", "latency_samples_ms",
     "latency_noisy", "latency_timer", "compile_time_s", "threads", "latency_ms_ci_low", "latency_ms_ci_high",
     "latency_block", "latency_stop", "flush_denormal", "subnormal_params", "subnormal_outputs",
+    "latency_n_used", "latency_preempted", "latency_preempted_mask", "latency_epochs", "latency_epoch_sizes",
+    "latency_cpu_ms", "latency_spent_s", "latency_budget_s", "latency_target_rel_ci", "latency_rewarm",
+    "latency_processes", "latency_rel_ci", "latency_noisy_rel_ci", "latency_noisy_reason",
 }
 
 
@@ -48,22 +54,50 @@ def test_summarize_known_samples():
     assert (row["latency_ms_q1"], row["latency_ms_q3"]) == (10.5, 12.0)
     assert row["latency_ms_iqr"] == pytest.approx(1.5)
     assert row["latency_n"] == 5 and row["latency_samples_ms"] == [10.0, 12.0, 11.0, 30.0, 10.5]
-    assert row["latency_noisy"] is True  # 1.5 / 11 > 0.10
-    assert summarize([10.0, 10.1, 10.2, 10.3, 10.15, 10.05])["latency_noisy"] is False
+    assert (row["latency_ms_ci_low"], row["latency_ms_ci_high"]) == (10.0, 30.0)  # n = 5: the full range
+
+
+def test_summarize_leaves_preempted_samples_out_but_keeps_them():
+    samples = [10.0, 10.2, 95.0, 10.1, 10.3, 80.0, 10.0, 10.2]
+    mask = [False, False, True, False, False, True, False, False]
+    row = summarize(samples, mask)
+    assert row["latency_samples_ms"] == samples and row["latency_preempted_mask"] == mask
+    assert row["latency_n"] == 8 and row["latency_n_used"] == 6 and row["latency_preempted"] == 2
+    assert row["latency_ms_median"] == pytest.approx(10.15)
+    assert row["latency_ms_ci_high"] <= 10.3
+
+
+def test_epoch_spread_widens_the_interval():
+    """Three epochs that disagree by 10% give a wide interval even though each is tight on its own (a bootstrap
+    of the pooled samples would call it ±1%)."""
+    epochs = [[10.0, 10.01, 9.99, 10.0], [11.0, 11.01, 10.99, 11.0], [10.5, 10.49, 10.51, 10.5]]
+    flat = [v for e in epochs for v in e]
+    row = summarize(flat, epoch_sizes=[4, 4, 4])
+    assert row["latency_epochs"] == 3
+    half = max(row["latency_ms_median"] - row["latency_ms_ci_low"], row["latency_ms_ci_high"] - row["latency_ms_median"])
+    assert half / row["latency_ms_median"] > 0.05
+    one_epoch = summarize(flat, epoch_sizes=[12])
+    assert one_epoch["latency_ms_ci_high"] - one_epoch["latency_ms_ci_low"] < row["latency_ms_ci_high"] - row["latency_ms_ci_low"]
 
 
 @pytest.mark.parametrize("samples", [
     [24.0, 24.0],                                   # two samples on the scheduler quantum: nothing to judge by
     [0.14, 0.18],                                   # the same cell in a quiet run: two samples are never enough
     [0.15] * 12 + [24.0] * 6 + [48.0] * 4 + [280.0] * 2,   # quantum-sized preemptions in a third of the samples
-    [10.0 + (i % 2) * 3.0 for i in range(30)],      # bimodal: IQR 30% of the median
+    [10.0 + (i % 2) * 3.0 for i in range(6)],       # bimodal and few: the median's interval spans both modes
 ])
 def test_noisy_flag_fires_on_the_reported_cases(samples):
-    assert summarize(samples)["latency_noisy"] is True
+    row = finish_row(summarize(samples, epoch_sizes=[len(samples) // 2, len(samples) - len(samples) // 2]), 0.10)
+    assert row["latency_noisy"] is True and row["latency_noisy_reason"]
+
+
+def test_tight_samples_are_not_noisy():
+    row = finish_row(summarize([10.0, 10.1, 10.2, 10.3, 10.15, 10.05] * 3, epoch_sizes=[6, 6, 6]), 0.10)
+    assert row["latency_noisy"] is False and row["latency_noisy_reason"] is None
 
 
 def test_median_interval_columns_bracket_the_median():
-    row = summarize([float(v) for v in range(1, 41)])
+    row = finish_row(summarize([float(v) for v in range(1, 41)]), 0.10)
     assert row["latency_ms_ci_low"] < row["latency_ms_median"] < row["latency_ms_ci_high"]
     assert row["latency_noisy"] is True  # 1..40 spreads far more than 10%
 
@@ -74,7 +108,7 @@ def test_columns_and_counts_forward():
     assert set(row) == COLUMNS
     assert row["latency_n"] == 4 and len(row["latency_samples_ms"]) == 4
     assert mods[0].calls == 2 + 1 + 1 + 4  # warm-up + the block-sizing call + the subnormal check + timed
-    assert row["latency_timer"] == "perf_counter" and row["compile_time_s"] is None
+    assert row["latency_timer"] == "perf_counter+process_time" and row["compile_time_s"] is None
     assert row["threads"] == torch.get_num_threads()
     assert all(s >= 0 for s in row["latency_samples_ms"])
     assert row["latency_ms_q1"] <= row["latency_ms_median"] <= row["latency_ms_q3"]
@@ -91,17 +125,16 @@ def test_forward_backward_resets_grads_each_call():
     assert m.fc.weight.grad is not None  # backward did run
 
 
-def test_max_repeats_caps_and_min_repeats_floors():
-    capped = measure(make_ctx(ToyLinear, settings={"latency": {"min_time_s": 1e9, "min_repeats": 2, "max_repeats": 7}}))
+def test_max_repeats_caps():
+    capped = measure(make_ctx(ToyLinear, settings={"latency": {**FAST, "min_repeats": 2, "max_repeats": 7,
+                                                               "target_rel_ci": 1e-9}}))
     assert capped["latency_n"] == 7 and capped["latency_stop"] == "max_repeats"
-    floored = measure(make_ctx(ToyLinear, settings={"latency": {"min_time_s": 0.0, "min_repeats": 3}}))
-    assert floored["latency_n"] == 3 and floored["latency_stop"] == "min_repeats"
 
 
 def test_time_budget_stops_after_five_samples():
-    settings = {"latency": {"min_time_s": 1e9, "min_repeats": 50, "max_time_s": 1e-9, "min_block_s": 0.0}}
+    settings = {"latency": {**FAST, "min_repeats": 50, "max_repeats": 1000, "max_time_s": 1e-9, "epoch_s": 0.0}}
     row = measure(make_ctx(ToyLinear, settings=settings))
-    assert row["latency_n"] == 5 and row["latency_stop"] == "max_time_s"
+    assert row["latency_n"] == 5 and row["latency_stop"] == "budget"
 
 
 def test_fast_calls_are_timed_in_blocks():
@@ -114,9 +147,10 @@ def test_fast_calls_are_timed_in_blocks():
 
 
 def test_min_time_keeps_sampling():
-    settings = {"latency": {"min_time_s": 0.05, "min_repeats": 1, "max_repeats": 10**6}}
+    settings = {"latency": {**FAST, "min_time_s": 0.05, "min_repeats": 1, "max_repeats": 10**6, "epoch_s": 0.0,
+                            "target_rel_ci": 10.0}}
     row = measure(make_ctx(ToyLinear, settings=settings))
-    assert sum(row["latency_samples_ms"]) * row["latency_block"] >= 50.0  # samples are per-call means of blocks
+    assert row["latency_spent_s"] >= 0.05 and row["latency_stop"] == "target"
 
 
 def test_threads_setting_applied_and_restored():
@@ -178,6 +212,10 @@ def test_real_compile_reports_compile_time():
         ({"warmup": "3"}, r"settings.latency.warmup='3' has type str, expected an int"),
         ({"repeats": 3}, r"unknown option\(s\) \['repeats'\]"),
         ({"min_time_s": -1}, "min_time_s=-1.0 must be >= 0"),
+        ({"target_rel_ci": 0}, "target_rel_ci=0.0 must be > 0"),
+        ({"preempt_fraction": 1.5}, "preempt_fraction=1.5 must be between 0 and 1"),
+        ({"suite_budget_s": "lots"}, "suite_budget_s='lots' has type str, expected a number of seconds"),
+        ({"processes": 0}, "processes=0 must be >= 1"),
     ],
 )
 def test_bad_settings(bad, match):
@@ -252,9 +290,10 @@ class FakeClock:
         self.timed_at.append(len(self.calls))
         fn()
         self.samples += 1
-        load = 1.0 + 9.0 * ((self.samples // 7) % 2)  # 7 samples quiet, 7 under 10x load, ...
+        load = 1.0 + 9.0 * ((self.samples // 7) % 2)  # 7 samples quiet, 7 slowed down 10x (not preempted), ...
         self.order.append(self.pending)
-        return self.pending * load * 1e-3
+        wall = self.pending * load * 1e-3
+        return wall, wall
 
 
 def test_paired_rounds_cancel_load_bursts(monkeypatch):
@@ -262,7 +301,7 @@ def test_paired_rounds_cancel_load_bursts(monkeypatch):
 
     clock = FakeClock()
     monkeypatch.setattr(latency, "_timer", lambda device: ("fake", clock.time_call))
-    settings = {"latency": {**FAST, "min_repeats": 30, "max_repeats": 30}}
+    settings = {"latency": {**FAST, "min_repeats": 30, "max_repeats": 30, "short_call_s": 1e9}}  # re-warm each
     ctx = make_ctx(lambda: _Work(clock, 2.0), settings=settings)
     ctx.baseline = make_ctx(lambda: _Work(clock, 1.0), settings=settings)
     ctx.baseline.label = "base"

@@ -139,7 +139,7 @@ def power_law_rows(laws: dict = POWER_LAW, sizes=SIZES, rounds: int = 31, seed: 
                        mem_peak_bytes=int(mem * scale ** k_mem), macs_fvcore=int(macs * scale ** k_macs),
                        macs_analytic=int(macs * scale ** k_macs), flops_torch=2 * int(macs * scale ** k_macs),
                        keys_per_query=float(size * size if attention == "mhsa" else 9),
-                       load_before=0.5, load_after=0.6, busy_before=0, busy_after=1, cpu_count=2,
+                       load_before=0.5, load_after=0.6, busy_before=0, busy_after=0, cpu_count=2,
                        flush_denormal=True)
             if paired and label != "mhsa":
                 ratio = stats.paired_ratio(samples, base)

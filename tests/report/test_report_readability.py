@@ -88,16 +88,26 @@ def test_a_clean_finished_run_has_no_banner(tmp_path):
     assert _banners(tmp_path) == []
 
 
-def test_load_banner_from_the_manifest_or_the_rows(tmp_path):
-    flagged = _banners(tmp_path / "m", load={"cores": 2, "max_load": 5.5, "mean_load": 4.0, "max_busy": 3,
-                                             "under_load": True})
-    assert len(flagged) == 1 and "under load" in flagged[0] and "5.50 on 2 cores" in flagged[0]
-    assert "3 other busy processes" in flagged[0]
+def test_load_banner_by_the_one_load_rule(tmp_path):
+    """The banner uses attnbench.machine_load's rule over the rows, whatever the manifest says: a busy neighbour
+    on a 2-core machine (busy in 2 of 15 cells, load 1.95) is load; so are preempted samples."""
     rows = power_law_rows()
-    for row in rows[:3]:
-        row["load_after"] = 3.1  # above cpu_count = 2
-    from_rows = _banners(tmp_path / "r", rows)
-    assert len(from_rows) == 1 and "3 of 16 cells" in from_rows[0]
+    for row in rows[:2]:
+        row["busy_after"] = 1
+    busy = _banners(tmp_path / "b", rows)
+    assert len(busy) == 1 and "under load" in busy[0] and "another process running in 2 of 15 cells" in busy[0]
+    rows = power_law_rows()
+    for row in rows:
+        row["load_before"], row["load_after"] = 1.9, 1.95
+    loaded = _banners(tmp_path / "l", rows)
+    assert len(loaded) == 1 and "mean 1-min load average 1.93 on 2 cores" in loaded[0]
+    rows = power_law_rows()
+    for row in rows[:4]:
+        row["latency_preempted"] = 10  # 40 of the 4 x 31 samples judged (rows without the column are older)
+    preempted = _banners(tmp_path / "p", rows)
+    assert len(preempted) == 1 and "40 of 124 latency samples preempted" in preempted[0]
+    # a manifest that claims load does not override what the rows show
+    assert _banners(tmp_path / "m", load={"cores": 2, "max_load": 5.5, "under_load": True}) == []
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -138,6 +148,8 @@ def synthetic_report(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic")
     rows = [r for r in power_law_rows() if (r["label"], r["height"]) != ("bra", 64)]  # excluded: no row
+    for row in rows:
+        row["load_before"], row["load_after"], row["busy_after"] = 3.0, 4.0, 2  # measured under load
     run = write_run(root / "run", rows, synthetic_manifest(
         rows, [excluded_cell("bra", 64, "exclude: too slow"), excluded_cell("agent", 128, "exclude: too slow")],
         interrupted=True, load={"cores": 2, "max_load": 4.0, "mean_load": 3.0, "max_busy": 2, "under_load": True}))

@@ -1,0 +1,62 @@
+"""The suite's latency time budget (``settings.latency.suite_budget_s``), shared out across the cells by what they
+still need.
+
+Before each cell the runner asks :meth:`SuiteBudget.allowance`: the seconds left, times the cell's share of the
+expected work of the cells still to measure (its own and, paired, its baseline's: MACs × batch × 3 for a training
+step, from the probe's cost model; a cell without a cost model counts as the median cell). The allowance becomes
+the cell's ``budget_s`` (never more than ``max_time_s``, never less than ``floor_s``); the latency metric stops
+earlier when its interval reaches the target. After the cell, :meth:`SuiteBudget.spend` takes off what it really
+spent (``latency_spent_s``), so a cheap, certain cell that stopped early leaves its unspent seconds to the cells
+after it. Only runs that measure cells one after another share a budget (in this process or an isolated child);
+batch executors run cells side by side and give each its ``max_time_s``.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Mapping, Optional, Sequence
+
+__all__ = ["SuiteBudget", "work_units"]
+
+
+def work_units(macs: Optional[float], batch: int, pass_: str) -> Optional[float]:
+    """Expected work of one call: forward MACs per image × batch, × 3 for forward+backward (the backward does
+    about twice the forward's work); None when the cost model is unknown."""
+    if macs is None or macs <= 0:
+        return None
+    return float(macs) * batch * (3.0 if pass_ == "forward_backward" else 1.0)
+
+
+class SuiteBudget:
+    """Seconds of latency sampling for the cells still to run.
+
+    Args:
+        total_s: the whole budget.
+        work: cell_id -> the expected work of one round of the cell (None: unknown), in run order.
+        max_s: the most one cell may get (``settings.latency.max_time_s``).
+        floor_s: the least one cell gets, even when the budget is spent (its minimum rounds still run).
+    """
+
+    def __init__(self, total_s: float, work: Mapping[str, Optional[float]], max_s: float, floor_s: float = 0.5):
+        known = [w for w in work.values() if w is not None and w > 0]
+        typical = statistics.median(known) if known else 1.0
+        self.weights = {cid: (w if w is not None and w > 0 else typical) for cid, w in work.items()}
+        self.left_s, self.max_s, self.floor_s = float(total_s), float(max_s), float(floor_s)
+        self._pending = dict(self.weights)
+
+    def allowance(self, cell_id: str) -> float:
+        """The cell's share of the seconds left, by its weight among the cells still pending."""
+        weight = self._pending.get(cell_id, self.weights.get(cell_id))
+        if weight is None:
+            return self.max_s
+        total = sum(self._pending.values()) or weight
+        share = max(self.left_s, 0.0) * weight / total
+        return min(self.max_s, max(self.floor_s, share))
+
+    def spend(self, cell_id: str, seconds: float) -> None:
+        """The cell is done and took ``seconds`` of sampling (0 for a cell that failed before timing)."""
+        self._pending.pop(cell_id, None)
+        self.left_s -= max(0.0, float(seconds))
+
+    @property
+    def pending(self) -> Sequence[str]:
+        return list(self._pending)

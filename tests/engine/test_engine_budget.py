@@ -1,0 +1,59 @@
+"""The suite's latency budget (settings.latency.suite_budget_s) is shared out by expected work, and what a cell
+leaves unspent goes to the cells after it; the runner hands each cell its allowance as latency.budget_s."""
+from __future__ import annotations
+
+import pytest
+
+import engine_fakes as fakes
+
+from attnbench import runner
+from attnbench.budget import SuiteBudget, work_units
+from attnbench.results import read_rows
+
+
+def test_allowance_follows_the_work_still_to_do():
+    budget = SuiteBudget(10.0, {"a": 1.0, "b": 1.0, "c": 8.0}, max_s=6.0, floor_s=0.1)
+    assert budget.allowance("a") == pytest.approx(1.0)        # 10 s × 1/10
+    budget.spend("a", 0.2)                                     # certain early: 0.8 s left over
+    assert budget.allowance("b") == pytest.approx(9.8 / 9)     # the left-over shared with b and c
+    budget.spend("b", 9.8 / 9)
+    assert budget.allowance("c") == pytest.approx(6.0)         # 8.71 s, capped at max_time_s
+    budget.spend("c", 6.0)
+    assert budget.pending == []
+
+
+def test_a_spent_budget_still_gives_the_floor_and_unknown_work_counts_as_typical():
+    budget = SuiteBudget(1.0, {"a": 4.0, "b": None, "c": 2.0}, max_s=10.0, floor_s=0.5)
+    assert budget.weights["b"] == 3.0  # the median of the known ones
+    budget.spend("a", 5.0)
+    assert budget.allowance("b") == 0.5 and budget.allowance("c") == 0.5
+
+
+def test_work_units():
+    assert work_units(100, 2, "forward") == 200 and work_units(100, 2, "forward_backward") == 600
+    assert work_units(None, 1, "forward") is None
+
+
+def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
+    suite = {
+        "name": "budget",
+        "attentions": [{"name": fakes.dotted("Tiny"), "label": "base"},
+                       {"name": fakes.dotted("Tiny"), "label": "other", "config": {"scale": 2.0}}],
+        "axes": {"resolution": [4, 8], "batch": [1], "device": ["cpu"], "pass": ["forward"]},
+        "metrics": ["latency"],
+        "baseline": "base",
+        "settings": {"latency": {"suite_budget_s": 0.6, "max_time_s": 0.5, "min_repeats": 3, "min_epochs": 2,
+                                 "warmup": 1, "epoch_s": 0.01}},
+    }
+    p = runner.plan(str(write_suite(suite)), out=str(tmp_path / "run"), cuda_available=False)
+    assert set(p.macs.values()) == {16 * 64, 64 * 64}  # the probe's cost model: H·W·dim²
+    runner.run(p, progress=False, isolate=False, argv=["test"])
+    rows = read_rows(tmp_path / "run")
+    # replay the budget with what each cell really spent: every row got exactly its share at its turn
+    replay = SuiteBudget(0.6, {c.cell_id: runner._suite_budget(p).weights[c.cell_id] for c in p.to_run}, max_s=0.5)
+    for row in rows:
+        assert row["latency_budget_s"] == pytest.approx(replay.allowance(row["cell_id"]))
+        replay.spend(row["cell_id"], row["latency_spent_s"])
+    by = {(r["label"], r["height"]): r for r in rows}
+    # the paired 8x8 cell carries its own and its baseline's work: a larger share than the lone 4x4 baseline
+    assert by[("other", 8)]["latency_budget_s"] >= by[("base", 4)]["latency_budget_s"]
