@@ -57,3 +57,29 @@ def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
     by = {(r["label"], r["height"]): r for r in rows}
     # the paired 8x8 cell carries its own and its baseline's work: a larger share than the lone 4x4 baseline
     assert by[("other", 8)]["latency_budget_s"] >= by[("base", 4)]["latency_budget_s"]
+
+
+def test_worker_processes_pool_their_epochs(write_suite, tmp_path):
+    """settings.latency.processes = 2: the cell is timed again in a fresh process and the samples pooled, each
+    process's epochs kept apart (so the interval carries the spread between processes)."""
+    suite = {
+        "name": "workers",
+        "attentions": [{"name": fakes.dotted("Tiny"), "label": "base"},
+                       {"name": fakes.dotted("Tiny"), "label": "other", "config": {"scale": 2.0}}],
+        "axes": {"resolution": [4], "batch": [1], "device": ["cpu"], "pass": ["forward"]},
+        "metrics": ["latency"],
+        "baseline": "base",
+        "settings": {"latency": {"processes": 2, "max_time_s": 0.4, "min_repeats": 3, "min_epochs": 2,
+                                 "warmup": 1, "epoch_s": 0.01, "max_repeats": 40}},
+    }
+    p = runner.plan(str(write_suite(suite)), out=str(tmp_path / "run"), cuda_available=False)
+    runner.run(p, progress=False, isolate=False, argv=["test"])
+    rows = {r["label"]: r for r in read_rows(tmp_path / "run")}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["latency_processes"] == 2
+        assert len(row["latency_samples_ms"]) == sum(row["latency_epoch_sizes"]) == row["latency_n"]
+        assert row["latency_stop"].count(",") == 1  # one stop reason per process
+        assert row["latency_budget_s"] == pytest.approx(0.2)  # each process had half of max_time_s
+    paired = rows["other"]
+    assert len(paired["paired_ratios"]) == paired["latency_n"] and paired["paired_baseline"] == "base"
+    assert paired["paired_ratio_low"] <= paired["paired_ratio"] <= paired["paired_ratio_high"]
