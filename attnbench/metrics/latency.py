@@ -293,8 +293,9 @@ class _Contender:
         if not (self.rebuildable and self.short):
             return 0.0
         t0 = time.perf_counter()
+        device = self.step.x.device
         self.step = None  # free the old module before the pad, so the new one lands elsewhere
-        self._pad = torch.empty(((epoch * 7919) % 4096 + 1) * 64, dtype=torch.uint8)
+        self._pad = torch.empty(((epoch * 7919) % 4096 + 1) * 64, dtype=torch.uint8, device=device)
         self.step = self.build()
         self.step.reset()
         self.step()
