@@ -168,7 +168,7 @@ def compare(a: AccEstimate, b: AccEstimate) -> AccDiff:
 
 def most_accurate(found: dict[str, AccEstimate]) -> tuple[tuple[str, ...], str]:
     """(the highest mean and every attention indistinguishable from it, highest first; the basis: ``paired
-    test``, ``interval`` or ``exact``)."""
+    test``, ``interval`` or ``exact``, with `` + seed spread`` when the seed-level interval took part)."""
     if not found:
         return (), "exact"
     order = sorted(found.values(), key=lambda e: -e.mean)
@@ -176,6 +176,8 @@ def most_accurate(found: dict[str, AccEstimate]) -> tuple[tuple[str, ...], str]:
     diffs = {e.name: compare(best, e) for e in order[1:]}
     methods = {d.method for d in diffs.values()}
     basis = "paired test" if methods == {"paired"} else "exact" if methods <= {"none"} else "interval"
+    if any(not math.isnan(d.seed_low) for d in diffs.values()):
+        basis += " + seed spread"
     return (best.name, *[e.name for e in order[1:] if diffs[e.name].tie]), basis
 
 

@@ -134,7 +134,8 @@ def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     if not curves.empty:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for r in curves.itertuples():
-            ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=r.label)
+            label = r.label if pd.isna(r.seed) else f"{r.label} seed {int(r.seed)}"  # one curve per training seed
+            ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=label)
         ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
         ax.legend(fontsize=7)
         save(fig, "accuracy_loss_curves")

@@ -132,6 +132,7 @@ def test_seeds_give_mean_spread_and_per_seed_values(tmp_path):
     out = build_report([run], tmp_path / "out", figures=False)
     summary = (out / "summary.md").read_text()
     assert "84.00 ± 6.00 sd, 3 seeds (84.00, 78.00, 90.00)" in summary
+    assert "| agent ≈ mhsa (tie: indistinguishable) | paired test + seed spread |" in summary
 
 
 def test_accuracy_figure_draws_the_intervals(tmp_path):
