@@ -236,6 +236,8 @@ def loglog_fit(x: Sequence[float], y: Sequence[float], confidence: float = CONFI
 # ------------------------------------------------------------------------------------ proportions (accuracy)
 # Accuracy is a count of correct images out of n: the intervals below are for binomial proportions, the paired
 # ones for two classifiers scored on the same images (docs/accuracy.md gives the formulas and the references).
+__all__ += ["wilson_interval", "mcnemar", "paired_proportion_diff_interval", "welch_diff_interval",
+            "proportion_interval", "proportion_diff_interval"]
 
 def _z(conf: float) -> float:
     from scipy import stats

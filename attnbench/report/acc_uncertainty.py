@@ -39,8 +39,6 @@ __all__ = ["AccEstimate", "AccDiff", "accuracy_front", "compare", "estimates", "
 BITS_COLUMN = "acc_top1_correct"
 #: the report's accuracy columns (percent)
 ACC_COLUMNS = ("acc_top1", "acc_top5")
-#: what a comparison is matched on besides the attention (derive.CELL_KEYS)
-_GROUP = ("run_id", "height", "width", "batch", "dtype", "device", "pass", "mode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,33 +198,28 @@ def accuracy_front(found: dict[str, AccEstimate], cost: dict[str, float]) -> lis
 
 # ------------------------------------------------------------------------------------------ the report frame
 
-def add_accuracy_uncertainty(frame: pd.DataFrame) -> None:
+def add_accuracy_uncertainty(frame: pd.DataFrame, keys: Sequence[str]) -> None:
     """Per accuracy column ``c`` present: ``c_mean``, ``c_std``, ``c_seeds`` (how many), ``c_low``/``c_high``
-    (Wilson, percent), and against the run's baseline at the same cell keys ``c_delta`` (mean difference, points;
-    replaces the single-row delta), ``c_delta_low``/``c_delta_high``, ``c_delta_p``, ``c_delta_method``,
-    ``c_tie`` (True/False; None without a baseline); and ``c_winner`` (True on the most accurate rows and those
-    tied with them, only when something is clearly less accurate)."""
+    (Wilson, percent), and against the run's baseline at the same cell ``keys`` (``derive.CELL_KEYS``)
+    ``c_delta`` (mean difference, points; replaces the single-row delta), ``c_delta_low``/``c_delta_high``,
+    ``c_delta_p``, ``c_delta_method`` and ``c_tie`` (True/False; None without a baseline)."""
     for column in [c for c in ACC_COLUMNS if c in frame.columns]:
         values = pd.to_numeric(frame[column], errors="coerce")
         new = {k: pd.Series(np.nan, index=frame.index, dtype="float64")
                for k in ("mean", "std", "seeds", "low", "high", "delta", "delta_low", "delta_high", "delta_p")}
         method = pd.Series(None, index=frame.index, dtype=object)
         tie = pd.Series(None, index=frame.index, dtype=object)
-        winner = pd.Series(False, index=frame.index, dtype=bool)
         rows = frame[values.notna() & (frame["status"] == "ok")]
-        keys = [k for k in _GROUP if k in rows.columns]
-        for _, group in rows.groupby(keys, sort=False, dropna=False):
+        for _, group in rows.groupby([k for k in keys if k in rows.columns], sort=False, dropna=False):
             found = estimates(group, column)
             base_names = group.loc[group["is_baseline"].astype(bool), "series"] if "is_baseline" in group else []
             base = found.get(str(base_names.iloc[0])) if len(base_names) else None
-            best, _ = most_accurate(found)
             for name, est in found.items():
                 at = group.index[group["series"] == name]
                 lo, hi = est.interval
                 for k, v in (("mean", est.mean), ("std", est.std), ("seeds", len(est.per_seed)), ("low", lo),
                              ("high", hi)):
                     new[k][at] = v
-                winner[at] = name in best and len(best) < len(found)
                 if base is not None:
                     d = compare(est, base) if est is not base else AccDiff(0.0, 0.0, 0.0, "baseline")
                     for k, v in (("delta", d.diff), ("delta_low", d.low), ("delta_high", d.high),
@@ -237,7 +230,6 @@ def add_accuracy_uncertainty(frame: pd.DataFrame) -> None:
         for k, series in new.items():
             frame[f"{column}_{k}"] = series
         frame[f"{column}_delta_method"], frame[f"{column}_tie"] = method, tie
-        frame[f"{column}_winner"] = winner
 
 
 def _num(value) -> float:

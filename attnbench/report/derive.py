@@ -62,7 +62,7 @@ def add_derived(runs: Runs) -> pd.DataFrame:
     for column in [c for c in ("acc_top1", "acc_top5") if c in frame.columns]:  # the percentages only
         frame[f"{column}_delta"] = frame[column] - _baseline_value(frame, column, CELL_KEYS)
     _add_latency_intervals(frame)
-    add_accuracy_uncertainty(frame)  # the accuracy's intervals, seed spread and ties (acc_uncertainty.py)
+    add_accuracy_uncertainty(frame, CELL_KEYS)  # the accuracy's intervals, seed spread and ties (acc_uncertainty.py)
     return frame
 
 

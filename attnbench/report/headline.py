@@ -10,10 +10,11 @@ import math
 
 import pandas as pd
 
+from .acc_uncertainty import accuracy_front, estimates, most_accurate
 from .derive import numeric
 from .load import Runs
 from .tables import Section, Table, fmt_count, fmt_num, fmt_ratio
-from .verdict import (CONTEXT, THEORY, Winner, best_by_resolution, crossovers, pareto_front, pareto_fronts,
+from .verdict import (CONTEXT, THEORY, Winner, accuracy_winner, best_by_resolution, crossovers, pareto_fronts,
                       scaling_exponents)
 
 __all__ = ["accuracy_fronts", "accuracy_tables", "headline_sections", "run_banners"]
@@ -240,8 +241,6 @@ def accuracy_fronts(frame: pd.DataFrame) -> list[str]:
     """One sentence per (run, cost) for rows with ``acc_top1``: the attentions on the accuracy-vs-cost front, where
     indistinguishable accuracies count as equal (``acc_uncertainty.accuracy_front``); when every accuracy is
     indistinguishable the sentence says it is a tie and names the cheapest."""
-    from .acc_uncertainty import accuracy_front, estimates, most_accurate
-
     if "acc_top1" not in frame.columns:
         return []
     lines = []
@@ -271,9 +270,6 @@ def accuracy_fronts(frame: pd.DataFrame) -> list[str]:
 def accuracy_tables(frame: pd.DataFrame) -> list[Table]:
     """Per run: one row per cell context with accuracy, the most accurate attention (``a ≈ b (tie)`` for
     indistinguishable ones) and how it was decided."""
-    from .acc_uncertainty import estimates
-    from .verdict import accuracy_winner
-
     if "acc_top1" not in frame.columns:
         return []
     rows = frame[(frame["status"] == "ok") & numeric(frame, "acc_top1").notna()]

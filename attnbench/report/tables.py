@@ -15,6 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
+from .acc_uncertainty import fmt_acc, fmt_acc_diff
 from .derive import DELTA_PREFIX
 from .verdict import accuracy_winner, exact_winners, latency_winner
 
@@ -162,8 +163,6 @@ def _acc_spec(column: str) -> MetricSpec:
 
 
 def _acc_text(column: str) -> Callable[[pd.Series], str]:
-    from .acc_uncertainty import fmt_acc
-
     def text(row: pd.Series) -> str:
         mean = row.get(f"{column}_mean")
         if mean is None or pd.isna(mean):
@@ -252,8 +251,6 @@ def _cell_text(row: pd.Series | None, spec: MetricSpec) -> str:
         return "—" if row["status"] == "ok" else str(row["status"])
     text = spec.fmt(row)
     if spec.compare == "delta":
-        from .acc_uncertainty import fmt_acc_diff
-
         c = spec.column
         delta = fmt_acc_diff(row.get(f"{c}_delta"), row.get(f"{c}_delta_low"), row.get(f"{c}_delta_high"),
                              row.get(f"{c}_delta_method"), row.get(f"{c}_delta_p"), row.get(f"{c}_tie"))

@@ -32,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from .acc_uncertainty import estimates, most_accurate
 from .derive import numeric
 
-__all__ = ["CONTEXT", "THEORY", "Winner", "accuracy_winner", "best_by_resolution", "crossovers", "exact_winners", "first_persistent",
-           "interval_winners", "latency_winner", "pareto_front", "pareto_fronts", "pareto_min", "ratio_status",
-           "scaling_exponents"]
+__all__ = ["CONTEXT", "THEORY", "Winner", "best_by_resolution", "crossovers", "exact_winners", "first_persistent",
+           "accuracy_winner", "interval_winners", "latency_winner", "pareto_front", "pareto_fronts", "pareto_min",
+           "ratio_status", "scaling_exponents"]
 
 #: the axes of one latency/memory comparison, besides H×W
 CONTEXT = ("run_id", "device", "dtype", "mode", "pass", "batch")
@@ -125,8 +126,6 @@ def accuracy_winner(rows: pd.DataFrame, column: str = "acc_top1") -> Optional[Wi
     """The most accurate of ``rows`` (one run, one cell context) and every attention indistinguishable from it
     (:func:`attnbench.report.acc_uncertainty.most_accurate`: paired test, interval, seed spread); ``ratio`` holds
     the best's difference to the baseline in points."""
-    from .acc_uncertainty import estimates, most_accurate
-
     found = estimates(rows[rows["status"] == "ok"] if "status" in rows else rows, column)
     names, basis = most_accurate(found)
     if not names:

@@ -2,7 +2,6 @@
 Pareto text), a planted 10-point difference on 1,000 images is called, seeds fold into mean and spread."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from acc_fixtures import acc_row, correct_bits, write_acc_run
@@ -40,7 +39,8 @@ def test_five_attentions_within_a_point_are_indistinguishable(tmp_path, paired):
         table = _section(report, key).tables[0]
         assert not any(any(r) for r in table.bold), key
     cells = {r[0]: r[1] for r in _section(report, "acc_top1").tables[0].rows}
-    # Wilson for 847/1000 by hand: (847 + z²/2)/(1000 + z²) ± z/(1000 + z²)·sqrt(847·153/1000 + z²/4) = 84.57 ± 2.23
+    # Wilson for 847/1000 by hand: (847 + z²/2)/(1000 + z²) ± z/(1000 + z²)·√(847·153/1000 + z²/4)
+    # = 84.57 ± 2.23
     assert cells["agent"].startswith("84.70 [82.34–86.80] (+0.60 pt [") and cells["agent"].endswith(", tie)")
     assert all("tie" in cells[n] for n in ("bra", "dat", "dbra"))
     # the verdict: one tie of all five
