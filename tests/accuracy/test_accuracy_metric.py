@@ -118,6 +118,10 @@ def test_accuracy_suite_end_to_end(tmp_path):
         assert row["status"] == "ok" and 0 <= row["acc_top1"] <= 100 and row["acc_epochs"] == 1
         assert row["acc_model"] == f"swap:tiny:{row['attention']}"
         assert row["acc_threads"] >= 1 and row["acc_threads_how"].startswith("auto")  # the default, recorded
+        # the uncertainty columns reach results.jsonl: 8 classes x 2 validation images, bits and intervals
+        assert row["acc_val_n"] == 16 and isinstance(row["acc_top1_correct"], str) and row["acc_seed"] == 0
+        assert row["acc_top1_ci_low"] <= row["acc_top1"] <= row["acc_top1_ci_high"]
+        assert "seed" not in row  # no seeds list: the identity (and cell_id) is what it always was
 
 
 def test_seeds_train_one_job_per_seed(tmp_path):
