@@ -4,7 +4,8 @@ of every axis.
 Pure functions, no torch: whether CUDA is present and whether an attention accepts a cell are passed in (the
 runner's probe builds the module on the meta device and asks it for ``cost(H, W)``; see :mod:`attnbench.probe`).
 
-Expansion order: attentions (or models) in suite order, then the axes in :data:`attnbench.suite.AXES` order,
+Expansion order: attentions (or models) in suite order, then the suite's ``seeds`` (when it lists several training
+seeds; each cell then carries its seed), then the axes in :data:`attnbench.suite.AXES` order,
 the last axis varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each
 cell is then, in this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``) and,
 when ``axes.batch`` is given per device, that device's batch (no cell where the device has none at this
@@ -56,6 +57,8 @@ class Cell:
     pass_: str
     mode: str
     kind: str = "attention"
+    #: the cell's seed when the suite lists ``seeds`` (else None: the suite's ``seed``, not part of the identity)
+    seed: Optional[int] = None
 
     @property
     def tokens(self) -> int:
@@ -71,6 +74,8 @@ class Cell:
             "height": self.height, "width": self.width, "tokens": self.tokens, "batch": self.batch,
             "dtype": self.dtype, "device": self.device, "pass": self.pass_, "mode": self.mode,
         })
+        if self.seed is not None:  # only then: the ids of cells without a seeds list are what they always were
+            ident["seed"] = self.seed
         return ident
 
     @property
@@ -79,8 +84,9 @@ class Cell:
 
     @classmethod
     def from_identity(cls, data: dict[str, Any]) -> "Cell":
-        keys = [f.name for f in dataclasses.fields(cls) if f.name != "kind"]
-        return cls(**{k: data["pass" if k == "pass_" else k] for k in keys}, kind=data.get("kind") or "attention")
+        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("kind", "seed")]
+        return cls(**{k: data["pass" if k == "pass_" else k] for k in keys}, kind=data.get("kind") or "attention",
+                   seed=data.get("seed"))
 
     def key_text(self, key: str) -> str:
         """The text a filter pattern is matched against for ``key``."""
@@ -90,11 +96,15 @@ class Cell:
             return self.cell_id
         if key == "model":
             return self.attention if self.kind == "model" else ""
+        if key == "seed":
+            return "" if self.seed is None else str(self.seed)
         return str(self.identity()[key])
 
     def describe(self) -> str:
         pass_ = "fwd" if self.pass_ == "forward" else "fwd+bwd"
-        return f"{self.label} {self.height}x{self.width} b{self.batch} {self.dtype} {self.device} {pass_} {self.mode}"
+        seed = "" if self.seed is None else f" seed {self.seed}"
+        return (f"{self.label} {self.height}x{self.width} b{self.batch} {self.dtype} {self.device} {pass_} "
+                f"{self.mode}{seed}")
 
 
 class CellFilter:
@@ -170,7 +180,7 @@ class Expansion:
         """cell_id -> the cell of ``label`` at the same shape, batch, dtype, device, pass and mode, for every
         runnable cell that has one (the baseline's own cells excluded): what the paired latency is timed against."""
         def key(c: Cell) -> tuple:
-            return (c.height, c.width, c.batch, c.dtype, c.device, c.pass_, c.mode)
+            return (c.height, c.width, c.batch, c.dtype, c.device, c.pass_, c.mode, c.seed)
 
         base = {key(c): c for c in self.cells if c.label == label}
         return {c.cell_id: base[key(c)] for c in self.cells if c.label != label and key(c) in base}
@@ -185,7 +195,7 @@ def _axis_blocks(suite: Suite) -> list[list[str]]:
 def count_cells(suite: Suite) -> int:
     """How many cells the suite expands to before excludes and de-duplication: counted, not expanded, so a
     runaway grid is refused before it takes time or memory."""
-    n = len(suite.entries)
+    n = len(suite.entries) * len(suite.seeds or [None])
     for block in _axis_blocks(suite):
         n *= len(suite.axes.values(block[0]))
     return n
@@ -213,7 +223,7 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
     hits = [0] * len(excludes)
     out = Expansion([], [])
     seen: set[str] = set()
-    for entry in suite.entries:
+    for entry, seed in itertools.product(suite.entries, suite.seeds or [None]):
         for combo in _combos(suite):
             raw = device or combo["device"]
             concrete = ("cuda" if cuda_available else "cpu") if raw == "cuda_if_available" else raw
@@ -224,7 +234,7 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
                     continue
             (h, w) = combo["resolution"]
             cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, batch,
-                        combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind)
+                        combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind, seed=seed)
             if cell.cell_id in seen:
                 continue
             seen.add(cell.cell_id)

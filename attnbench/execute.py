@@ -211,8 +211,8 @@ class CellRunner:
         the paired latency measurement.
         """
         device, dtype = torch.device(cell.device), getattr(torch, cell.dtype)
-        make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, self.seed,
-                                 cell.kind)
+        seed = self.seed if cell.seed is None else cell.seed  # a cell of a ``seeds`` list carries its own
+        make = functools.partial(build_module, cell.attention, dict(cell.config), device, dtype, seed, cell.kind)
         module = make()
         config = dict(cell.config)
         dim = getattr(getattr(module, "config", None), "dim", None) or getattr(module, "dim", None)
@@ -220,7 +220,7 @@ class CellRunner:
             config["dim"] = dim
         ctx = MetricContext(attention=cell.attention, config=config, make_module=make, batch=cell.batch,
                             height=cell.height, width=cell.width, dtype=dtype, device=device, pass_=cell.pass_,
-                            mode=cell.mode, settings=self.settings, seed=self.seed, label=cell.label,
+                            mode=cell.mode, settings=self.settings, seed=seed, label=cell.label,
                             kind=cell.kind)
         if baseline is not None:
             ctx.baseline = self.context(baseline)[0]
@@ -297,7 +297,7 @@ class CellRunner:
         if not keys:
             return dict(fn(ctx))
         identity = cell.identity()
-        memo_key = (name, json.dumps([identity[k] for k in keys], sort_keys=True, default=str))
+        memo_key = (name, json.dumps([identity.get(k) for k in keys], sort_keys=True, default=str))
         if memo_key not in self._memo:
             self._memo[memo_key] = dict(fn(ctx))
         return dict(self._memo[memo_key])

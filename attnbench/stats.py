@@ -273,3 +273,126 @@ def loglog_fit(x: Sequence[float], y: Sequence[float], confidence: float = CONFI
     se = math.sqrt(float(resid @ resid) / (n - 2) / float(((lx - lx.mean()) ** 2).sum()))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 2)) * se
     return Fit(Interval(float(slope), float(slope - half), float(slope + half), n, confidence), float(intercept))
+
+
+# ------------------------------------------------------------------------------------ proportions (accuracy)
+# Accuracy is a count of correct images out of n: the intervals below are for binomial proportions, the paired
+# ones for two classifiers scored on the same images (docs/accuracy.md gives the formulas and the references).
+__all__ += ["wilson_interval", "mcnemar", "paired_proportion_diff_interval", "welch_diff_interval",
+            "proportion_interval", "proportion_diff_interval"]
+
+def _z(conf: float) -> float:
+    from scipy import stats
+
+    if not 0 < conf < 1:
+        raise ValueError(f"conf={conf!r}: expected a confidence between 0 and 1")
+    return float(stats.norm.ppf(0.5 + conf / 2))
+
+
+def _check_count(k: int, n: int, what: str) -> None:
+    if n <= 0 or k < 0 or k > n:
+        raise ValueError(f"{what}: expected 0 <= k <= n and n > 0, got k={k}, n={n}")
+
+
+def wilson_interval(k: int, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of the proportion k/n (Wilson 1927; Newcombe 1998, method 3): the p whose score
+    test ``|k/n − p| / sqrt(p(1 − p)/n)`` stays below z. Never outside [0, 1], sensible at k = 0 and k = n."""
+    _check_count(k, n, "wilson_interval")
+    z = _z(conf)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar(b: int, c: int, exact: Optional[bool] = None) -> float:
+    """Two-sided McNemar p-value from the discordant pairs: ``b`` images only the first classifier got right, ``c``
+    only the second.
+
+    ``exact`` (default: when b + c < 25): the conditional binomial test, ``min(1, 2·P(X <= min(b, c)))`` with
+    X ~ Binomial(b + c, ½); otherwise the χ² statistic with Edwards' continuity correction,
+    ``(|b − c| − 1)² / (b + c)`` on 1 degree of freedom. No discordant pair: p = 1.
+    """
+    from scipy import stats
+
+    if b < 0 or c < 0:
+        raise ValueError(f"mcnemar: expected counts >= 0, got b={b}, c={c}")
+    m = b + c
+    if m == 0:
+        return 1.0
+    if exact if exact is not None else m < 25:
+        return float(min(1.0, 2 * stats.binom.cdf(min(b, c), m, 0.5)))
+    chi2 = (abs(b - c) - 1) ** 2 / m if abs(b - c) > 1 else 0.0
+    return float(stats.chi2.sf(chi2, 1))
+
+
+def paired_proportion_diff_interval(a: int, b: int, c: int, d: int,
+                                    conf: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Difference p1 − p2 of two proportions measured on the same n = a + b + c + d items, with Newcombe's
+    interval for paired data (Newcombe 1998b, method 10: Wilson limits of p1 and p2 combined with the φ
+    correlation correction).
+
+    Args:
+        a: both right; b: only the first right; c: only the second right; d: both wrong.
+
+    Returns:
+        (diff, low, high), diff = (b − c) / n.
+    """
+    n = a + b + c + d
+    if min(a, b, c, d) < 0 or n == 0:
+        raise ValueError(f"paired_proportion_diff_interval: expected counts >= 0 with n > 0, got {(a, b, c, d)}")
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, conf)
+    l2, u2 = wilson_interval(a + c, n, conf)
+    spread = (a + b) * (c + d) * (a + c) * (b + d)
+    cross = a * d - b * c
+    # the correlation of the two verdicts, with Newcombe's continuity-type shrinkage towards 0
+    shrunk = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+    phi = shrunk / math.sqrt(spread) if spread > 0 else 0.0
+    dl1, du1, dl2, du2 = p1 - l1, u1 - p1, p2 - l2, u2 - p2
+    diff = p1 - p2
+    low = diff - math.sqrt(max(0.0, dl1 ** 2 - 2 * phi * dl1 * du2 + du2 ** 2))
+    high = diff + math.sqrt(max(0.0, dl2 ** 2 - 2 * phi * dl2 * du1 + du1 ** 2))
+    return diff, max(-1.0, low), min(1.0, high)
+
+
+def welch_diff_interval(x: Sequence[float], y: Sequence[float],
+                        conf: float = CONFIDENCE) -> tuple[float, float, float]:
+    """mean(x) − mean(y) of two small independent samples (e.g. one accuracy per training seed) with the Welch
+    t-interval (unequal variances, Welch-Satterthwaite degrees of freedom). Needs >= 2 values in each; when both
+    have no spread the interval is the difference itself."""
+    from scipy import stats
+
+    xa, ya = _clean(x, "welch_diff_interval x"), _clean(y, "welch_diff_interval y")
+    if xa.size < 2 or ya.size < 2:
+        raise ValueError(f"welch_diff_interval: needs >= 2 values per sample, got {xa.size} and {ya.size}")
+    diff = float(xa.mean() - ya.mean())
+    vx, vy = float(xa.var(ddof=1)) / xa.size, float(ya.var(ddof=1)) / ya.size
+    if vx + vy == 0:
+        return diff, diff, diff
+    df = (vx + vy) ** 2 / (vx ** 2 / (xa.size - 1) + vy ** 2 / (ya.size - 1))
+    half = float(stats.t.ppf(0.5 + conf / 2, df)) * math.sqrt(vx + vy)
+    return diff, diff - half, diff + half
+
+
+# The two unpaired functions below keep these names and signatures (another branch adds the same pair): keep them
+# last in this file.
+
+def proportion_interval(k: int, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+    """95% (``conf``) interval of the proportion k/n: the Wilson score interval (:func:`wilson_interval`)."""
+    return wilson_interval(k, n, conf)
+
+
+def proportion_diff_interval(k1: int, n1: int, k2: int, n2: int,
+                             conf: float = CONFIDENCE) -> tuple[float, float, float]:
+    """k1/n1 − k2/n2 of two independent samples with Newcombe's hybrid score interval (Newcombe 1998a, method
+    10: each proportion's Wilson limits, combined by square-and-add). Returns (diff, low, high)."""
+    _check_count(k1, n1, "proportion_diff_interval (first)")
+    _check_count(k2, n2, "proportion_diff_interval (second)")
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, conf)
+    l2, u2 = wilson_interval(k2, n2, conf)
+    diff = p1 - p2
+    low = diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return diff, max(-1.0, low), min(1.0, high)

@@ -32,7 +32,7 @@ __all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "ModelEntry", "Axes",
 AXES = ("resolution", "batch", "dtype", "device", "pass", "mode")
 #: keys an ``exclude`` entry (and ``--only``) may name; ``model`` matches a model suite's model names
 CELL_KEYS = ("attention", "label", "model", "resolution", "height", "width", "tokens", "batch", "dtype", "device",
-             "pass", "mode")
+             "pass", "mode", "seed")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "cuda_if_available")
 PASSES = ("forward", "forward_backward")
@@ -142,6 +142,9 @@ class Suite(_Model):
     #: (torch threads while a cell is measured, every stage; null: torch's default)
     settings: dict[str, Any] = {}
     seed: int = 0
+    #: several training seeds: every entry's cells once per seed (the seed joins the cell's identity), so the
+    #: report can give each attention's seed-to-seed spread; None: one seed, ``seed``
+    seeds: Optional[list[int]] = Field(default=None, min_length=1)
     #: job grouping and resources for ``--executor local|slurm`` (docs/cluster.md); ignored when run in-process
     executor: Optional[ExecutorSection] = None
 
@@ -167,7 +170,7 @@ class Suite(_Model):
         """The suite as plain YAML/JSON data (what the manifest stores and ``--resume`` reloads); the entry key
         the suite does not use is left out, so an attention suite's manifest is what it always was."""
         data = self.model_dump(by_alias=True, mode="json")
-        for key in ("attentions", "models"):
+        for key in ("attentions", "models", "seeds"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

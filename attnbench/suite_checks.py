@@ -126,6 +126,9 @@ def structural_errors(suite: Suite) -> Errors:
     for i, name in enumerate(suite.metrics):
         if name in suite.metrics[:i]:
             errors.append((f"metrics[{i}]", f"duplicate metric {name!r}"))
+    for i, seed in enumerate(suite.seeds or []):
+        if seed in suite.seeds[:i]:
+            errors.append((f"seeds[{i}]", f"duplicate seed {seed}; list each training seed once"))
     return errors
 
 

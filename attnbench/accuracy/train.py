@@ -89,7 +89,8 @@ def _sum(values: list[float], info: DistInfo, device: torch.device) -> list[floa
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, info: DistInfo = DistInfo(),
              num_workers: int = 0, amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean cross-entropy over ``dataset`` (each rank its stride of it).
+    """Top-1/top-5 accuracy (%) and mean cross-entropy over ``dataset`` (each rank its stride of it), the number
+    of images ``n`` and ``top1_correct``: one bool per image, in the dataset's order (gathered from every rank).
 
     Top-5 is top-min(5, classes).
     """
@@ -97,6 +98,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     shard = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     correct1 = correct5 = count = loss = 0.0
+    hits1: list[torch.Tensor] = []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -108,8 +110,27 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
         correct1 += float(hits[:, 0].sum())
         correct5 += float(hits.any(dim=1).sum())
         count += len(y)
+        hits1.append(hits[:, 0].cpu())
     correct1, correct5, count, loss = _sum([correct1, correct5, count, loss], info, device)
-    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
+    mine = torch.cat(hits1) if hits1 else torch.zeros(0, dtype=torch.bool)
+    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count,
+            "n": int(count), "top1_correct": _gather_strided(mine, len(dataset), info, device)}
+
+
+def _gather_strided(mine: torch.Tensor, total: int, info: DistInfo, device: torch.device) -> list[bool]:
+    """Per-image flags of the whole dataset in its order, from each rank's stride ``rank, rank + world, ...``."""
+    if not info.active:
+        return mine.tolist()
+    longest = -(-total // info.world_size)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:len(mine)] = mine.to(device=device, dtype=torch.uint8)
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    flags = torch.zeros(total, dtype=torch.bool)
+    for rank, part in enumerate(parts):
+        stride = len(range(rank, total, info.world_size))
+        flags[rank::info.world_size] = part[:stride].cpu().bool()
+    return flags.tolist()
 
 
 class _Trainer:
@@ -217,7 +238,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, recipe: Recipe, 
         ``top1``, ``top5``, ``val_loss``, ``train_loss_final``, ``throughput_img_s`` (training images over summed
         epoch wall time, data loading included), ``epochs``, ``resumed_from`` (epochs done before) and
         ``history`` (one dict per epoch: train_loss, lr, train_images, train_seconds, top1/top5/val_loss when
-        evaluated).
+        evaluated), ``val_n`` (validation images) and ``top1_correct`` (one bool per validation image, in the
+        validation set's order: was the top-1 prediction right).
     """
     fingerprint = dict(fingerprint or {}, recipe=dataclasses.asdict(recipe))
     out = Path(out_dir)
@@ -229,6 +251,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, recipe: Recipe, 
         trainer.load(ckpt)
         history = list(ckpt["history"])
     resumed_from = len(history)
+    last_eval: Optional[dict[str, Any]] = None  # the per-image flags are not checkpointed: kept in memory
     say = log if (log is not None and info.is_main) else (lambda _: None)
     for epoch in range(resumed_from, recipe.epochs):
         row = {"epoch": epoch, **trainer.train_epoch(epoch)}
@@ -236,6 +259,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, recipe: Recipe, 
             ev = evaluate(trainer.model, val_set, recipe.batch_size, device, info, recipe.num_workers,
                           trainer.amp_dtype)
             row.update(top1=ev["top1"], top5=ev["top5"], val_loss=ev["loss"])
+            last_eval = ev
         history.append(row)
         if info.is_main:
             _save(out / CHECKPOINT, trainer.state(epoch, history, fingerprint))
@@ -247,19 +271,23 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, recipe: Recipe, 
             + f", {row['train_images'] / max(row['train_seconds'], 1e-9):.1f} img/s")
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
-    return _result(trainer, val_set, device, info, history, resumed_from)
+    final = last_eval if last_eval is not None and history and "top1" in history[-1] else None
+    return _result(trainer, val_set, device, info, history, resumed_from, final)
 
 
 def _result(trainer: _Trainer, val_set: Dataset, device: torch.device, info: DistInfo,
-            history: list[dict[str, Any]], resumed_from: int) -> dict[str, Any]:
+            history: list[dict[str, Any]], resumed_from: int,
+            final: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     last = history[-1] if history else {}
-    if "top1" not in last:  # stopped early, or resumed a finished run with nothing left to train
-        ev = evaluate(trainer.model, val_set, trainer.recipe.batch_size, device, info, trainer.recipe.num_workers,
-                      trainer.amp_dtype)
-        last = {**last, "top1": ev["top1"], "top5": ev["top5"], "val_loss": ev["loss"]}
+    if final is None:  # stopped early, or resumed (the checkpoint holds no per-image flags): evaluate now
+        final = evaluate(trainer.model, val_set, trainer.recipe.batch_size, device, info,
+                         trainer.recipe.num_workers, trainer.amp_dtype)
+        if "top1" not in last:
+            last = {**last, "top1": final["top1"], "top5": final["top5"], "val_loss": final["loss"]}
     images = sum(h["train_images"] for h in history)
     seconds = sum(h["train_seconds"] for h in history)
     return {"top1": last["top1"], "top5": last["top5"], "val_loss": last["val_loss"],
             "train_loss_final": last.get("train_loss", float("nan")),
             "throughput_img_s": images / seconds if seconds > 0 else float("nan"),
-            "epochs": len(history), "resumed_from": resumed_from, "history": history}
+            "epochs": len(history), "resumed_from": resumed_from, "history": history,
+            "val_n": final["n"], "top1_correct": final["top1_correct"]}

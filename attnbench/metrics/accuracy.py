@@ -27,6 +27,10 @@ process, also those of the model-latency column), ``acc_threads_how`` (``set``, 
 ``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
 candidate, ms; None without a probe), ``acc_reused`` (true when a finished job's checkpoint was reused and nothing
 was trained now; its throughput is then the stored one), ``model_macs_fvcore``, ``model_latency_ms_median``.
+Uncertainty (docs/accuracy.md): ``acc_val_n`` (validation images), ``acc_top1_ci_low``/``acc_top1_ci_high`` and
+``acc_top5_ci_low``/``acc_top5_ci_high`` (the 95% Wilson score interval, in percent like ``acc_top1``),
+``acc_top1_correct`` (per-image top-1 correctness in validation order, packed: :mod:`attnbench.correct_bits`), and
+``acc_seed`` (the training seed: the suite's ``seed``, or the cell's from a ``seeds`` list).
 
 Jobs live in the run directory (``RUN_DIR/accuracy/jobs/<attention>-<key>``, unless ``work_dir`` names a shared
 folder); the key hashes every input: model, config, data root and the digest of its file listing, recipe, seed and
@@ -49,8 +53,9 @@ from .base import MetricContext
 
 __all__ = ["DEPENDS_ON", "validate_settings", "measure", "model_cost"]
 
-#: training depends on the attention, its config and the device, not on the cell's token grid, batch or pass
-DEPENDS_ON = ("attention", "config", "device")
+#: training depends on the attention, its config, the device and the seed (a cell key only in suites with a
+#: ``seeds`` list), not on the cell's token grid, batch or pass
+DEPENDS_ON = ("attention", "config", "device", "seed")
 
 
 def validate_settings(settings: Mapping[str, Any]) -> None:
@@ -102,6 +107,20 @@ def model_cost(model: torch.nn.Module, img_size: int, device: torch.device, batc
     return {"model_macs_fvcore": int(macs), "model_latency_ms_median": summarize(samples)["latency_ms_median"]}
 
 
+def uncertainty_columns(top1_correct: list, top5: float, n: int) -> dict[str, Any]:
+    """``acc_val_n``, the 95% Wilson intervals of top-1 and top-5 (percent) and the packed per-image flags."""
+    from ..correct_bits import encode_bits
+    from ..stats import proportion_interval
+
+    if len(top1_correct) != n:
+        raise RuntimeError(f"the evaluation returned {len(top1_correct)} per-image flags for {n} validation images")
+    top1_k, top5_k = int(sum(map(bool, top1_correct))), int(round(top5 * n / 100))
+    (lo1, hi1), (lo5, hi5) = proportion_interval(top1_k, n), proportion_interval(top5_k, n)
+    return {"acc_val_n": n, "acc_top1_ci_low": 100 * lo1, "acc_top1_ci_high": 100 * hi1,
+            "acc_top5_ci_low": 100 * lo5, "acc_top5_ci_high": 100 * hi5,
+            "acc_top1_correct": encode_bits(top1_correct)}
+
+
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """Train and evaluate the cell's attention in the configured backbone; the ``acc_*`` columns."""
     from ..accuracy.job import AccuracySettings, build_model, make_job, run_job
@@ -132,6 +151,8 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_reused": bool(result.get("reused", False)),
         "acc_threads": int(result["threads"]), "acc_threads_how": str(result["threads_how"]),
         "acc_threads_probe_ms": result.get("threads_probe_ms"),
+        "acc_seed": int(ctx.seed),
+        **uncertainty_columns(result["top1_correct"], float(result["top5"]), int(result["val_n"])),
     }
     model = build_model(job, num_classes=int(result["num_classes"]))
     with use_threads(columns["acc_threads"]):  # the training processes' count (rank 0's, under torchrun)

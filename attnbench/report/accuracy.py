@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -23,15 +23,17 @@ from .load import read_manifest
 
 __all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy"]
 
-ACC_PERCENT_COLUMNS = ("acc_top1", "acc_top5")
+ACC_PERCENT_COLUMNS = ("acc_top1", "acc_top5", "acc_top1_ci_low", "acc_top1_ci_high", "acc_top5_ci_low",
+                       "acc_top5_ci_high")
 ACC_NON_PERCENT_COLUMNS = ("acc_params", "acc_epochs", "acc_world_size", "acc_resumed_from_epoch",
                            "acc_train_loss_final", "acc_train_throughput_img_s",
                            "acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve", "acc_threads",
-                           "acc_threads_how", "acc_threads_probe_ms")
+                           "acc_threads_how", "acc_threads_probe_ms", "acc_val_n", "acc_seed", "acc_top1_correct")
 _TABLE = [("label", "attention"), ("acc_model", "model"), ("acc_dataset", "data"), ("acc_epochs", "epochs"),
           ("acc_params", "params (M)"), ("model_macs_fvcore", "MMACs"), ("model_latency_ms_median", "latency (ms)"),
-          ("acc_top1", "top-1 (%)"), ("delta", "Δ top-1 (pt)"), ("acc_top5", "top-5 (%)"),
-          ("acc_train_loss_final", "final train loss"), ("acc_train_throughput_img_s", "train img/s")]
+          ("acc_val_n", "val images"), ("acc_top1", "top-1 (%) [95%]"), ("delta", "Δ top-1 (pt) [95%]"),
+          ("acc_top5", "top-5 (%) [95%]"), ("acc_train_loss_final", "final train loss"),
+          ("acc_train_throughput_img_s", "train img/s")]
 
 
 def accuracy_rows(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -47,7 +49,9 @@ def accuracy_rows(run_dirs: list[str | Path]) -> pd.DataFrame:
                                 "baseline": baseline})
     if not records:
         return pd.DataFrame()
-    return pd.DataFrame(records).drop_duplicates(["run", "label"], keep="last").reset_index(drop=True)
+    frame = pd.DataFrame(records)
+    frame["seed"] = frame["seed"] if "seed" in frame else None  # the identity column of a suite with seeds
+    return frame.drop_duplicates(["run", "label", "seed"], keep="last").reset_index(drop=True)
 
 
 def _quiet_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -65,13 +69,36 @@ def _quiet_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The display table: formatted values, Δ top-1 in points against the run's baseline label."""
+    """The display table, one line per attention (its seeds folded into mean ± sd): formatted values with their
+    95% intervals, Δ top-1 in points against the run's baseline label with the interval of the difference
+    (``acc_uncertainty.compare``: paired where per-image correctness was stored) and ``tie`` when it holds 0."""
+    from .acc_uncertainty import compare, estimates, fmt_acc, fmt_acc_diff
+
     out = rows.copy()
-    base = out[out["label"] == out["baseline"]].set_index("run")["acc_top1"]
-    out["delta"] = out["acc_top1"] - out["run"].map(base)
+    top1, top5 = estimates(out, "acc_top1", "label"), estimates(out, "acc_top5", "label")
+    baseline = out["baseline"].iloc[0] if len(out) else None
+    out = out.drop_duplicates("label", keep="last").reset_index(drop=True)
+
+    def acc(found: dict, label: str) -> Optional[str]:
+        est = found.get(label)
+        if est is None:
+            return None
+        low, high = est.interval
+        return fmt_acc(est.mean, low, high, est.std, len(est.per_seed), list(est.per_seed.values()))
+
+    def delta(label: str) -> Optional[str]:
+        if baseline not in top1 or label not in top1:
+            return None
+        if label == baseline:
+            return "+0.00 pt (baseline)"
+        d = compare(top1[label], top1[baseline])
+        return fmt_acc_diff(d.diff, d.low, d.high, d.method, d.p_value, d.tie) or None
+
+    out["acc_top1"] = [acc(top1, label) for label in out["label"]]
+    out["acc_top5"] = [acc(top5, label) for label in out["label"]]
+    out["delta"] = [delta(label) for label in out["label"]]
     fmt = {"acc_params": lambda v: f"{v / 1e6:.2f}", "model_macs_fvcore": lambda v: f"{v / 1e6:.1f}",
-           "model_latency_ms_median": lambda v: f"{v:.2f}", "acc_top1": lambda v: f"{v:.2f}",
-           "acc_top5": lambda v: f"{v:.2f}", "delta": lambda v: f"{v:+.2f}",
+           "model_latency_ms_median": lambda v: f"{v:.2f}", "acc_val_n": lambda v: f"{int(v)}",
            "acc_train_loss_final": lambda v: f"{v:.4f}", "acc_train_throughput_img_s": lambda v: f"{v:.1f}"}
     table = pd.DataFrame()
     for column, title in _TABLE:
@@ -107,7 +134,8 @@ def _figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     if not curves.empty:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for r in curves.itertuples():
-            ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=r.label)
+            label = r.label if pd.isna(r.seed) else f"{r.label} seed {int(r.seed)}"  # one curve per training seed
+            ax.plot(range(1, len(r.acc_loss_curve) + 1), r.acc_loss_curve, marker="o", ms=3, label=label)
         ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
         ax.legend(fontsize=7)
         save(fig, "accuracy_loss_curves")
@@ -120,7 +148,11 @@ def render_accuracy(run_dirs: list[str | Path], out_dir: str | Path, figures: bo
     if rows.empty:
         return "", []
     parts = ["## Accuracy", "",
-             "Top-1/top-5 on the validation split after the last epoch; Δ is top-1 minus the baseline's, in points. "
+             "Top-1/top-5 on the validation split after the last epoch, [95% Wilson score interval]; with several "
+             "training seeds the mean ± the seed-to-seed sd (per-seed values). Δ is top-1 minus the baseline's, "
+             "in points, [its 95% interval]: paired on the same validation images where the rows store per-image "
+             "correctness (Newcombe's paired interval, McNemar's p), else unpaired (Newcombe's hybrid score); "
+             "`tie`: indistinguishable, the interval (or, with seeds, the seed-level Welch interval) holds 0. "
              "Params, MACs (fvcore, batch 1) and latency (eval forward) are the whole trained model's.", ""]
     for run, group in rows.groupby("run", sort=False):
         parts += [f"Run `{run}`:", "", _markdown(accuracy_table(group)), ""]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from .acc_uncertainty import add_accuracy_uncertainty
 from .load import Runs
 
 __all__ = [
@@ -61,6 +62,7 @@ def add_derived(runs: Runs) -> pd.DataFrame:
     for column in [c for c in ("acc_top1", "acc_top5") if c in frame.columns]:  # the percentages only
         frame[f"{column}_delta"] = frame[column] - _baseline_value(frame, column, CELL_KEYS)
     _add_latency_intervals(frame)
+    add_accuracy_uncertainty(frame, CELL_KEYS)  # the accuracy's intervals, seed spread and ties (acc_uncertainty.py)
     return frame
 
 

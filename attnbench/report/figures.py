@@ -118,7 +118,7 @@ def _look(styles: dict, rows: pd.DataFrame, missing: pd.DataFrame) -> Look:
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     """Nullable numeric columns as float64 (matplotlib wants plain arrays); latency also in seconds."""
     frame = frame.copy()
-    for column in _NUMERIC + tuple(c for c in frame.columns if c.startswith("acc_")):
+    for column in _NUMERIC + tuple(c for c in frame.columns if c.startswith("acc_") and c != "acc_top1_correct"):
         if column in frame.columns:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("latency_ms_median", "latency_ms_q1", "latency_ms_q3", "model_latency_ms_median"):
@@ -340,15 +340,27 @@ def _draw_pareto(rows: pd.DataFrame, x: str, xlabel: str, look: Look):
     points = points[points[column] > 0]
     if points.empty:
         return None
+    from .acc_uncertainty import accuracy_front, estimates
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    found = estimates(points)
+    costs = points.groupby("series", sort=False)[column].median().to_dict()
     for name, part in points.groupby("series", sort=True):
         _scatter(part, column, "acc_top1", color=look.colors.get(name), label=name, markers=look.markers)
-    front = points[pareto_front(points[column].to_numpy(), points["acc_top1"].to_numpy())].sort_values(column)
-    ax.step(front[column], front["acc_top1"], where="post", color="0.3", linestyle="--", label="Pareto front")
+        est = found[name]
+        low, high = est.interval
+        if np.isfinite(low) and np.isfinite(high):  # the 95% interval of the (seed-mean) accuracy
+            ax.errorbar([costs[name]], [est.mean], yerr=[[est.mean - low], [high - est.mean]], fmt="none",
+                        ecolor=look.colors.get(name), elinewidth=1, capsize=3)
+    front = accuracy_front(found, costs)
+    ax.step([costs[n] for n in front], [found[n].mean for n in front], where="post", color="0.3", linestyle="--",
+            label="Pareto front")
     ax.set(xlabel=xlabel, ylabel="top-1 accuracy (%)")
     _si_axis(ax.xaxis, unit)
     ax.legend(fontsize=7, title="attention")
-    return fig, f"Accuracy vs {xlabel}", f"Top-1 accuracy against {xlabel}; the dashed line is the Pareto front."
+    return fig, f"Accuracy vs {xlabel}", (f"Top-1 accuracy against {xlabel}; bars: 95% intervals (Wilson); the "
+                                          "dashed line is the Pareto front, indistinguishable accuracies counting "
+                                          "as equal.")
 
 
 _PER_CONTEXT = (

@@ -11,13 +11,14 @@ import math
 import pandas as pd
 
 from .. import machine_load
+from .acc_uncertainty import accuracy_front, estimates, most_accurate
 from .derive import numeric
 from .load import Runs
 from .tables import Section, Table, fmt_count, fmt_num, fmt_ratio
-from .verdict import (CONTEXT, THEORY, Winner, best_by_resolution, crossovers, pareto_front, pareto_fronts,
+from .verdict import (CONTEXT, THEORY, Winner, accuracy_winner, best_by_resolution, crossovers, pareto_fronts,
                       scaling_exponents)
 
-__all__ = ["accuracy_fronts", "headline_sections", "run_banners"]
+__all__ = ["accuracy_fronts", "accuracy_tables", "headline_sections", "run_banners"]
 
 _PASS_ORDER = {"forward": 0, "forward_backward": 1}
 _QUANTITY_TITLE = {"latency": "latency", "memory": "peak memory"}
@@ -243,22 +244,63 @@ def pareto_tables(frame: pd.DataFrame) -> list[Table]:
 
 
 def accuracy_fronts(frame: pd.DataFrame) -> list[str]:
-    """One sentence per (run, cost) for rows with ``acc_top1``: the attentions on the accuracy-vs-cost front."""
+    """One sentence per (run, cost) for rows with ``acc_top1``: the attentions on the accuracy-vs-cost front, where
+    indistinguishable accuracies count as equal (``acc_uncertainty.accuracy_front``); when every accuracy is
+    indistinguishable the sentence says it is a tie and names the cheapest."""
     if "acc_top1" not in frame.columns:
         return []
     lines = []
     rows = frame[(frame["status"] == "ok") & numeric(frame, "acc_top1").notna()]
     for run_id, part in rows.groupby("run_id", sort=False):
+        found = estimates(part)  # one value per attention and seed, whatever the cell's pass or batch
+        tied, _ = most_accurate(found)
         for cost, unit, fmt in (("latency_ms_median", "ms", fmt_num), ("macs_fvcore", "MACs", fmt_count)):
             column = f"model_{cost}" if numeric(part, f"model_{cost}").notna().any() else cost
-            points = pd.DataFrame({"series": part["series"], "cost": numeric(part, column),
-                                   "acc": numeric(part, "acc_top1")}).dropna().drop_duplicates("series", keep="last")
-            if len(points) < 2:
+            costs = pd.DataFrame({"series": part["series"], "cost": numeric(part, column)}).dropna()
+            costs = costs.groupby("series", sort=False)["cost"].median().to_dict()
+            if len([n for n in found if n in costs]) < 2:
                 continue
-            front = points[pareto_front(points["cost"].to_numpy(), points["acc"].to_numpy())].sort_values("cost")
-            members = " → ".join(f"{r.series} ({r.acc:.2f} %, {fmt(r.cost)} {unit})" for r in front.itertuples())
-            lines.append(f"Accuracy vs {column} (run `{run_id}`): the front, cheapest first, is {members}.")
+            front = accuracy_front(found, costs)
+            members = " → ".join(f"{n} ({found[n].mean:.2f} %, {fmt(costs[n])} {unit})" for n in front)
+            if len(tied) == len(found):
+                lines.append(f"Accuracy vs {column} (run `{run_id}`): a tie — the top-1 accuracies of "
+                             f"{', '.join(found)} are indistinguishable (every 95% interval of a difference holds "
+                             f"0), so no attention buys accuracy with cost here; the cheapest is {members}.")
+            else:
+                # rows without acc_val_n (older runs) have no interval: their accuracies compare as plain numbers
+                note = " (indistinguishable accuracies count as equal)" if all(e.n for e in found.values()) else ""
+                lines.append(f"Accuracy vs {column} (run `{run_id}`): the front, cheapest first, is {members}{note}.")
     return lines
+
+
+def accuracy_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per run: one row per cell context with accuracy, the most accurate attention (``a ≈ b (tie)`` for
+    indistinguishable ones) and how it was decided."""
+    if "acc_top1" not in frame.columns:
+        return []
+    rows = frame[(frame["status"] == "ok") & numeric(frame, "acc_top1").notna()]
+    tables = []
+    for run_id, part in rows.groupby("run_id", sort=False):
+        body, seen = [], set()
+        for key, group in part.groupby(["device", "dtype", "mode", "pass", "batch"], sort=False, dropna=False):
+            winner = accuracy_winner(group)
+            found = estimates(group)
+            text = ", ".join(f"{n} {e.mean:.2f}" for n, e in found.items())
+            if winner is None or text in seen:  # accuracy does not depend on the pass or batch: one line
+                continue
+            seen.add(text)
+            if len(winner.names) == len(found) > 1:
+                verdict = " ≈ ".join(winner.names) + " (tie: indistinguishable)"
+            elif winner.tie:
+                verdict = " ≈ ".join(winner.names) + " (tie)"
+            else:
+                verdict = winner.names[0] + (f" ({winner.ratio:+.2f} pt vs the baseline)"
+                                             if not math.isnan(winner.ratio) else "")
+            body.append([verdict, winner.basis, text])
+        if body:
+            tables.append(Table(f"most accurate (top-1) — run `{run_id}`", ["most accurate", "decided by",
+                                                                             "top-1 (%)"], body, numeric=False))
+    return tables
 
 
 def headline_sections(frame: pd.DataFrame) -> list[Section]:
@@ -279,6 +321,12 @@ def headline_sections(frame: pd.DataFrame) -> list[Section]:
                 "no interval). The cost model's k is fitted over the same grids; the attention term's k = 1 + the "
                 "slope of keys_per_query. Theory, asymptotic in N: " + theory + ". Over a small range the linear "
                 "projections pull every fitted k toward 1.", exponent_tables(frame)),
+        Section("accuracy", "Which attention is most accurate",
+                "The highest top-1 and every attention indistinguishable from it: `a ≈ b (tie)` when the 95% "
+                "interval of their difference holds 0 — paired (McNemar, Newcombe's interval) on the same "
+                "validation images where the rows store per-image correctness, else Newcombe's unpaired interval, "
+                "and with several seeds also the seed-to-seed Welch interval (docs/accuracy.md).",
+                accuracy_tables(frame)),
         Section("pareto", "Pareto fronts",
                 "The attentions no other attention beats on both costs at that resolution, cheapest in the first "
                 "cost first.", pareto_tables(frame)),

@@ -170,7 +170,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["latency_noisy"] = _noisy(frame)
     # acc_model, acc_dataset and the per-epoch curves are text and lists: only the numeric acc_* columns convert
     text_columns = ("acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve", "acc_threads_how",
-                    "acc_threads_probe_ms")
+                    "acc_threads_probe_ms", "acc_top1_correct")
     for column in [c for c in frame.columns
                    if c.startswith(("macs_analytic_", "acc_")) and c not in text_columns]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")

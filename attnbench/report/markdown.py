@@ -56,8 +56,10 @@ def render_summary(report) -> str:
 
 def legend() -> str:
     return ("`(0.50×)` value / baseline value; `(0.34× [0.33–0.35])` latency ratio with its 95% interval; "
-            "`(≈1× tie [0.92–1.05])` an interval that holds 1: no winner; `(+1.20 pt)` accuracy minus the "
-            f"baseline's; **bold** the best of its column (latency: with the attentions tied with it); `{NOISY_MARK}` "
+            "`(≈1× tie [0.92–1.05])` an interval that holds 1: no winner; `(+1.20 pt [-1.1, +3.5], tie)` accuracy "
+            "minus the baseline's with the 95% interval of the difference (`tie`: it holds 0, indistinguishable); "
+            "**bold** the best of its column (latency and accuracy: with the attentions tied with it; accuracy: no "
+            f"bold when every attention ties); `{NOISY_MARK}` "
             "noisy latency (the 95% interval the verdict uses, the ratio's or else the median's, wider than ±10%, or "
             "fewer than 5 clean samples); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
             "without a value); `—`: not measured.")

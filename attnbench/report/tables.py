@@ -15,8 +15,9 @@ from typing import Callable
 
 import pandas as pd
 
+from .acc_uncertainty import fmt_acc, fmt_acc_diff
 from .derive import DELTA_PREFIX
-from .verdict import exact_winners, latency_winner
+from .verdict import accuracy_winner, exact_winners, latency_winner
 
 __all__ = ["METRICS", "MetricSpec", "Section", "Table", "build_sections", "fmt_count", "fmt_num",
            "fmt_ratio", "missing_table"]
@@ -153,8 +154,23 @@ METRICS = (
 def _acc_spec(column: str) -> MetricSpec:
     name = column[len(DELTA_PREFIX):]
     return MetricSpec(column, f"Accuracy {name} (%)", column,
-                      f"{name} accuracy in percent; the bracket is the difference to the baseline in points.",
-                      _col(column, lambda v: f"{v:.2f}"), better="max")
+                      f"{name} accuracy in percent [95% Wilson interval] (with several seeds: the mean ± the "
+                      "seed-to-seed sd); in parentheses the difference to the baseline in points [its 95% interval: "
+                      "paired (Newcombe, with McNemar's p) where the rows hold per-image correctness, else unpaired]; "
+                      "`tie`: the interval holds 0. Bold: the most accurate and every attention indistinguishable "
+                      "from it, only when some attention is clearly less accurate (docs/accuracy.md).",
+                      _acc_text(column), better="max")
+
+
+def _acc_text(column: str) -> Callable[[pd.Series], str]:
+    def text(row: pd.Series) -> str:
+        mean = row.get(f"{column}_mean")
+        if mean is None or pd.isna(mean):
+            return f"{float(row[column]):.2f}"
+        return fmt_acc(float(mean), float(row.get(f"{column}_low")), float(row.get(f"{column}_high")),
+                       float(row.get(f"{column}_std")), int(row.get(f"{column}_seeds")))
+
+    return text
 
 
 def build_sections(frame: pd.DataFrame) -> list[Section]:
@@ -214,6 +230,9 @@ def _best(rows: pd.DataFrame, spec: MetricSpec) -> tuple[str, ...]:
     if spec.column == "latency_ms_median":
         winner = latency_winner(rows)
         return winner.names if winner else ()
+    if spec.compare == "delta":  # accuracy: no bold when every attention is indistinguishable from the best
+        winner = accuracy_winner(rows, spec.column)
+        return winner.names if winner and len(winner.names) < rows["series"].nunique() else ()
     return exact_winners(rows["series"].tolist(), rows[spec.column].astype("float64"), spec.better == "max")
 
 
@@ -232,8 +251,10 @@ def _cell_text(row: pd.Series | None, spec: MetricSpec) -> str:
         return "—" if row["status"] == "ok" else str(row["status"])
     text = spec.fmt(row)
     if spec.compare == "delta":
-        delta = row.get(f"{spec.column}_delta")
-        return text if pd.isna(delta) else f"{text} ({delta:+.2f} pt)"
+        c = spec.column
+        delta = fmt_acc_diff(row.get(f"{c}_delta"), row.get(f"{c}_delta_low"), row.get(f"{c}_delta_high"),
+                             row.get(f"{c}_delta_method"), row.get(f"{c}_delta_p"), row.get(f"{c}_tie"))
+        return f"{text} ({delta})" if delta and not row.get("is_baseline") else text
     if spec.column == "latency_ms_median":
         ratio = fmt_ratio(row.get("latency_ratio"), row.get("latency_ratio_low"), row.get("latency_ratio_high"))
     else:

@@ -17,7 +17,10 @@ Pure functions over the report's frame (``derive.add_derived``); the rendering i
   asymptotic term, which is why both are shown.
 - **Pareto fronts** (:func:`pareto_min`, :func:`pareto_fronts`, :func:`pareto_front`): the attentions no other
   beats on both of two costs at a resolution (latency vs MACs, memory vs latency); accuracy vs a cost when rows
-  carry ``acc_top1``.
+  carry ``acc_top1`` (there a tie in accuracy counts as equal: ``acc_uncertainty.accuracy_front``).
+- **Most accurate** (:func:`accuracy_winner`): the highest top-1 and every attention indistinguishable from it
+  (the paired McNemar/Newcombe comparison on per-image correctness, else Newcombe's unpaired interval, and the
+  seed-to-seed spread when there are seeds; ``acc_uncertainty.py``).
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from .acc_uncertainty import estimates, most_accurate
 from .derive import numeric
 
 __all__ = ["CONTEXT", "THEORY", "Winner", "best_by_resolution", "crossovers", "exact_winners", "first_persistent",
-           "interval_winners", "latency_winner", "pareto_front", "pareto_fronts", "pareto_min", "ratio_status",
-           "scaling_exponents"]
+           "accuracy_winner", "interval_winners", "latency_winner", "pareto_front", "pareto_fronts", "pareto_min",
+           "ratio_status", "scaling_exponents"]
 
 #: the axes of one latency/memory comparison, besides H×W
 CONTEXT = ("run_id", "device", "dtype", "mode", "pass", "batch")
@@ -116,6 +120,20 @@ def latency_winner(rows: pd.DataFrame) -> Optional[Winner]:
         winners, basis = interval_winners(names, est, lo, hi), "median interval"
     ratio = numeric(rows, "latency_ratio")[rows["series"] == winners[0]].iloc[0]
     return Winner(winners, basis, float(ratio))
+
+
+def accuracy_winner(rows: pd.DataFrame, column: str = "acc_top1") -> Optional[Winner]:
+    """The most accurate of ``rows`` (one run, one cell context) and every attention indistinguishable from it
+    (:func:`attnbench.report.acc_uncertainty.most_accurate`: paired test, interval, seed spread); ``ratio`` holds
+    the best's difference to the baseline in points."""
+    found = estimates(rows[rows["status"] == "ok"] if "status" in rows else rows, column)
+    names, basis = most_accurate(found)
+    if not names:
+        return None
+    base = rows.loc[rows["is_baseline"].astype(bool), "series"] if "is_baseline" in rows else pd.Series(dtype=str)
+    delta = found[names[0]].mean - found[str(base.iloc[0])].mean if len(base) and str(base.iloc[0]) in found \
+        else math.nan
+    return Winner(names, basis, float(delta))
 
 
 def _exact_winner(rows: pd.DataFrame, column: str) -> Optional[Winner]:

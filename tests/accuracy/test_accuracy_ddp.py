@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     recipe = Recipe.from_dict({**FAST_RECIPE, "batch_size": 8})
     result = fit(model, train, val, recipe, os.path.join(out, "run"), torch.device("cpu"), num_classes=8, info=info)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    torch.save({"params": params, "result": result}, os.path.join(out, f"rank{rank}.pt"))
+    torch.save({"params": params, "state": model.state_dict(), "result": result}, os.path.join(out, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
@@ -52,6 +52,18 @@ def test_two_gloo_processes_agree(tiny_tree, tmp_path):
     h0, h1 = r0["result"]["history"], r1["result"]["history"]
     assert [h["train_loss"] for h in h0] == [h["train_loss"] for h in h1]
     assert r0["result"]["top1"] == r1["result"]["top1"]
+    # the per-image flags are gathered from both ranks' strides into the validation order: the same on both
+    # ranks, and those of the trained model evaluated in one process
+    assert r0["result"]["top1_correct"] == r1["result"]["top1_correct"] and r0["result"]["val_n"] == 32
+    from attentions import models
+    from attnbench.accuracy.data import ImageFolderSubset, build_transform
+    from attnbench.accuracy.train import evaluate
+
+    model = models.create_model("swap", attention="bra", macro="tiny", img_size=32, num_classes=8)
+    model.load_state_dict(r0["state"])
+    val = ImageFolderSubset(str(tiny_tree), "val", None, None, build_transform(False, 32, "none"))
+    single = evaluate(model, val, 8, torch.device("cpu"))
+    assert single["top1_correct"] == r0["result"]["top1_correct"]
     # 32 training images, 2 ranks x batch 8: 2 steps per epoch, each rank sees 16 images, 32 counted per epoch
     assert [h["train_images"] for h in h0] == [32, 32]
     assert (tmp_path / "run" / "checkpoint.pt").exists()

@@ -61,6 +61,31 @@ def test_measure_returns_the_accuracy_columns(tmp_path):
     # measuring the same cell again finds the finished job: same numbers, nothing retrained
     again = accuracy.measure(context("bra", {"dim": 64, "num_heads": 2, "impl": "torch"}, settings))
     assert again["acc_top1"] == cols["acc_top1"] and again["acc_loss_curve"] == cols["acc_loss_curve"]
+    assert again["acc_top1_correct"] == cols["acc_top1_correct"]  # re-evaluated: the same images right
+    _check_uncertainty_columns(cols, settings, ckpt)
+
+
+def _check_uncertainty_columns(cols: dict, settings: dict, ckpt: dict) -> None:
+    """acc_val_n, the Wilson intervals and the per-image bits, against the trained model scored image by image."""
+    from attnbench.accuracy.job import build_datasets, build_model, make_job
+    from attnbench.correct_bits import decode_bits
+    from attnbench.stats import proportion_interval
+
+    n = 8 * settings["synthetic_val_per_class"]
+    assert cols["acc_val_n"] == n and cols["acc_seed"] == 3
+    bits = decode_bits(cols["acc_top1_correct"], n)
+    assert 100 * bits.sum() / n == pytest.approx(cols["acc_top1"])
+    low, high = proportion_interval(int(bits.sum()), n)
+    assert (cols["acc_top1_ci_low"], cols["acc_top1_ci_high"]) == pytest.approx((100 * low, 100 * high))
+    assert cols["acc_top5_ci_low"] <= cols["acc_top5"] <= cols["acc_top5_ci_high"]
+    job = make_job(settings, "bra", {"impl": "torch"}, "cpu", seed=3)
+    model = build_model(job, num_classes=8)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    _, val, _, _ = build_datasets(job)
+    with torch.no_grad():  # one image at a time, in the validation set's order
+        expected = [int(model(val[i][0][None]).argmax()) == val[i][1] for i in range(len(val))]
+    assert bits.tolist() == expected
 
 
 def test_model_template_picks_a_preset_per_attention(tmp_path):
@@ -93,6 +118,30 @@ def test_accuracy_suite_end_to_end(tmp_path):
         assert row["status"] == "ok" and 0 <= row["acc_top1"] <= 100 and row["acc_epochs"] == 1
         assert row["acc_model"] == f"swap:tiny:{row['attention']}"
         assert row["acc_threads"] >= 1 and row["acc_threads_how"].startswith("auto")  # the default, recorded
+        # the uncertainty columns reach results.jsonl: 8 classes x 2 validation images, bits and intervals
+        assert row["acc_val_n"] == 16 and isinstance(row["acc_top1_correct"], str) and row["acc_seed"] == 0
+        assert row["acc_top1_ci_low"] <= row["acc_top1"] <= row["acc_top1_ci_high"]
+        assert "seed" not in row  # no seeds list: the identity (and cell_id) is what it always was
+
+
+def test_seeds_train_one_job_per_seed(tmp_path):
+    """``seeds: [0, 1]``: one training per seed, each row records its seed; the report folds them into mean ± sd."""
+    from attnbench import runner
+    from attnbench.report.build import build_report
+
+    suite = {"name": "acc_seeds", "attentions": [{"name": "mhsa"}], "seeds": [0, 1],
+             "axes": {"resolution": [8], "device": ["cpu"]}, "metrics": ["accuracy"],
+             "settings": {"accuracy": tiny_settings(tmp_path / "work", recipe={**FAST_RECIPE, "epochs": 1})}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps(suite))
+    summary = runner.run(runner.plan(str(path), out=str(tmp_path / "run")), progress=False)
+    assert summary.counts == {"ok": 2}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["acc_seed"]) for r in rows] == [(0, 0), (1, 1)]
+    assert rows[0]["cell_id"] != rows[1]["cell_id"] and rows[0]["acc_loss_curve"] != rows[1]["acc_loss_curve"]
+    assert len(list((tmp_path / "work" / "jobs").iterdir())) == 2
+    text = (build_report([tmp_path / "run"], tmp_path / "report", figures=False) / "summary.md").read_text()
+    assert "2 seeds (" in text
 
 
 @pytest.mark.parametrize("suite", ["accuracy_smoke.yaml", "accuracy_subset.yaml"])

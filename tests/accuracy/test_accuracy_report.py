@@ -29,8 +29,10 @@ def test_table_has_deltas_against_the_baseline(tmp_path):
     rows = accuracy_rows([run])
     assert list(rows["label"]) == ["dbra", "mhsa"]
     table = accuracy_table(rows).set_index("attention")
-    assert table.loc["mhsa", "top-1 (%)"] == "81.00" and table.loc["mhsa", "Δ top-1 (pt)"] == "+0.00"
-    assert table.loc["dbra", "Δ top-1 (pt)"] == "+4.50"
+    # rows without acc_val_n (older runs): no interval, the plain difference
+    assert table.loc["mhsa", "top-1 (%) [95%]"] == "81.00"
+    assert table.loc["mhsa", "Δ top-1 (pt) [95%]"] == "+0.00 pt (baseline)"
+    assert table.loc["dbra", "Δ top-1 (pt) [95%]"] == "+4.50 pt" and table.loc["dbra", "val images"] == "—"
     assert table.loc["dbra", "params (M)"] == "21.50" and table.loc["dbra", "MMACs"] == "2654.0"
 
 
