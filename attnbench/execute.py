@@ -128,15 +128,20 @@ def correctness_gate() -> Callable[[MetricContext, nn.Module], None]:
 
 
 def build_module(attention: str, config: dict[str, Any], device: torch.device, dtype: torch.dtype,
-                 seed: int, kind: str = "attention") -> nn.Module:
+                 seed: int, kind: str = "attention", label: Optional[str] = None) -> nn.Module:
     """The cell's module, seeded so that every build of a cell has the same weights: ``attentions.build(attention,
-    **config)``, or for a model cell ``attentions.models.create_model(attention, **config)``."""
+    **config)``, or for a model cell ``attentions.models.create_model(attention, **config)``; slowed down when the
+    test hook ``ATTNBENCH_SLOWDOWN`` names its label (:mod:`attnbench.slowdown`)."""
+    from .slowdown import maybe_slowed
+
     torch.manual_seed(seed)
     if kind == "model":
         from attentions.models import create_model
 
-        return create_model(attention, **config).to(device=device, dtype=dtype)
-    return attentions.build(attention, **config).to(device=device, dtype=dtype)
+        module = create_model(attention, **config).to(device=device, dtype=dtype)
+    else:
+        module = attentions.build(attention, **config).to(device=device, dtype=dtype)
+    return maybe_slowed(module, label if label is not None else attention)
 
 
 def classify(exc: BaseException) -> str:
