@@ -47,6 +47,8 @@ __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTime
            "build_module", "classify", "error_text", "child_main"]
 
 Measure = Callable[[MetricContext], dict]
+#: ``measure(..., timeout_s=SUITE_LIMIT)``: the runner's own limit (the one it was made with)
+SUITE_LIMIT: Any = object()
 
 
 @dataclasses.dataclass
@@ -226,10 +228,12 @@ class CellRunner:
             ctx.baseline = self.context(baseline)[0]
         return ctx, module
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None, timeout_s: Any = SUITE_LIMIT) -> Outcome:
+        """The cell's outcome; ``timeout_s``: this cell's time limit (None: none), default the runner's."""
         stage, module = "build", None
+        limit = self.timeout_s if timeout_s is SUITE_LIMIT else timeout_s
         try:
-            with _deadline(self.timeout_s), use_threads(self.settings.get("threads")):
+            with _deadline(limit), use_threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
                 seen: list = []
@@ -277,7 +281,7 @@ def _deadline(seconds: Optional[float]):
         return
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise CellTimeout(f"the cell ran longer than settings.timeout_s={seconds:g} s")
+        raise CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s (settings.timeout_s)")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -312,8 +316,9 @@ class IsolatedRunner:
         self.spec = runner.locations()
         self.timeout_s = runner.timeout_s
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None) -> Outcome:
-        payload = json.dumps({**self.spec, "cell": cell.identity(),
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None, timeout_s: Any = SUITE_LIMIT) -> Outcome:
+        limit_s = self.timeout_s if timeout_s is SUITE_LIMIT else timeout_s
+        payload = json.dumps({**self.spec, "timeout_s": limit_s, "cell": cell.identity(),
                               "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -321,14 +326,14 @@ class IsolatedRunner:
             out = Path(tmp) / "outcome.json"
             cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-            limit = None if self.timeout_s is None else self.timeout_s + self.STARTUP_S
+            limit = None if limit_s is None else limit_s + self.STARTUP_S
             try:
                 _, stderr = proc.communicate(timeout=limit)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                return Outcome("failed", f"CellTimeout: the cell ran longer than settings.timeout_s="
-                                         f"{self.timeout_s:g} s (+{self.STARTUP_S:g} s to start); its process was "
+                return Outcome("failed", f"CellTimeout: the cell ran longer than its time limit of "
+                                         f"{limit_s:g} s (+{self.STARTUP_S:g} s to start); its process was "
                                          "killed", "timeout")
             except BaseException:  # Ctrl-C: take the child down with us
                 proc.kill()

@@ -79,10 +79,15 @@ def model_build_problem(name: str, config: dict[str, Any]) -> Optional[tuple[Opt
 
 
 class Probe:
-    """Callable ``probe(cell) -> reason or None``, caching one meta module per (attention, config)."""
+    """Callable ``probe(cell) -> reason or None``, caching one meta module per (attention, config).
+
+    ``macs`` collects, per ``cell_id``, the multiply-adds per image of every cell whose ``cost`` answered: what
+    the cell's default time limit and the ETA are sized by (:mod:`attnbench.cell_budget`).
+    """
 
     def __init__(self) -> None:
         self._modules: dict[tuple[str, str], Any] = {}
+        self.macs: dict[str, int] = {}
 
     def _module(self, attention: str, config: dict[str, Any]) -> Any:
         """The meta-device module, or the reason (str) it cannot be built."""
@@ -107,7 +112,7 @@ class Probe:
         if module is None or cost is None:
             return None
         try:
-            cost(cell.height, cell.width)
+            self.macs[cell.cell_id] = int(cost(cell.height, cell.width).total)
         except ValueError as e:
             return _one_line(e)
         except Exception:  # noqa: BLE001 - no cost model (NotImplementedError) or a bug in it: run and see

@@ -301,11 +301,15 @@ def metric_errors(suite: Suite) -> Errors:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 errors.append(("settings.threads", f"expected a positive number of torch threads or null, "
                                f"got {value!r}"))
+        elif key == "skip_repeated_failures":
+            if not isinstance(value, bool):
+                errors.append((f"settings.{key}", f"expected true or false, got {value!r}"))
         elif not isinstance(value, dict):
             errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
         elif key not in known:
-            errors.append((f"settings.{key}", f"not a metric, timeout_s or threads"
-                           f"{did_you_mean(key, known + ['timeout_s', 'threads'])} (known: {', '.join(known)})"))
+            errors.append((f"settings.{key}", f"not a metric, timeout_s, threads or skip_repeated_failures"
+                           f"{did_you_mean(key, known + ['timeout_s', 'threads', 'skip_repeated_failures'])} "
+                           f"(known: {', '.join(known)})"))
         else:
             errors += _settings_errors(key, metrics.METRICS[key], value)
     return errors
