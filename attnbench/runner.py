@@ -186,6 +186,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     _check_size(suite, max_cells)
     if not resume:
         suite = load_suite(suite_path)
+    _check_accuracy_data(suite, suite_path or str(run_dir / MANIFEST_FILE))
     import torch  # after the suite is loaded and checked: a broken suite is reported without waiting for torch
 
     from .probe import Probe
@@ -230,6 +231,23 @@ def _done_ids(rows: list[dict[str, Any]], retry_failed: bool) -> set[str]:
 
         done -= retryable_ids(rows)
     return done
+
+
+def _check_accuracy_data(suite: Suite, source: str) -> None:
+    """A suite that trains reads an image tree: its root, split folders and subset classes are checked now (by
+    ``--dry-run`` too), so a wrong ``subset`` is one line before any job starts rather than a failure per cell."""
+    if "accuracy" not in suite.metrics:
+        return
+    from .accuracy.data import DataError, check_data
+    from .accuracy.job import AccuracySettings
+
+    settings = AccuracySettings.from_dict(suite.settings.get("accuracy"))
+    if settings.synthetic:
+        return
+    try:
+        check_data(settings.data_root, settings.subset)
+    except DataError as e:
+        raise UserError(f"{source}: settings.accuracy: {e}") from None
 
 
 def _refuse_rejected(source: str, cells: list[tuple[Cell, str]]) -> None:
