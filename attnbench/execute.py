@@ -39,6 +39,7 @@ import attentions
 
 from . import metrics
 from .cells import Cell
+from .effective_config import effective_config
 from .metrics.base import MetricContext
 from .results import ROW_HEAD
 from .torch_threads import use_threads
@@ -246,8 +247,10 @@ class CellRunner:
                     with torch.no_grad():
                         x = ctx.make_input(False)
                         check_contract(ctx, x, module(x), module)
+                # what the module really runs with (the suite's config holds only what it gave)
+                columns: dict[str, Any] = ({"effective_config": effective_config(module, dict(cell.config))}
+                                           if cell.kind == "attention" else {})
                 module = None  # metrics build their own; this one would only hold memory
-                columns: dict[str, Any] = {}
                 for name, fn in self.functions:
                     stage = name
                     new = self._run_metric(name, fn, ctx, cell)

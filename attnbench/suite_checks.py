@@ -357,9 +357,18 @@ def resolve_entries(suite: Suite) -> Suite:
         models = [e.model_copy(update={"label": e.display, "config": {**suite.defaults, **e.config}})
                   for e in suite.models or []]
         return suite.model_copy(update={"models": models})
+    import warnings
+
+    from .effective_config import unaccepted_defaults, unaccepted_warning
+
     entries = []
     for entry in suite.attentions:
-        keys = accepted_keys(attentions.resolve(entry.name))
+        cls = attentions.resolve(entry.name)
+        keys = accepted_keys(cls)
+        skipped = unaccepted_defaults(entry.name, keys, suite.defaults, entry.config)
+        if skipped:  # one warning per attention: a silently unequal comparison otherwise
+            warnings.warn(unaccepted_warning(entry.display, cls, keys or set(), skipped, suite.defaults),
+                          stacklevel=2)
         merged = {k: v for k, v in suite.defaults.items() if keys is None or k in keys}
         merged.update(entry.config)
         entries.append(entry.model_copy(update={"label": entry.display, "config": merged}))
