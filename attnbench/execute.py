@@ -41,13 +41,16 @@ from . import metrics
 from .cells import Cell
 from .effective_config import effective_config
 from .metrics.base import MetricContext
-from .results import ROW_HEAD
+from .parent_watch import PARENT_ENV
+from .results import ROW_HEAD, RUN_DIR_ENV
 from .torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
            "build_module", "classify", "error_text", "child_main"]
 
 Measure = Callable[[MetricContext], dict]
+#: the folder of a run directory that holds the isolated children's outcome files while they run
+CELLS_DIR = ".cells"
 #: ``measure(..., timeout_s=SUITE_LIMIT)``: the runner's own limit (the one it was made with)
 SUITE_LIMIT: Any = object()
 
@@ -325,7 +328,8 @@ class IsolatedRunner:
                               "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        with tempfile.TemporaryDirectory(prefix="attnbench-cell-") as tmp:
+        env[PARENT_ENV] = str(os.getpid())  # the child dies with this process (attnbench.parent_watch)
+        with tempfile.TemporaryDirectory(prefix="cell-", dir=_outcome_parent()) as tmp:
             out = Path(tmp) / "outcome.json"
             cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
@@ -345,6 +349,17 @@ class IsolatedRunner:
             if out.exists():
                 return Outcome(**json.loads(out.read_text()))
             return Outcome("failed", _crash_text(proc.returncode, stderr), "isolate")
+
+
+def _outcome_parent() -> Optional[str]:
+    """Where a child writes its outcome: ``RUN_DIR/.cells/`` of the run being measured (the runner and batch jobs
+    set ``$ATTNBENCH_RUN_DIR``), so nothing is left in the system's temporary directory; else that directory."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir or not Path(run_dir).is_dir():
+        return None
+    folder = Path(run_dir) / CELLS_DIR
+    folder.mkdir(exist_ok=True)
+    return str(folder)
 
 
 def _crash_text(code: int, stderr: str) -> str:

@@ -501,6 +501,9 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
+    from .parent_watch import die_with_parent
+
+    die_with_parent()  # before importing torch: a parent killed meanwhile takes this child with it
     from .execute import child_main
 
     sys.exit(child_main())
