@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .derive import add_derived, missing_cells
+from .failures import failure_banners
 from .headline import accuracy_fronts, headline_sections, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
@@ -73,7 +74,7 @@ def make_report(runs: Runs):
         sections=build_sections(frame),
         missing=missing_table(missing),
         uncounted=uncounted_ops(frame),
-        banners=run_banners(frame, runs),
+        banners=failure_banners(frame) + run_banners(frame, runs),
         verdict=headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
