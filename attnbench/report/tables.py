@@ -150,23 +150,17 @@ METRICS = (
 )
 
 
-def _acc_spec(column: str) -> MetricSpec:
-    name = column[len(DELTA_PREFIX):]
-    return MetricSpec(column, f"Accuracy {name} (%)", column,
-                      f"{name} accuracy in percent; the bracket is the difference to the baseline in points.",
-                      _col(column, lambda v: f"{v:.2f}"), better="max")
-
-
 def build_sections(frame: pd.DataFrame) -> list[Section]:
-    """One section per metric with at least one measured value (accuracy columns included when present)."""
-    # only top-1/top-5 are percentages; the other acc_* columns are in the accuracy section (report/accuracy.py)
-    specs = list(METRICS) + [_acc_spec(c) for c in ("acc_top1", "acc_top5") if c in frame.columns]
+    """One section per metric with at least one measured value; a table without one (every cell ``—``) is left
+    out. Accuracy has its own section, by model rather than by H×W (``report/accuracy.py``)."""
     sections = []
-    for spec in specs:
+    for spec in METRICS:
         if spec.column not in frame.columns or frame[spec.column].isna().all():
             continue
         tables = _count_tables(frame, spec) if not spec.per_cell else _cell_tables(frame, spec)
-        sections.append(Section(spec.key, spec.title, spec.description, tables))
+        tables = [t for t in tables if any(cell not in ("", "—") for row in t.rows for cell in row[1:])]
+        if tables:
+            sections.append(Section(spec.key, spec.title, spec.description, tables))
     return sections
 
 
