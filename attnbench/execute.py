@@ -42,15 +42,13 @@ from .cells import Cell
 from .effective_config import effective_config
 from .metrics.base import MetricContext
 from .parent_watch import PARENT_ENV
-from .results import ROW_HEAD, RUN_DIR_ENV
+from .results import CELLS_DIR, ROW_HEAD, RUN_DIR_ENV
 from .torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
            "build_module", "classify", "error_text", "child_main"]
 
 Measure = Callable[[MetricContext], dict]
-#: the folder of a run directory that holds the isolated children's outcome files while they run
-CELLS_DIR = ".cells"
 #: ``measure(..., timeout_s=SUITE_LIMIT)``: the runner's own limit (the one it was made with)
 SUITE_LIMIT: Any = object()
 

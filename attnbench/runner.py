@@ -24,8 +24,8 @@ from . import machine_load
 from .cell_budget import CEILING_S
 from .cells import Cell, Expansion, count_cells, expand, parse_only
 from .errors import UserError, os_error_text
-from .results import (MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
-                      quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
+from .results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
+                      finished_ids, make_row, quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
 __all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
@@ -460,6 +460,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
             counts = _finish_manifest(p, manifest, interrupted, failure)
         finally:
             restore_env()
+            _remove_empty(p.run_dir / CELLS_DIR)
             lock.release()
     if failure is not None:
         raise UserError(f"{os_error_text(failure)}; the run stopped ({ran} cell(s) measured now, all saved); "
@@ -492,6 +493,14 @@ def _load_summary(run_dir: Path) -> Optional[dict[str, Any]]:
         return machine_load.summarize(read_rows(run_dir))
     except UserError:
         return None
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove the isolated children's outcome folder once the run is over, if nothing was left in it."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _main_thread() -> bool:
