@@ -33,8 +33,9 @@ def _remember(path: Path, statuses) -> None:
 def command(run_dir: str) -> None:
     """Show RUN_DIR's jobs (queued, running, done, failed) and how many cells have a row.
 
-    Reads only: rows still in the jobs' shards are merged into results.jsonl by the run's parent process or by
-    `attnbench run --resume RUN_DIR`.
+    Rows still in the jobs' shards are merged into results.jsonl by the run's parent process or by
+    `attnbench run --resume RUN_DIR`. When no attnbench run holds RUN_DIR, the scheduler's states are recorded in
+    its jobs.json, so a job the scheduler forgets later keeps its last known state.
     """
     from ..errors import UserError
     from ..hints import check_run_dir
