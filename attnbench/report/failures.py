@@ -15,7 +15,6 @@ import collections
 from typing import Optional
 
 import pandas as pd
-from matplotlib.lines import Line2D
 
 from ..failure_policy import REPEAT_STAGE
 
@@ -96,6 +95,8 @@ def failed_legend(cells: pd.DataFrame, colors: dict, markers: dict) -> dict:
     be missing from the legend."""
     if cells is None or not len(cells):
         return {}
+    from matplotlib.lines import Line2D  # only the figures need matplotlib (slow to import)
+
     bad = cells[failed_mask(cells)] if "error_stage" in cells else cells[cells["status"].isin(["failed", "oom"])]
     out = {}
     for series in dict.fromkeys(bad["series"].dropna()):
