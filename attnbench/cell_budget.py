@@ -53,7 +53,7 @@ def default_timeout(cell: Cell, macs: Optional[int]) -> float:
     if cell.device == "cpu" and cell.dtype != "float32":
         rate /= CPU_HALF_SLOWDOWN
     seconds = FLOOR_S + CALLS * work / rate + (COMPILE_S if cell.mode == "compile" else 0.0)
-    return float(min(CEILING_S, max(FLOOR_S, seconds)))
+    return float(min(CEILING_S, round(seconds)))  # whole seconds: the limit is quoted in error messages
 
 
 def suite_timeout(settings: dict[str, Any], metrics: list[str]) -> tuple[bool, Optional[float]]:

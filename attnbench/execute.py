@@ -285,7 +285,7 @@ def _deadline(seconds: Optional[float]):
         return
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s (settings.timeout_s)")
+        raise CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
