@@ -2,8 +2,9 @@
 still need.
 
 Before each cell the runner asks :meth:`SuiteBudget.allowance`: the seconds left, times the cell's share of the
-expected work of the cells still to measure (its own and, paired, its baseline's: MACs × batch × 3 for a training
-step, from the probe's cost model; a cell without a cost model counts as the median cell). The allowance becomes
+expected work of the cells still to measure (its own and, paired, its baseline's:
+:func:`attnbench.cell_budget.expected_work`, MACs × batch × 3 for a training step from the probe's cost model; a
+cell without a cost model counts as the median cell). The allowance becomes
 the cell's ``budget_s`` (never more than ``max_time_s``, never less than ``floor_s``); the latency metric stops
 earlier when its interval reaches the target. After the cell, :meth:`SuiteBudget.spend` takes off what it really
 spent (``latency_spent_s``), so a cheap, certain cell that stopped early leaves its unspent seconds to the cells
@@ -15,15 +16,7 @@ from __future__ import annotations
 import statistics
 from typing import Mapping, Optional, Sequence
 
-__all__ = ["SuiteBudget", "work_units"]
-
-
-def work_units(macs: Optional[float], batch: int, pass_: str) -> Optional[float]:
-    """Expected work of one call: forward MACs per image × batch, × 3 for forward+backward (the backward does
-    about twice the forward's work); None when the cost model is unknown."""
-    if macs is None or macs <= 0:
-        return None
-    return float(macs) * batch * (3.0 if pass_ == "forward_backward" else 1.0)
+__all__ = ["SuiteBudget"]
 
 
 class SuiteBudget:

@@ -39,14 +39,18 @@ import attentions
 
 from . import metrics
 from .cells import Cell
+from .effective_config import effective_config
 from .metrics.base import MetricContext
-from .results import ROW_HEAD
+from .parent_watch import PARENT_ENV
+from .results import CELLS_DIR, ROW_HEAD, RUN_DIR_ENV
 from .torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
            "build_module", "classify", "error_text", "child_main"]
 
 Measure = Callable[[MetricContext], dict]
+#: ``measure(..., timeout_s=SUITE_LIMIT)``: the runner's own limit (the one it was made with)
+SUITE_LIMIT: Any = object()
 
 
 @dataclasses.dataclass
@@ -231,20 +235,22 @@ class CellRunner:
             ctx.baseline = self.context(baseline)[0]
         return ctx, module
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None,
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None, timeout_s: Any = SUITE_LIMIT,
                 latency_budget_s: Optional[float] = None) -> Outcome:
-        """Measure one cell; ``latency_budget_s``: its share of the suite's latency budget (the runner's
+        """The cell's outcome; ``timeout_s``: this cell's time limit (None: none), default the runner's;
+        ``latency_budget_s``: its share of the suite's latency budget (the runner's
         :class:`~attnbench.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``."""
         if latency_budget_s is not None:
             saved = self.settings
             self.settings = with_latency_budget(saved, latency_budget_s)
             try:
-                return self.measure(cell, baseline)
+                return self.measure(cell, baseline, timeout_s)
             finally:
                 self.settings = saved
         stage, module = "build", None
+        limit = self.timeout_s if timeout_s is SUITE_LIMIT else timeout_s
         try:
-            with _deadline(self.timeout_s), use_threads(self.settings.get("threads")):
+            with _deadline(limit), use_threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
                 seen: list = []
@@ -257,8 +263,10 @@ class CellRunner:
                     with torch.no_grad():
                         x = ctx.make_input(False)
                         check_contract(ctx, x, module(x), module)
+                # what the module really runs with (the suite's config holds only what it gave)
+                columns: dict[str, Any] = ({"effective_config": effective_config(module, dict(cell.config))}
+                                           if cell.kind == "attention" else {})
                 module = None  # metrics build their own; this one would only hold memory
-                columns: dict[str, Any] = {}
                 for name, fn in self.functions:
                     stage = name
                     new = self._run_metric(name, fn, ctx, cell)
@@ -327,7 +335,7 @@ def _deadline(seconds: Optional[float]):
         return
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise CellTimeout(f"the cell ran longer than settings.timeout_s={seconds:g} s")
+        raise CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -362,27 +370,29 @@ class IsolatedRunner:
         self.spec = runner.locations()
         self.timeout_s = runner.timeout_s
 
-    def measure(self, cell: Cell, baseline: Optional[Cell] = None,
+    def measure(self, cell: Cell, baseline: Optional[Cell] = None, timeout_s: Any = SUITE_LIMIT,
                 latency_budget_s: Optional[float] = None) -> Outcome:
+        limit_s = self.timeout_s if timeout_s is SUITE_LIMIT else timeout_s
         spec = self.spec
         if latency_budget_s is not None:
             spec = {**spec, "settings": with_latency_budget(spec["settings"], latency_budget_s)}
-        payload = json.dumps({**spec, "cell": cell.identity(),
+        payload = json.dumps({**spec, "timeout_s": limit_s, "cell": cell.identity(),
                               "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        with tempfile.TemporaryDirectory(prefix="attnbench-cell-") as tmp:
+        env[PARENT_ENV] = str(os.getpid())  # the child dies with this process (attnbench.parent_watch)
+        with tempfile.TemporaryDirectory(prefix="cell-", dir=_outcome_parent()) as tmp:
             out = Path(tmp) / "outcome.json"
             cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-            limit = None if self.timeout_s is None else self.timeout_s + self.STARTUP_S
+            limit = None if limit_s is None else limit_s + self.STARTUP_S
             try:
                 _, stderr = proc.communicate(timeout=limit)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                return Outcome("failed", f"CellTimeout: the cell ran longer than settings.timeout_s="
-                                         f"{self.timeout_s:g} s (+{self.STARTUP_S:g} s to start); its process was "
+                return Outcome("failed", f"CellTimeout: the cell ran longer than its time limit of "
+                                         f"{limit_s:g} s (+{self.STARTUP_S:g} s to start); its process was "
                                          "killed", "timeout")
             except BaseException:  # Ctrl-C: take the child down with us
                 proc.kill()
@@ -391,6 +401,17 @@ class IsolatedRunner:
             if out.exists():
                 return Outcome(**json.loads(out.read_text()))
             return Outcome("failed", _crash_text(proc.returncode, stderr), "isolate")
+
+
+def _outcome_parent() -> Optional[str]:
+    """Where a child writes its outcome: ``RUN_DIR/.cells/`` of the run being measured (the runner and batch jobs
+    set ``$ATTNBENCH_RUN_DIR``), so nothing is left in the system's temporary directory; else that directory."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir or not Path(run_dir).is_dir():
+        return None
+    folder = Path(run_dir) / CELLS_DIR
+    folder.mkdir(exist_ok=True)
+    return str(folder)
 
 
 def _crash_text(code: int, stderr: str) -> str:

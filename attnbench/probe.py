@@ -79,10 +79,15 @@ def model_build_problem(name: str, config: dict[str, Any]) -> Optional[tuple[Opt
 
 
 class Probe:
-    """Callable ``probe(cell) -> reason or None``, caching one meta module per (attention, config)."""
+    """Callable ``probe(cell) -> reason or None``, caching one meta module per (attention, config).
+
+    ``macs`` collects, per ``cell_id``, the multiply-adds per image of every cell whose ``cost`` answered: what
+    the cell's default time limit and the ETA are sized by (:mod:`attnbench.cell_budget`).
+    """
 
     def __init__(self) -> None:
         self._modules: dict[tuple[str, str], Any] = {}
+        self.macs: dict[str, int] = {}
 
     def _module(self, attention: str, config: dict[str, Any]) -> Any:
         """The meta-device module, or the reason (str) it cannot be built."""
@@ -107,26 +112,12 @@ class Probe:
         if module is None or cost is None:
             return None
         try:
-            cost(cell.height, cell.width)
+            self.macs[cell.cell_id] = int(cost(cell.height, cell.width).total)
         except ValueError as e:
             return _one_line(e)
         except Exception:  # noqa: BLE001 - no cost model (NotImplementedError) or a bug in it: run and see
             return None
         return None
-
-    def macs(self, cell: Cell) -> Optional[int]:
-        """Forward MACs per image from the module's cost model on the meta device; None without one (a model cell,
-        a third-party attention with no ``cost``, a grid the cost model refuses)."""
-        if cell.kind == "model":
-            return None
-        module = self._module(cell.attention, cell.config)
-        cost = getattr(module, "cost", None)
-        if module is None or isinstance(module, str) or cost is None:
-            return None
-        try:
-            return int(cost(cell.height, cell.width).total)
-        except Exception:  # noqa: BLE001 - no cost model, or one that refuses the grid: the budget guesses
-            return None
 
     @staticmethod
     def _model_problem(cell: Cell) -> Optional[str]:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
-           "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
+           "CELLS_DIR", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
            "read_manifest", "quarantine_manifest"]
 
 SCHEMA_VERSION = 1
@@ -53,6 +53,8 @@ DAMAGED_MANIFEST_FILE = "manifest.damaged.json"
 RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 #: the advisory lock of the one writer of a run directory (:mod:`attnbench.run_lock`)
 LOCK_FILE = ".lock"
+#: where isolated cell children write their outcome while they run (removed, when empty, at the end of a run)
+CELLS_DIR = ".cells"
 #: the columns that say which cell a row is (hashed into ``cell_id``, :func:`attnbench.cells.cell_id_of`)
 IDENTITY_COLUMNS = ("suite", "attention", "label", "config", "height", "width", "tokens", "batch", "dtype", "device",
                     "pass", "mode")

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from . import machine_load
+from .cell_budget import CEILING_S
 from .cells import Cell, Expansion, count_cells, expand, parse_only
 from .errors import UserError, os_error_text
-from .results import (MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, finished_ids, make_row,
-                      quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
+from .results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
+                      finished_ids, make_row, quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
 __all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
@@ -32,8 +33,9 @@ __all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TI
 #: a suite that expands to more cells than this is refused unless ``--max-cells`` allows it (a typo in an axis can
 #: make a grid of millions of cells: days of measuring, and gigabytes just to plan it)
 MAX_CELLS = 10_000
-#: per-cell time limit when the suite sets no ``settings.timeout_s`` (none for suites that train: ``accuracy``)
-DEFAULT_TIMEOUT_S = 900.0
+#: the longest per-cell time limit when the suite sets no ``settings.timeout_s`` (none for suites that train:
+#: ``accuracy``); each cell's own follows from its expected cost (:mod:`attnbench.cell_budget`)
+DEFAULT_TIMEOUT_S = CEILING_S
 
 
 def now_iso() -> str:
@@ -59,8 +61,13 @@ class Plan:
     manifest: Optional[dict[str, Any]] = None
     #: why the manifest had to be rebuilt (the damaged file is moved aside when the run starts)
     rebuilt: Optional[str] = None
-    #: cell_id -> forward MACs per image from the probe's cost model (None: unknown), for the suite budget
-    macs: dict[str, Optional[int]] = dataclasses.field(default_factory=dict)
+    #: cell_id -> the cell's time limit in seconds (None: none); see :mod:`attnbench.cell_budget`
+    timeouts: dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+    #: cell_id -> expected multiply-adds of one call (None: no cost model), for the ETA and the suite's latency
+    #: budget; the cells to run and their baselines
+    work: dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+    #: ``--retry-failed``: cells whose latest row is failed, oom or a repeated-failure skip are measured again
+    retry_failed: bool = False
 
 
 @dataclasses.dataclass
@@ -140,7 +147,8 @@ def _check_size(suite: Suite, max_cells: Optional[int]) -> None:
 
 def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional[str] = None,
          resume: Optional[str] = None, device: Optional[str] = None,
-         cuda_available: Optional[bool] = None, max_cells: Optional[int] = None) -> Plan:
+         cuda_available: Optional[bool] = None, max_cells: Optional[int] = None,
+         retry_failed: bool = False) -> Plan:
     """Load the suite (or the run to resume), expand it on this machine and subtract the cells already done.
 
     Args:
@@ -151,7 +159,11 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         device: replaces the suite's device axis; on resume, the original run's by default.
         cuda_available: defaults to ``torch.cuda.is_available()``.
         max_cells: refuse suites with more cells (before excludes) than this; default :data:`MAX_CELLS`.
+        retry_failed: with ``resume``, measure again the cells whose latest row is ``failed``, ``oom`` or a
+            repeated-failure skip (:func:`attnbench.failure_policy.retryable_ids`).
     """
+    if retry_failed and not resume:
+        raise UserError("--retry-failed measures the failed cells of a run again; give the run with --resume RUN_DIR")
     if resume and out:
         raise UserError("--resume and --out both name a run directory; give one of them")
     done: set[str] = set()
@@ -162,7 +174,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         options = manifest.get("options", {})
         only = only if only is not None else options.get("only")
         device = device if device is not None else options.get("device")
-        done = finished_ids(read_rows(run_dir))
+        done = _done_ids(read_rows(run_dir), retry_failed)
     elif suite_path is None:
         raise UserError("give a SUITE file to run (or --resume RUN_DIR)")
     else:
@@ -175,6 +187,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     _check_size(suite, max_cells)
     if not resume:
         suite = load_suite(suite_path)
+    _check_accuracy_data(suite, suite_path or str(run_dir / MANIFEST_FILE))
     import torch  # after the suite is loaded and checked: a broken suite is reported without waiting for torch
 
     from .probe import Probe
@@ -201,13 +214,41 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         _refuse_rejected(suite_path or suite.name, [(c, r) for c, r in expansion.skipped if c.cell_id in rejected])
     to_run = [c for c in expansion.cells if c.cell_id not in done]
     to_skip = [(c, r) for c, r in expansion.skipped if c.cell_id not in done]
-    macs = {}
-    if suite_budget_s(suite) is not None:
-        cells = to_run + [b for b in baselines.values()]
-        macs = {c.cell_id: probe.macs(c) for c in cells}
+    from .cell_budget import default_timeout, expected_work, suite_timeout
+
+    fixed, limit = suite_timeout(dict(suite.settings), list(suite.metrics))
+    timeouts = {c.cell_id: limit if fixed else default_timeout(c, probe.macs.get(c.cell_id)) for c in to_run}
+    work = {c.cell_id: expected_work(c, probe.macs.get(c.cell_id)) for c in to_run + list(baselines.values())}
     return Plan(suite, suite_path, run_dir, expansion, to_run, to_skip, done=len(done), resume=bool(resume),
                 options={"only": only, "device": device}, manifest=manifest, rebuilt=rebuilt,
-                baselines=baselines, macs=macs)
+                baselines=baselines, timeouts=timeouts, work=work, retry_failed=retry_failed)
+
+
+def _done_ids(rows: list[dict[str, Any]], retry_failed: bool) -> set[str]:
+    """The cells a run directory holds a final row of; with ``retry_failed``, less those to measure again."""
+    done = finished_ids(rows)
+    if retry_failed:
+        from .failure_policy import retryable_ids
+
+        done -= retryable_ids(rows)
+    return done
+
+
+def _check_accuracy_data(suite: Suite, source: str) -> None:
+    """A suite that trains reads an image tree: its root, split folders and subset classes are checked now (by
+    ``--dry-run`` too), so a wrong ``subset`` is one line before any job starts rather than a failure per cell."""
+    if "accuracy" not in suite.metrics:
+        return
+    from .accuracy.data import DataError, check_data
+    from .accuracy.job import AccuracySettings
+
+    settings = AccuracySettings.from_dict(suite.settings.get("accuracy"))
+    if settings.synthetic:
+        return
+    try:
+        check_data(settings.data_root, settings.subset)
+    except DataError as e:
+        raise UserError(f"{source}: settings.accuracy: {e}") from None
 
 
 def suite_budget_s(suite: Suite) -> Optional[float]:
@@ -220,7 +261,7 @@ def suite_budget_s(suite: Suite) -> Optional[float]:
 
 def _suite_budget(p: Plan):
     """The :class:`~attnbench.budget.SuiteBudget` of a run whose suite sets one, over the cells still to run."""
-    from .budget import SuiteBudget, work_units
+    from .budget import SuiteBudget
 
     total = suite_budget_s(p.suite)
     if total is None:
@@ -229,11 +270,11 @@ def _suite_budget(p: Plan):
     from .metrics.latency import DEFAULTS
 
     def work(cell: Cell) -> Optional[float]:
-        own = work_units(p.macs.get(cell.cell_id), cell.batch, cell.pass_)
+        own = p.work.get(cell.cell_id)
         base = p.baselines.get(cell.cell_id)
         if base is None or own is None:
             return own
-        other = work_units(p.macs.get(base.cell_id), base.batch, base.pass_)
+        other = p.work.get(base.cell_id)
         return own + other if other is not None else None
 
     return SuiteBudget(total, {c.cell_id: work(c) for c in p.to_run},
@@ -312,12 +353,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cell_timeout(suite: Suite) -> Optional[float]:
-    """The per-cell time limit in seconds: ``settings.timeout_s`` (null: none), else :data:`DEFAULT_TIMEOUT_S`,
-    else none for a suite with the ``accuracy`` metric (training a model takes hours)."""
-    if "timeout_s" in suite.settings:
-        value = suite.settings["timeout_s"]
-        return None if value is None else float(value)
-    return None if "accuracy" in suite.metrics else DEFAULT_TIMEOUT_S
+    """The suite's longest per-cell time limit in seconds: ``settings.timeout_s`` (null: none), else none for a
+    suite with the ``accuracy`` metric (training a model takes hours), else :data:`DEFAULT_TIMEOUT_S` (the
+    ceiling; each cell's own limit follows from its expected cost, :func:`attnbench.cell_budget.default_timeout`)."""
+    from .cell_budget import suite_timeout
+
+    fixed, limit = suite_timeout(dict(suite.settings), list(suite.metrics))
+    return limit if fixed else DEFAULT_TIMEOUT_S
 
 
 def _executors(p: Plan, isolate: Optional[bool]):
@@ -328,9 +370,14 @@ def _executors(p: Plan, isolate: Optional[bool]):
     cell_runner = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed,  # imports metrics once
                              timeout_s=cell_timeout(p.suite))
     isolated = IsolatedRunner(cell_runner)
-    if isolate is not None:
-        return lambda cell: isolated if isolate else cell_runner
-    return lambda cell: isolated if ":" in cell.attention else cell_runner
+
+    def executor_for(cell: Cell):
+        if isolate is not None:
+            return isolated if isolate else cell_runner
+        return isolated if ":" in cell.attention else cell_runner
+
+    executor_for.in_process = cell_runner
+    return executor_for
 
 
 def _point_jobs_at(run_dir: Path):
@@ -363,7 +410,7 @@ def _open_run_dir(p: Plan):
         if not p.resume:
             _refuse_used(p.run_dir)
         repair(p.run_dir)  # damaged lines go to results.damaged.jsonl before anything is appended
-        done = finished_ids(read_rows(p.run_dir))  # what a run that held the lock before us finished
+        done = _done_ids(read_rows(p.run_dir), p.retry_failed)  # what a run that held the lock before us finished
         p.to_run = [c for c in p.to_run if c.cell_id not in done]
         p.to_skip = [(c, r) for c, r in p.to_skip if c.cell_id not in done]
     except BaseException:
@@ -384,16 +431,21 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
         isolate: True measures every cell in a child process, False none; None (the default) isolates the cells of
             attentions given by dotted path (``package.module:Class``).
     """
+    from .failure_policy import REPEAT_STAGE, RepeatedFailures
     from .progress import Progress
 
     executor_for = _executors(p, isolate)
+    repeats = RepeatedFailures.for_settings(dict(p.suite.settings))
+    default_limit = cell_timeout(p.suite)
     lock = _open_run_dir(p)
     restore_env = _point_jobs_at(p.run_dir)
     run_id, t0 = p.run_dir.name, time.perf_counter()
     ran, interrupted, problems, failure = 0, False, [], None
     manifest: Optional[dict[str, Any]] = None
     old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    bar = Progress(len(p.to_run), stream=stream, enabled=progress)
+    bar = Progress(len(p.to_run), stream=stream, enabled=progress,
+                   work=[p.work.get(c.cell_id) for c in p.to_run],
+                   isolated=[executor_for(c) is not executor_for.in_process for c in p.to_run])
     try:
         if p.rebuilt:
             quarantine_manifest(p.run_dir)  # kept as manifest.damaged.json
@@ -406,10 +458,22 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
                                        started_at=now_iso(), duration_s=0.0))
             budget = _suite_budget(p)
             for cell in p.to_run:
+                stop = repeats.reason(cell.label)
+                if stop is not None:  # its attention already failed the same way twice: say so, do not measure
+                    writer.append(make_row(cell, run_id, status="skipped", error=stop, error_stage=REPEAT_STAGE,
+                                           started_at=now_iso(), duration_s=0.0))
+                    if not any(what == cell.label for what, _, _ in problems):
+                        problems.append((cell.label, "skipped", stop))
+                    bar.finish(cell, "skipped", stop, 0.0)
+                    if budget is not None:
+                        budget.spend(cell.cell_id, 0.0)
+                    continue
                 bar.start(cell)
                 started, c0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
                 allowance = budget.allowance(cell.cell_id) if budget is not None else None
-                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id), latency_budget_s=allowance)
+                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id),
+                                                     timeout_s=p.timeouts.get(cell.cell_id, default_limit),
+                                                     latency_budget_s=allowance)
                 duration = time.perf_counter() - c0
                 if budget is not None:
                     budget.spend(cell.cell_id, outcome.columns.get("latency_spent_s") or 0.0)
@@ -420,6 +484,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
                 ran += 1
                 if outcome.status != "ok":
                     problems.append((cell.describe(), outcome.status, outcome.error or ""))
+                repeats.record(cell.label, outcome.status, outcome.error, outcome.error_stage)
                 bar.finish(cell, outcome.status, outcome.error, duration)
     except KeyboardInterrupt:
         interrupted = True
@@ -433,6 +498,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
             counts = _finish_manifest(p, manifest, interrupted, failure)
         finally:
             restore_env()
+            _remove_empty(p.run_dir / CELLS_DIR)
             lock.release()
     if failure is not None:
         raise UserError(f"{os_error_text(failure)}; the run stopped ({ran} cell(s) measured now, all saved); "
@@ -467,6 +533,14 @@ def _load_summary(run_dir: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def _remove_empty(folder: Path) -> None:
+    """Remove the isolated children's outcome folder once the run is over, if nothing was left in it."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def _main_thread() -> bool:
     import threading
 
@@ -474,6 +548,9 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
+    from .parent_watch import die_with_parent
+
+    die_with_parent()  # before importing torch: a parent killed meanwhile takes this child with it
     from .execute import child_main
 
     sys.exit(child_main())

@@ -304,11 +304,15 @@ def metric_errors(suite: Suite) -> Errors:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 errors.append(("settings.threads", f"expected a positive number of torch threads or null, "
                                f"got {value!r}"))
+        elif key == "skip_repeated_failures":
+            if not isinstance(value, bool):
+                errors.append((f"settings.{key}", f"expected true or false, got {value!r}"))
         elif not isinstance(value, dict):
             errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
         elif key not in known:
-            errors.append((f"settings.{key}", f"not a metric, timeout_s or threads"
-                           f"{did_you_mean(key, known + ['timeout_s', 'threads'])} (known: {', '.join(known)})"))
+            errors.append((f"settings.{key}", f"not a metric, timeout_s, threads or skip_repeated_failures"
+                           f"{did_you_mean(key, known + ['timeout_s', 'threads', 'skip_repeated_failures'])} "
+                           f"(known: {', '.join(known)})"))
         else:
             errors += _settings_errors(key, metrics.METRICS[key], value)
     return errors
@@ -356,9 +360,18 @@ def resolve_entries(suite: Suite) -> Suite:
         models = [e.model_copy(update={"label": e.display, "config": {**suite.defaults, **e.config}})
                   for e in suite.models or []]
         return suite.model_copy(update={"models": models})
+    import warnings
+
+    from .effective_config import unaccepted_defaults, unaccepted_warning
+
     entries = []
     for entry in suite.attentions:
-        keys = accepted_keys(attentions.resolve(entry.name))
+        cls = attentions.resolve(entry.name)
+        keys = accepted_keys(cls)
+        skipped = unaccepted_defaults(entry.name, keys, suite.defaults, entry.config)
+        if skipped:  # one warning per attention: a silently unequal comparison otherwise
+            warnings.warn(unaccepted_warning(entry.display, cls, keys or set(), skipped, suite.defaults),
+                          stacklevel=2)
         merged = {k: v for k, v in suite.defaults.items() if keys is None or k in keys}
         merged.update(entry.config)
         entries.append(entry.model_copy(update={"label": entry.display, "config": merged}))

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 from torch.utils.data import Dataset
 
 __all__ = ["DataError", "ImageFolderSubset", "SUBSETS", "read_class_list", "resolve_data_root", "build_transform",
-           "IMG_EXTENSIONS", "DATA_ENV"]
+           "IMG_EXTENSIONS", "DATA_ENV", "split_classes", "check_data"]
 
 DATA_ENV = "ATTNBENCH_DATA"
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -67,6 +67,44 @@ def resolve_data_root(root: Union[str, Path, None]) -> Path:
     return path
 
 
+def split_classes(root: Path, split: str, subset: Subset) -> list[str]:
+    """The sorted wnids of ``subset`` (every class folder when None/"all") in ``root/split``, after checking the
+    split folder exists, holds class folders and holds every class of the subset; reads no image.
+
+    Raises:
+        DataError: one line naming the folder, the subset and what is missing.
+    """
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataError(f"split folder {str(folder)!r} does not exist: expected {root}/{split}/<wnid>/ "
+                        "holding the images of each class")
+    present = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not present:
+        raise DataError(f"{folder} holds no class folders: expected {folder}/<wnid>/*.JPEG")
+    wanted = read_class_list(subset)
+    classes = sorted(set(wanted)) if wanted is not None else present
+    missing = [c for c in classes if c not in set(present)]
+    if not missing:
+        return classes
+    name = subset if isinstance(subset, (str, Path)) else f"a list of {len(classes)} classes"
+    found = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+    if len(missing) == len(classes):
+        raise DataError(f"none of the {len(classes)} classes of subset {str(name)!r} is in {folder} "
+                        f"(looked for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; "
+                        f"found {len(present)} folders: {found})")
+    raise DataError(f"{len(missing)} of the {len(classes)} classes of subset {str(name)!r} are missing "
+                    f"from {folder}: {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}")
+
+
+def check_data(root: Union[str, Path, None], subset: Subset, splits: Sequence[str] = ("train", "val")) -> Path:
+    """What a training job will read, checked before any is started: the root (or ``$ATTNBENCH_DATA``), each split
+    folder and the subset's classes in each; the resolved root. Raises :class:`DataError` (one line)."""
+    path = resolve_data_root(root)
+    for split in splits:
+        split_classes(path, split, subset)
+    return path
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
@@ -92,15 +130,7 @@ class ImageFolderSubset(Dataset):
             raise DataError(f"max_per_class={max_per_class!r} is not allowed: expected a positive integer or None")
         self.root, self.split, self.transform = Path(root), split, transform
         folder = self.root / split
-        if not folder.is_dir():
-            raise DataError(f"split folder {str(folder)!r} does not exist: expected {self.root}/{split}/<wnid>/ "
-                            "holding the images of each class")
-        present = sorted(d.name for d in folder.iterdir() if d.is_dir())
-        if not present:
-            raise DataError(f"{folder} holds no class folders: expected {folder}/<wnid>/*.JPEG")
-        wanted = read_class_list(classes)
-        self.classes = sorted(set(wanted)) if wanted is not None else present
-        self._check_present(folder, classes, present)
+        self.classes = split_classes(self.root, split, classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
         for c in self.classes:
@@ -108,19 +138,6 @@ class ImageFolderSubset(Dataset):
             if not files:
                 raise DataError(f"{folder / c} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
             self.samples += [(f, self.class_to_idx[c]) for f in files[:max_per_class]]
-
-    def _check_present(self, folder: Path, subset: Subset, present: list[str]) -> None:
-        missing = [c for c in self.classes if c not in set(present)]
-        if not missing:
-            return
-        name = subset if isinstance(subset, (str, Path)) else f"a list of {len(self.classes)} classes"
-        found = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
-        if len(missing) == len(self.classes):
-            raise DataError(f"none of the {len(self.classes)} classes of subset {str(name)!r} is in {folder} "
-                            f"(looked for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; "
-                            f"found {len(present)} folders: {found})")
-        raise DataError(f"{len(missing)} of the {len(self.classes)} classes of subset {str(name)!r} are missing "
-                        f"from {folder}: {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}")
 
     @property
     def targets(self) -> list[int]:

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..executors.job_record import report_epoch
 from .recipe import Recipe, make_criterion, make_mixup, make_optimizer, make_scheduler
 
 __all__ = ["DistInfo", "init_distributed", "fit", "evaluate", "seed_epoch", "CHECKPOINT", "CheckpointMismatch"]
@@ -266,6 +267,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, recipe: Recipe, 
             (out / "history.json").write_text(json.dumps(history, indent=1))
         if info.active:
             dist.barrier()
+        if info.is_main:  # `attnbench status` shows it (a batch job's progress file)
+            report_epoch(epoch + 1, recipe.epochs)
         say(f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}"
             + (f", top-1 {row['top1']:.2f}%" if "top1" in row else "")
             + f", {row['train_images'] / max(row['train_seconds'], 1e-9):.1f} img/s")

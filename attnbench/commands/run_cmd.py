@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..errors import UserError
-from ..executors.cli import _overrides, executor_options, run_if_executor
+from ..executors.cli import _chosen, _overrides, executor_options, run_if_executor
 from ..hints import check_run_dir, suggest_suite
 from ..progress import format_seconds
 from ..suite import SuiteError
@@ -48,6 +48,22 @@ def print_summary(summary, echo=click.echo) -> None:
     echo(f"next: attnbench report {summary.run_dir}")
 
 
+#: exit code of a run that finished with failed (or out-of-memory) cells, unless --allow-failures; bad input is 2,
+#: an interrupted run 130
+EXIT_CELLS_FAILED = 3
+
+
+def exit_if_cells_failed(counts: dict, run_dir, allow: bool) -> None:
+    """Exit with :data:`EXIT_CELLS_FAILED` when the run directory holds failed or out-of-memory cells (so that
+    ``attnbench run S && attnbench report R`` stops there), unless ``allow``."""
+    bad = sum(counts.get(k, 0) for k in ("failed", "oom"))
+    if bad and not allow:
+        click.echo(f"error: {bad} cell(s) failed (exit {EXIT_CELLS_FAILED}); the report shows them as failed. "
+                   f"Measure them again after a fix with: attnbench run --resume {run_dir} --retry-failed "
+                   "(--allow-failures exits 0)", err=True)
+        sys.exit(EXIT_CELLS_FAILED)
+
+
 def _check_suite_path(suite: Optional[str]) -> None:
     """A SUITE that is not there fails at once, with the nearest suite file (`resolution_swep.yaml`, or a bare
     `resolution_sweep`, -> `suites/resolution_sweep.yaml`)."""
@@ -81,13 +97,19 @@ def _check_executor_flags(executor: dict, resume: Optional[str]) -> None:
 @click.option("--max-cells", type=click.IntRange(min=1), default=None,
               help="Allow a suite of more cells than the default limit (10000).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-cell lines on stderr.")
+@click.option("--retry-failed", is_flag=True,
+              help="With --resume: measure again the cells whose row is failed, oom or skipped after repeated "
+                   "failures.")
+@click.option("--allow-failures", is_flag=True,
+              help=f"Exit 0 even when cells failed (default: exit {EXIT_CELLS_FAILED}).")
 @executor_options
 def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_run: bool, resume: Optional[str],
             device: Optional[str], isolate: Optional[bool], max_cells: Optional[int], no_progress: bool,
-            **executor: object) -> None:
+            retry_failed: bool, allow_failures: bool, **executor: object) -> None:
     """Run the YAML suite SUITE (optional with --resume): params, FLOPs, latency, memory per cell.
 
-    Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment.
+    Rows go to RUN_DIR/results.jsonl as cells finish; RUN_DIR/manifest.json records the environment. Exit codes:
+    0 all cells measured (or skipped), 2 bad input, 3 cells failed (see --allow-failures), 130 interrupted.
     """
     _check_suite_path(suite)
     if resume:
@@ -95,13 +117,18 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
     _check_executor_flags(executor, resume)
     from .. import runner  # torch only after the checks above (and the suite structure, in runner.plan)
 
-    p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells)
+    p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells,
+                    retry_failed=retry_failed)
+    if retry_failed and _chosen(p, executor.get("x_executor")) != "inline":
+        raise UserError("--retry-failed measures in this process; it does not apply to runs of --executor "
+                        "local|slurm (their jobs keep a cell's first row)")
     if dry_run:
         print_plan(p)
         return
     for i in p.expansion.unused_excludes:
         click.echo(f"warning: exclude[{i}] {p.suite.exclude[i]} matches no cell", err=True)
     if run_if_executor(p, executor, isolate=isolate, progress=not no_progress, print_summary=print_summary):
+        exit_if_cells_failed(runner._final_counts(p.run_dir), p.run_dir, allow_failures)
         return
     summary = runner.run(p, isolate=isolate, argv=["attnbench", *sys.argv[1:]], progress=not no_progress)
     if summary.interrupted:
@@ -110,3 +137,4 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
                    f"  attnbench run --resume {summary.run_dir}", err=True)
         sys.exit(130)
     print_summary(summary)
+    exit_if_cells_failed(summary.counts, summary.run_dir, allow_failures)

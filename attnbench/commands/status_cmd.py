@@ -8,13 +8,34 @@ import click
 __all__ = ["command"]
 
 
+def _remember(path: Path, statuses) -> None:
+    """Record the states the scheduler reports now in the ledger, when no attnbench process is writing the run
+    (a parent that runs records them itself): a job Slurm forgets later keeps its last known state."""
+    from ..errors import UserError
+    from ..executors.job_record import remember_states
+    from ..executors.ledger import read_ledger, write_ledger
+    from ..run_lock import RunLock
+
+    try:
+        lock = RunLock(path).acquire()
+    except (UserError, OSError):
+        return
+    try:
+        ledger = read_ledger(path)
+        if ledger and remember_states(ledger, {s.job_id: s.raw for s in statuses if s.job_id and s.raw}):
+            write_ledger(path, ledger)
+    finally:
+        lock.release()
+
+
 @click.command("status")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def command(run_dir: str) -> None:
     """Show RUN_DIR's jobs (queued, running, done, failed) and how many cells have a row.
 
-    Reads only: rows still in the jobs' shards are merged into results.jsonl by the run's parent process or by
-    `attnbench run --resume RUN_DIR`.
+    Rows still in the jobs' shards are merged into results.jsonl by the run's parent process or by
+    `attnbench run --resume RUN_DIR`. When no attnbench run holds RUN_DIR, the scheduler's states are recorded in
+    its jobs.json, so a job the scheduler forgets later keeps its last known state.
     """
     from ..errors import UserError
     from ..hints import check_run_dir
@@ -37,18 +58,20 @@ def command(run_dir: str) -> None:
         return
     in_shards = set().union(*rows_by_job(path).values()) - merged
     statuses = job_statuses(path, ledger)
+    _remember(path, statuses)
     cells = {c for j in ledger["jobs"] for c in j["cells"]}
     missing = len(cells - merged - in_shards)
     click.echo(f"{run_dir} (executor {ledger['executor']}): {len(merged)} cells merged in results.jsonl, "
                f"{len(in_shards)} in job shards not merged yet, {missing} of the jobs' cells without a row")
     id_head = "slurm id" if ledger["executor"] == "slurm" else "pid"
-    rows = [("job", "state", id_head, "cells", "tries", "log")]
+    rows = [("job", "state", id_head, "cells", "tries", "now", "log")]
     for s in statuses:
-        rows.append((s.name, s.state, s.job_id or "-", f"{s.cells_done}/{s.cells}", str(s.submissions),
+        tries = str(s.tries) + (f" ({', '.join(s.history)})" if len(s.history) > 1 or s.tries > 1 else "")
+        rows.append((s.name, s.state, s.job_id or "-", f"{s.cells_done}/{s.cells}", tries, s.progress or "-",
                      s.stdout or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r[:5], widths)) + "  " + r[5])
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r[:6], widths)) + "  " + r[6])
     counts: dict[str, int] = {}
     for s in statuses:
         key = "failed" if s.state.startswith("failed") else s.state

@@ -4,11 +4,17 @@ The ledger lists every job: its name, cells (by ``cell_id``), device kind, and e
 job id, time, log files). Only the parent writes it (atomically, like the manifest). A job's state is derived, not
 stored, so ``attnbench status`` is right even when the parent is gone:
 
-* ``done``: every cell of the job has a final row (in its shard or merged);
-* ``queued`` / ``running``: the scheduler says so (Slurm: ``squeue``, else ``sacct``; local: the process);
+* ``done``: every cell of the job has a final row (in its shard or merged) and the job is no longer running;
+* ``queued`` / ``running``: the scheduler says so (Slurm: ``squeue``, else ``sacct``; local: the process), even
+  when every cell already has its row (the job is still ending);
   a ``local`` job the parent has not submitted yet (``max_parallel``) is ``queued`` too;
 * ``failed (<REASON>)``: the job is over and cells are missing; the reason is the scheduler's final state
-  (``CANCELLED``, ``TIMEOUT``, ``NODE_FAIL``, ``OUT_OF_MEMORY``, ``FAILED``, ...) or the job's error.
+  (``CANCELLED``, ``TIMEOUT``, ``NODE_FAIL``, ``OUT_OF_MEMORY``, ``FAILED``, ...) or the job's error. When the
+  scheduler has forgotten the job (Slurm without accounting), the last state recorded in the ledger stands
+  (:func:`attnbench.executors.job_record.remember_states`): never ``UNKNOWN`` over a known state.
+
+A job's ``tries`` count every submission and every re-queue of one (:func:`~attnbench.executors.job_record.
+count_tries`); ``history`` lists each submission's last known state.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Any, Optional
 
 from ..results import finished_ids, read_rows
 from .atomic import replace_atomically
+from .job_record import count_tries, progress_text, read_progress, read_starts
 from .shards import rows_by_job
 
 __all__ = ["LEDGER_FILE", "read_ledger", "write_ledger", "JobStatus", "job_statuses", "slurm_states"]
@@ -49,6 +56,14 @@ class JobStatus:
     stdout: Optional[str]
     stderr: Optional[str]
     submissions: int
+    #: the scheduler's raw state of the latest submission as seen now (None: not submitted)
+    raw: Optional[str] = None
+    #: submissions, each counted once per start (a re-queue keeps the job id)
+    tries: int = 0
+    #: each submission's last known state, oldest first (e.g. ["CANCELLED", "RUNNING"])
+    history: list = dataclasses.field(default_factory=list)
+    #: what the job is measuring now, e.g. "dbra: epoch 3/10" (None: nothing reported)
+    progress: Optional[str] = None
 
     @property
     def live(self) -> bool:
@@ -105,11 +120,12 @@ def _quiet(cmd: list[str]) -> str:
 
 def _local_state(job_id: str) -> str:
     """A local job's controller process: RUNNING while alive (and not a zombie), else FINISHED."""
+    from ..parent_watch import process_alive
+
     try:
-        stat = Path(f"/proc/{int(job_id)}/stat").read_text()
-    except (OSError, ValueError):
+        return "RUNNING" if process_alive(int(job_id)) else "FINISHED"
+    except ValueError:
         return "FINISHED"
-    return "FINISHED" if stat.rsplit(")", 1)[-1].split()[0] == "Z" else "RUNNING"
 
 
 def _result_error(sub: dict[str, Any]) -> Optional[str]:
@@ -152,20 +168,40 @@ def job_statuses(run_dir: str | Path, ledger: dict[str, Any],
         have = done | by_job.get(job["name"], set())
         n_done = sum(1 for c in cells if c in have)
         sub = latest[job["name"]]
-        if n_done == len(cells):
-            state = "done"
-        elif sub is None:
+        raw = _known_state(sub, live_states) if sub is not None else None
+        if sub is None:
+            state = "done" if n_done == len(cells) else "queued"
+        elif raw in _SLURM_QUEUED:
             state = "queued"
+        elif raw in _SLURM_RUNNING:
+            state = "running"
+        elif n_done == len(cells):
+            state = "done"
+        elif raw.startswith("gone"):
+            state = f"failed ({raw})"
         else:
-            raw = live_states.get(sub["job_id"], "UNKNOWN")
-            if raw in _SLURM_QUEUED:
-                state = "queued"
-            elif raw in _SLURM_RUNNING:
-                state = "running"
-            else:
-                reason = _result_error(sub) or ("ended early" if raw in ("COMPLETED", "FINISHED") else raw)
-                state = f"failed ({reason})"
+            reason = _result_error(sub) or ("ended early" if raw in ("COMPLETED", "FINISHED") else raw)
+            state = f"failed ({reason})"
+        submissions = job.get("submissions", [])
+        history = [s.get("state") or "?" for s in submissions[:-1]] + ([raw] if sub is not None else [])
+        progress = progress_text(read_progress(run_dir, job["name"])) if state == "running" else None
         out.append(JobStatus(job["name"], state, sub["job_id"] if sub else None, n_done, len(cells),
                              sub.get("stdout") if sub else None, sub.get("stderr") if sub else None,
-                             len(job.get("submissions", []))))
+                             len(submissions), raw, count_tries(submissions, read_starts(run_dir, job["name"])),
+                             history, progress))
     return out
+
+
+def _known_state(sub: dict[str, Any], live_states: dict[str, str]) -> str:
+    """The scheduler's state of a submission now, else the last one the ledger recorded: a final state stands (a
+    cancelled job stays CANCELLED after Slurm forgets it); a job last seen queued or running that the scheduler no
+    longer knows ended unseen."""
+    raw = live_states.get(sub["job_id"], "UNKNOWN")
+    if raw != "UNKNOWN":
+        return raw
+    last = sub.get("state")
+    if not last:
+        return "UNKNOWN"
+    if last in _SLURM_QUEUED or last in _SLURM_RUNNING:
+        return f"gone from the scheduler, last seen {last}"
+    return last

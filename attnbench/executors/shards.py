@@ -34,6 +34,7 @@ from .. import machine_load
 from ..cells import Cell
 from ..results import RESULTS_FILE, STATUSES, ResultsWriter, _jsonable, _strict, finished_ids, make_row, read_rows
 from .atomic import replace_atomically
+from .job_record import record_start, set_cell
 
 __all__ = ["SHARDS_DIR", "ShardJob", "shard_dir", "shard_rows", "merge_shards", "MergeResult"]
 
@@ -117,14 +118,17 @@ class ShardJob(Checkpointable):
             (a segfault) becomes a ``failed`` row instead of ending the job.
         baselines: cell_id -> identity of the baseline cell it is timed against (paired latency), as
             :attr:`attnbench.runner.Plan.baselines`.
+        parent_pid: the attnbench process this job works for; when given (local jobs of a parent that waits),
+            the job ends once that process is gone, however it ended (:func:`attnbench.parent_watch.watch_parent`).
 
     Picklable plain data only (submitit pickles it, and again at a checkpoint): the runner is made in the job.
     """
 
     def __init__(self, run_dir: str, name: str, cells: list[dict[str, Any]], runner_spec: dict[str, Any],
-                 isolate: bool = False, baselines: Optional[dict[str, dict[str, Any]]] = None):
+                 isolate: bool = False, baselines: Optional[dict[str, dict[str, Any]]] = None,
+                 parent_pid: Optional[int] = None):
         self.run_dir, self.name, self.cells, self.runner_spec = str(run_dir), name, cells, runner_spec
-        self.isolate, self.baselines = isolate, baselines or {}
+        self.isolate, self.baselines, self.parent_pid = isolate, baselines or {}, parent_pid
 
     def todo(self) -> list[Cell]:
         """This job's cells with no final row in its shard or in the merged results."""
@@ -136,8 +140,14 @@ class ShardJob(Checkpointable):
         from ..accuracy.job import RUN_DIR_ENV
 
         os.environ[RUN_DIR_ENV] = self.run_dir  # accuracy checkpoints go under the run (a shared file system)
+        if getattr(self, "parent_pid", None):
+            from ..parent_watch import watch_parent
+
+            watch_parent(self.parent_pid)
         rank, world = _join_distributed_env()
         todo = self.todo()
+        if rank == 0:
+            record_start(self.run_dir, self.name)
         if rank != 0:
             _follow_trainings(todo, self.runner_spec)
             return {"job": self.name, "rank": rank, "world_size": world}
@@ -150,6 +160,7 @@ class ShardJob(Checkpointable):
         run_id = Path(self.run_dir).name
         with ResultsWriter(out) as writer:
             for cell in todo:
+                set_cell(self.run_dir, self.name, cell.label)
                 started, t0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
                 base = self.baselines.get(cell.cell_id)
                 outcome = runner.measure(cell, Cell.from_identity(base) if base else None)
@@ -161,6 +172,7 @@ class ShardJob(Checkpointable):
                                        duration_s=time.perf_counter() - t0,
                                        columns={**outcome.columns,
                                                 **machine_load.cell_columns(load_before, machine_load.sample())}))
+        set_cell(self.run_dir, self.name, None)
         return {"job": self.name, "measured": len(todo), "world_size": world}
 
 

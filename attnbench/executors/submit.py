@@ -10,10 +10,17 @@ collects later (and re-submits what is missing).
 
 Ctrl-C or SIGTERM in the parent: Slurm jobs keep running (the scheduler owns them; ``scancel`` stops them);
 ``local`` jobs are cancelled, since they would go on competing for this machine. Either way the rows measured so
-far are merged and the run can be resumed.
+far are merged and the run can be resumed. Local jobs also die when the parent is SIGKILLed (their task watches
+the parent's pid, :func:`attnbench.parent_watch.watch_parent`), except with ``wait=False`` (``--no-wait``), where
+they are meant to outlive it; they are started with SIGINT ignored, so a Ctrl-C in the terminal reaches only the
+parent, which kills them (no submitit traceback).
+
+A job whose cells are not all measured when it ends (cancelled, timed out, its node lost) is submitted again
+under its own name, as another submission of the same ledger entry, so the ledger keeps every try.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -97,9 +104,11 @@ class _Parent:
     """Submits and follows the jobs of one session."""
 
     def __init__(self, plan, cluster: str, section: ExecutorSection, runner_spec: dict[str, Any],
-                 stream: Optional[TextIO], isolate: bool = False):
+                 stream: Optional[TextIO], isolate: bool = False, wait: bool = True):
         self.p, self.cluster, self.section, self.spec, self.stream = plan, cluster, section, runner_spec, stream
         self.isolate = isolate
+        #: local jobs of a parent that waits for them die with it (a --no-wait parent leaves them running)
+        self.parent_pid = os.getpid() if (cluster == "local" and wait) else None
         self.run_dir = Path(plan.run_dir)
         self.ledger = read_ledger(self.run_dir) or {"executor": cluster, "jobs": []}
         if self.ledger.get("executor") != cluster:
@@ -117,6 +126,7 @@ class _Parent:
         """Jobs for ``cells`` that lack a row and are not in a queued or running job; never-submitted ledger
         entries of an earlier session are dropped (their cells are planned again)."""
         statuses = {s.name: s for s in job_statuses(self.run_dir, self.ledger)}
+        self.remember(list(statuses.values()))
         held: set[str] = set()
         keep = []
         for job in self.ledger["jobs"]:
@@ -127,14 +137,23 @@ class _Parent:
                 held.update(job["cells"])
         self.ledger["jobs"] = keep
         todo = [c for c in cells if c.cell_id not in held]
+        again = []  # failed jobs: their missing cells go again under the same name (one more try of that job)
+        for job in keep:
+            if statuses[job["name"]].state.startswith("failed"):
+                mine = set(job["cells"])
+                missing = [c for c in todo if c.cell_id in mine]
+                if missing:
+                    again.append(JobSpec(job["name"], missing, job["device"], bool(job.get("accuracy"))))
+        taken = {c.cell_id for j in again for c in j.cells}
+        todo = [c for c in todo if c.cell_id not in taken]
         first = 1 + max((int(j["name"].split("-")[1]) for j in keep), default=-1)
         jobs = group_cells(todo, self.section, accuracy="accuracy" in self.p.suite.metrics, first_index=first)
         for job in jobs:
             self.ledger["jobs"].append({"name": job.name, "device": job.device, "accuracy": job.accuracy,
                                         "cells": [c.cell_id for c in job.cells], "submissions": []})
         write_ledger(self.run_dir, self.ledger)
-        self.pending = jobs
-        return jobs
+        self.pending = again + jobs
+        return self.pending
 
     def _entry(self, name: str) -> dict[str, Any]:
         return next(j for j in self.ledger["jobs"] if j["name"] == name)
@@ -151,16 +170,18 @@ class _Parent:
             baselines = {c.cell_id: self.p.baselines[c.cell_id].identity() for c in job.cells
                          if c.cell_id in self.p.baselines}
             fn = ShardJob(str(self.run_dir), job.name, [c.identity() for c in job.cells], self.spec,
-                          isolate=self.isolate, baselines=baselines)
+                          isolate=self.isolate, baselines=baselines, parent_pid=self.parent_pid)
             try:
-                handle = executor.submit(fn)
+                with _sigint_ignored(self.cluster == "local"):
+                    handle = executor.submit(fn)
             except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account...): say which job
                 raise UserError(f"submitting {job.name} to {self.cluster} failed: "
                                 f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
             self.handles[str(handle.job_id)] = handle
             self._entry(job.name)["submissions"].append({
                 "job_id": str(handle.job_id), "submitted_at": _now(), "stdout": str(handle.paths.stdout),
-                "stderr": str(handle.paths.stderr), "result": str(handle.paths.result_pickle)})
+                "stderr": str(handle.paths.stderr), "result": str(handle.paths.result_pickle),
+                "cells": len(job.cells)})
             self.say(f"[{self.cluster}] submitted {job.name} ({len(job.cells)} cells, {job.device}) "
                      f"as job {handle.job_id}; log {handle.paths.stdout}")
             n += 1
@@ -188,9 +209,58 @@ class _Parent:
                           stacklevel=1)
 
     def cancel_local(self) -> None:
+        """Kill each local job's process tree (controller, task, the task's children): submitit's ``cancel``
+        sends SIGINT, which the jobs ignore (see the module docstring) and which made the controller print a
+        traceback."""
         for handle in self.handles.values():
-            if handle.state == "RUNNING":
-                handle.cancel()
+            process = getattr(handle, "_process", None)
+            if process is not None and process.poll() is None:
+                kill_tree(process.pid)
+                process.wait()
+
+    def remember(self, statuses) -> None:
+        """Keep each submission's last known scheduler state in the ledger (never UNKNOWN over a known one)."""
+        from .job_record import remember_states
+
+        if remember_states(self.ledger, {s.job_id: s.raw for s in statuses if s.job_id and s.raw}):
+            write_ledger(self.run_dir, self.ledger)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process under it (Linux ``/proc``; elsewhere ``pid`` alone)."""
+    family, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        family.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    for p in family:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _sigint_ignored(active: bool):
+    """SIGINT ignored while a local job starts: its processes inherit that, so a Ctrl-C reaches only the parent."""
+    if not active or not _main_thread_now():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _main_thread_now() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _now() -> str:
@@ -231,7 +301,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
     manifest = _start_manifest(p, list(argv if argv is not None else sys.argv), isolate)
     manifest.setdefault("options", {})["executor"] = {"name": cluster, **section.model_dump()}
     write_manifest(run_dir, manifest)
-    parent = _Parent(p, cluster, section, spec, stream, isolate)
+    parent = _Parent(p, cluster, section, spec, stream, isolate, wait)
 
     run_id = run_dir.name
     skipped = [make_row(c, run_id, status="skipped", error=r, error_stage="probe", started_at=now_iso(),
@@ -250,6 +320,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
         submitted += parent.submit_some(_count_live(run_dir, parent))
         while wait:
             statuses = job_statuses(run_dir, parent.ledger, parent.live_states())
+            parent.remember(statuses)
             live = sum(1 for s in statuses if s.live and s.job_id is not None)
             if parent.pending:
                 submitted += parent.submit_some(live)
@@ -272,6 +343,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
             signal.signal(signal.SIGTERM, old)
     added += merge_shards(run_dir).added
     statuses = job_statuses(run_dir, parent.ledger, parent.live_states())
+    parent.remember(statuses)
     expected = {c.cell_id for c in p.expansion.cells} | {c.cell_id for c, _ in p.expansion.skipped}
     missing = len(expected - finished_ids(read_rows(run_dir)))
     counts = _final_counts(run_dir)

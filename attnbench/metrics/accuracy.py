@@ -142,6 +142,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_train_loss_final": float(result["train_loss_final"]),
         "acc_train_throughput_img_s": float(result["throughput_img_s"]),
         "acc_epochs": int(result["epochs"]), "acc_dataset": result["dataset"], "acc_model": result["model"],
+        "acc_img_size": int(settings.img_size),
         "acc_world_size": int(result.get("world_size", 1)),
         "acc_resumed_from_epoch": int(result.get("resumed_from", 0)),
         "acc_params": int(result["params"]),

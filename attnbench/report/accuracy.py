@@ -12,6 +12,7 @@ Entry point: :func:`render_accuracy` (markdown text and saved figures); nothing 
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -21,15 +22,17 @@ import pandas as pd
 from ..results import read_rows
 from .load import read_manifest
 
-__all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy"]
+__all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy",
+           "accuracy_sections"]
 
 ACC_PERCENT_COLUMNS = ("acc_top1", "acc_top5", "acc_top1_ci_low", "acc_top1_ci_high", "acc_top5_ci_low",
                        "acc_top5_ci_high")
-ACC_NON_PERCENT_COLUMNS = ("acc_params", "acc_epochs", "acc_world_size", "acc_resumed_from_epoch",
+ACC_NON_PERCENT_COLUMNS = ("acc_params", "acc_epochs", "acc_img_size", "acc_world_size", "acc_resumed_from_epoch",
                            "acc_train_loss_final", "acc_train_throughput_img_s",
                            "acc_model", "acc_dataset", "acc_loss_curve", "acc_top1_curve", "acc_threads",
                            "acc_threads_how", "acc_threads_probe_ms", "acc_val_n", "acc_seed", "acc_top1_correct")
-_TABLE = [("label", "attention"), ("acc_model", "model"), ("acc_dataset", "data"), ("acc_epochs", "epochs"),
+_TABLE = [("label", "attention"), ("acc_model", "model"), ("acc_img_size", "img_size"), ("acc_dataset", "data"),
+          ("acc_epochs", "epochs"),
           ("acc_params", "params (M)"), ("model_macs_fvcore", "MMACs"), ("model_latency_ms_median", "latency (ms)"),
           ("acc_val_n", "val images"), ("acc_top1", "top-1 (%) [95%]"), ("delta", "Δ top-1 (pt) [95%]"),
           ("acc_top5", "top-5 (%) [95%]"), ("acc_train_loss_final", "final train loss"),
@@ -75,6 +78,9 @@ def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
     from .acc_uncertainty import compare, estimates, fmt_acc, fmt_acc_diff
 
     out = rows.copy()
+    if "acc_img_size" not in out or out["acc_img_size"].isna().any():  # rows of runs made before the column
+        parsed = out.get("acc_dataset", pd.Series([None] * len(out), index=out.index)).map(_img_size_of)
+        out["acc_img_size"] = out["acc_img_size"].fillna(parsed) if "acc_img_size" in out else parsed
     top1, top5 = estimates(out, "acc_top1", "label"), estimates(out, "acc_top5", "label")
     baseline = out["baseline"].iloc[0] if len(out) else None
     out = out.drop_duplicates("label", keep="last").reset_index(drop=True)
@@ -97,7 +103,8 @@ def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
     out["acc_top1"] = [acc(top1, label) for label in out["label"]]
     out["acc_top5"] = [acc(top5, label) for label in out["label"]]
     out["delta"] = [delta(label) for label in out["label"]]
-    fmt = {"acc_params": lambda v: f"{v / 1e6:.2f}", "model_macs_fvcore": lambda v: f"{v / 1e6:.1f}",
+    fmt = {"acc_img_size": lambda v: f"{int(v)}", "acc_epochs": lambda v: f"{int(v)}",
+           "acc_params": lambda v: f"{v / 1e6:.2f}", "model_macs_fvcore": lambda v: f"{v / 1e6:.1f}",
            "model_latency_ms_median": lambda v: f"{v:.2f}", "acc_val_n": lambda v: f"{int(v)}",
            "acc_train_loss_final": lambda v: f"{v:.4f}", "acc_train_throughput_img_s": lambda v: f"{v:.1f}"}
     table = pd.DataFrame()
@@ -106,6 +113,39 @@ def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
         f = fmt.get(column, str)
         table[title] = [("—" if v is None or (isinstance(v, float) and pd.isna(v)) else f(v)) for v in values]
     return table
+
+
+def _img_size_of(dataset) -> Optional[int]:
+    """The image side from a dataset label such as ``imagenette@224`` or ``synthetic8@32``."""
+    match = re.search(r"@(\d+)", str(dataset or ""))
+    return int(match.group(1)) if match else None
+
+
+def accuracy_sections(frame: pd.DataFrame) -> list:
+    """The report section of the accuracy rows: one table per run, a row per attention with the model, image
+    size and epochs it was trained at. Accuracy is a property of a trained model, not of the attention-level cell
+    (its token grid, batch, pass), so it has its own table rather than columns of H×W."""
+    from .tables import Section, Table
+
+    if "acc_top1" not in frame.columns:
+        return []
+    rows = frame[(frame["status"] == "ok") & pd.to_numeric(frame["acc_top1"], errors="coerce").notna()]
+    if rows.empty:
+        return []
+    rows = rows.assign(run=rows["run_id"], label=rows["series"],
+                       baseline=rows["run_id"].map(rows[rows["is_baseline"].astype(bool)]
+                                                   .drop_duplicates("run_id").set_index("run_id")["series"]))
+    rows = rows.drop_duplicates(["run", "label"], keep="last")
+    tables = []
+    several = rows["run"].nunique() > 1
+    for run, group in rows.groupby("run", sort=False):
+        table = accuracy_table(group)
+        tables.append(Table(f"run `{run}`" if several else "after the last epoch", list(table.columns),
+                            [list(map(str, r)) for r in table.itertuples(index=False)], numeric=False))
+    return [Section("accuracy", "Accuracy (%)",
+                    "Top-1/top-5 on the validation split after the last epoch, with the backbone, image size and "
+                    "epochs each attention was trained at; Δ is top-1 minus the baseline's, in points. Params, MACs "
+                    "and latency are the whole trained model's.", tables)]
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -5,7 +5,9 @@ import dataclasses
 import re
 from pathlib import Path
 
+from .accuracy import accuracy_sections
 from .derive import add_derived, missing_cells
+from .failures import failure_banners
 from .headline import accuracy_fronts, headline_sections, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
@@ -70,10 +72,10 @@ def make_report(runs: Runs):
         environment=environment_table(runs.manifests, cells, frame),
         attentions=attentions_table(frame),
         baseline_note=_baseline_note(frame, runs),
-        sections=build_sections(frame),
+        sections=build_sections(frame) + accuracy_sections(frame),
         missing=missing_table(missing),
         uncounted=uncounted_ops(frame),
-        banners=run_banners(frame, runs),
+        banners=failure_banners(frame) + run_banners(frame, runs),
         verdict=headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
@@ -108,10 +110,10 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
         report.figures = render_figures(frame, out, missing)
-    from .accuracy import render_accuracy  # the accuracy rows' text and curve columns, model-level costs
+    from .accuracy import render_accuracy  # the training-loss curves (the table is report.sections' "accuracy")
 
-    accuracy_text, _ = render_accuracy(list(run_dirs), out, figures)
-    summary = render_summary(report) + ("\n" + accuracy_text + "\n" if accuracy_text else "")
+    render_accuracy(list(run_dirs), out, figures)
+    summary = render_summary(report)
     (out / "summary.md").write_text(summary, encoding="utf-8")
     from .html import render_html
 

@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from .failures import failed_legend  # noqa: E402
 from .style import MISSING_MARKERS, series_styles  # noqa: E402
 from .verdict import pareto_front  # noqa: E402
 
@@ -223,7 +224,7 @@ def _facet_vs_tokens(rows: pd.DataFrame, look: Look, y: str, ylabel: str, unit: 
         _si_axis(ax.yaxis, unit)
         _token_axis(ax, look)
     grid.set_axis_labels("resolution H×W (log tokens)", ylabel)
-    extra = _missing_legend(statuses)
+    extra = {**failed_legend(look.missing, look.colors, look.markers), **_missing_legend(statuses)}
     grid.add_legend(title="attention", legend_data={**grid._legend_data, **extra},
                     label_order=list(grid._legend_data) + list(extra))
     return grid.figure, drawn

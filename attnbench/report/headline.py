@@ -13,6 +13,7 @@ import pandas as pd
 from .. import machine_load
 from .acc_uncertainty import accuracy_front, estimates, most_accurate
 from .derive import numeric
+from .failures import failed_at, with_failures
 from .load import Runs
 from .tables import Section, Table, fmt_count, fmt_num, fmt_ratio
 from .verdict import (CONTEXT, THEORY, Winner, accuracy_winner, best_by_resolution, crossovers, pareto_fronts,
@@ -136,9 +137,10 @@ def best_tables(frame: pd.DataFrame) -> list[Table]:
             for pass_, batch in _pass_batches(rows):
                 cells = found[(found["pass"] == pass_) & (found["batch"] == batch)]
                 by_grid = {(r["height"], r["width"]): _winner_text(r["winner"]) for _, r in cells.iterrows()}
-                if by_grid:
+                failed = failed_at(frame, run_id, context, pass_, batch)  # a failure is said, never hidden
+                if by_grid or failed:
                     body.append([f"{_QUANTITY_TITLE[metric]} · {pass_} · batch {batch}"]
-                                + [by_grid.get(g, "—") for g in grids])
+                                + [with_failures(by_grid.get(g), failed.get(g, [])) for g in grids])
         macs = winners["macs"][winners["macs"]["run_id"] == run_id]
         by_grid = {(r["height"], r["width"]): _winner_text(r["winner"]) for _, r in macs.iterrows()}
         if by_grid:
@@ -150,12 +152,14 @@ def best_tables(frame: pd.DataFrame) -> list[Table]:
 
 
 def _crossover_text(statuses: list, crossover) -> str:
-    measured = [s for _, _, s in statuses if s is not None]
+    measured = [s for _, _, s in statuses if s not in (None, "failed")]
+    failed = [_grid_label(h, w) for h, w, s in statuses if s == "failed"]
     if not measured:
-        return "—"
+        return "failed" if failed else "—"
     if crossover is None:
         h, w, last = statuses[-1]
-        tail = {"tie": f" (tie at {_grid_label(h, w)})", "above": "", None: f" (no value at {_grid_label(h, w)})"}
+        tail = {"tie": f" (tie at {_grid_label(h, w)})", "above": "", None: f" (no value at {_grid_label(h, w)})",
+                "failed": f" (failed at {', '.join(failed)})"}
         return "not in range" + tail.get(last, "")
     first = next((h, w) for h, w, s in statuses if s is not None)
     return f"everywhere (from {_grid_label(*crossover)})" if crossover == first else f"from {_grid_label(*crossover)}"

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .acc_uncertainty import fmt_acc, fmt_acc_diff
+from .acc_uncertainty import fmt_acc_diff
 from .derive import DELTA_PREFIX
 from .verdict import accuracy_winner, exact_winners, latency_winner
 
@@ -151,38 +151,17 @@ METRICS = (
 )
 
 
-def _acc_spec(column: str) -> MetricSpec:
-    name = column[len(DELTA_PREFIX):]
-    return MetricSpec(column, f"Accuracy {name} (%)", column,
-                      f"{name} accuracy in percent [95% Wilson interval] (with several seeds: the mean ± the "
-                      "seed-to-seed sd); in parentheses the difference to the baseline in points [its 95% interval: "
-                      "paired (Newcombe, with McNemar's p) where the rows hold per-image correctness, else unpaired]; "
-                      "`tie`: the interval holds 0. Bold: the most accurate and every attention indistinguishable "
-                      "from it, only when some attention is clearly less accurate (docs/accuracy.md).",
-                      _acc_text(column), better="max")
-
-
-def _acc_text(column: str) -> Callable[[pd.Series], str]:
-    def text(row: pd.Series) -> str:
-        mean = row.get(f"{column}_mean")
-        if mean is None or pd.isna(mean):
-            return f"{float(row[column]):.2f}"
-        return fmt_acc(float(mean), float(row.get(f"{column}_low")), float(row.get(f"{column}_high")),
-                       float(row.get(f"{column}_std")), int(row.get(f"{column}_seeds")))
-
-    return text
-
-
 def build_sections(frame: pd.DataFrame) -> list[Section]:
-    """One section per metric with at least one measured value (accuracy columns included when present)."""
-    # only top-1/top-5 are percentages; the other acc_* columns are in the accuracy section (report/accuracy.py)
-    specs = list(METRICS) + [_acc_spec(c) for c in ("acc_top1", "acc_top5") if c in frame.columns]
+    """One section per metric with at least one measured value; a table without one (every cell ``—``) is left
+    out. Accuracy has its own section, by model rather than by H×W (``report/accuracy.py``)."""
     sections = []
-    for spec in specs:
+    for spec in METRICS:
         if spec.column not in frame.columns or frame[spec.column].isna().all():
             continue
         tables = _count_tables(frame, spec) if not spec.per_cell else _cell_tables(frame, spec)
-        sections.append(Section(spec.key, spec.title, spec.description, tables))
+        tables = [t for t in tables if any(cell not in ("", "—") for row in t.rows for cell in row[1:])]
+        if tables:
+            sections.append(Section(spec.key, spec.title, spec.description, tables))
     return sections
 
 

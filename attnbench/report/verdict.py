@@ -192,6 +192,17 @@ def ratio_status(row: pd.Series, metric: str) -> Optional[str]:
     return "below" if ratio < 1 else "above" if ratio > 1 else "tie"
 
 
+def _cell_status(row: Optional[pd.Series], metric: str) -> Optional[str]:
+    """:func:`ratio_status` of a cell, ``"failed"`` for a failed cell (:mod:`attnbench.report.failures`)."""
+    if row is None:
+        return None
+    from .failures import failed_mask
+
+    if bool(failed_mask(row.to_frame().T).iloc[0]):
+        return "failed"
+    return ratio_status(row, metric)
+
+
 def first_persistent(statuses: Sequence[Optional[str]]) -> Optional[int]:
     """The first index from which every status is ``below`` (None when the last one is not)."""
     start = None
@@ -218,7 +229,7 @@ def crossovers(frame: pd.DataFrame, metric: str = "latency") -> pd.DataFrame:
         grids = group[list(_GRID) + ["tokens"]].drop_duplicates().sort_values(["tokens", *_GRID])
         for series, rows in group[~group["is_baseline"]].groupby("series", sort=False):
             by_grid = {(r["height"], r["width"]): r for _, r in rows.iterrows()}
-            statuses = [(h, w, ratio_status(by_grid[(h, w)], metric) if (h, w) in by_grid else None)
+            statuses = [(h, w, _cell_status(by_grid.get((h, w)), metric))
                         for h, w in zip(grids["height"], grids["width"])]
             start = first_persistent([s for _, _, s in statuses])
             records.append({**dict(zip(CONTEXT, key)), "series": series, "statuses": statuses,

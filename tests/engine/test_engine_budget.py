@@ -7,7 +7,7 @@ import pytest
 import engine_fakes as fakes
 
 from attnbench import runner
-from attnbench.budget import SuiteBudget, work_units
+from attnbench.budget import SuiteBudget
 from attnbench.results import read_rows
 
 
@@ -29,11 +29,6 @@ def test_a_spent_budget_still_gives_the_floor_and_unknown_work_counts_as_typical
     assert budget.allowance("b") == 0.5 and budget.allowance("c") == 0.5
 
 
-def test_work_units():
-    assert work_units(100, 2, "forward") == 200 and work_units(100, 2, "forward_backward") == 600
-    assert work_units(None, 1, "forward") is None
-
-
 def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
     suite = {
         "name": "budget",
@@ -46,7 +41,7 @@ def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
                                  "warmup": 1, "epoch_s": 0.01}},
     }
     p = runner.plan(str(write_suite(suite)), out=str(tmp_path / "run"), cuda_available=False)
-    assert set(p.macs.values()) == {16 * 64, 64 * 64}  # the probe's cost model: H·W·dim²
+    assert set(p.work.values()) == {16 * 64, 64 * 64}  # the probe's cost model: H·W·dim², forward, batch 1
     runner.run(p, progress=False, isolate=False, argv=["test"])
     rows = read_rows(tmp_path / "run")
     # replay the budget with what each cell really spent: every row got exactly its share at its turn

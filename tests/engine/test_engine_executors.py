@@ -158,8 +158,12 @@ def test_cancelled_job_shows_failed_and_resume_resubmits_only_its_missing_cells(
     done_before = len(read_rows(shard_dir(run_dir, "job-0000")))
     summary = local(plan(None, resume=run_dir), overrides={"max_parallel": 3})
     ledger = read_ledger(run_dir)
-    resubmitted = [j for j in ledger["jobs"] if j["name"] not in ("job-0000",)]
-    assert sum(len(j["cells"]) for j in resubmitted) == 8 - done_before  # only the cells without a row
+    # the killed job's missing cells go again as a second try of job-0000 (the ledger keeps both tries);
+    # the never-submitted job-0001 is planned again
+    first = ledger["jobs"][0]
+    assert first["name"] == "job-0000" and len(first["submissions"]) == 2
+    assert first["submissions"][1]["cells"] == 4 - done_before
+    assert sum(j["submissions"][-1]["cells"] for j in ledger["jobs"][1:]) == 4  # only the cells without a row
     ids = [r["cell_id"] for r in read_rows(run_dir)]
     assert len(ids) == len(set(ids)) == 8 and summary.missing == 0
 

@@ -111,7 +111,7 @@ def test_oom_is_recorded_and_the_sweep_goes_on(fake_metrics, write_suite, tmp_pa
 
 def test_exception_fails_the_cell_with_type_and_first_line(fake_metrics, write_suite, tmp_path):
     fakes.TRIPS["fail"] = 4
-    summary = start(write_suite(fakes.tiny_suite()), tmp_path / "run")
+    summary = start(write_suite(fakes.tiny_suite(settings={"skip_repeated_failures": False})), tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert [r["status"] for r in rows] == ["failed"] * 4 + ["ok"] * 4
     assert {r["error"] for r in rows[:4]} == {"ValueError: boom"}
@@ -119,7 +119,8 @@ def test_exception_fails_the_cell_with_type_and_first_line(fake_metrics, write_s
 
 
 def test_nan_output_fails_at_the_gate_before_any_metric(fake_metrics, write_suite, tmp_path):
-    data = fakes.tiny_suite(attentions=[{"name": fakes.dotted("NaNAttention"), "label": "nan"}], baseline="nan")
+    data = fakes.tiny_suite(attentions=[{"name": fakes.dotted("NaNAttention"), "label": "nan"}], baseline="nan",
+                            settings={"skip_repeated_failures": False})
     start(write_suite(data), tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert len(rows) == 8 and fakes.CALLS == []
@@ -131,7 +132,8 @@ def test_nan_output_fails_at_the_gate_before_any_metric(fake_metrics, write_suit
 
 
 def test_metric_column_may_not_overwrite_identity(fake_metrics, write_suite, tmp_path):
-    start(write_suite(fakes.tiny_suite(metrics=["shape", "clash"])), tmp_path / "run")
+    start(write_suite(fakes.tiny_suite(metrics=["shape", "clash"], settings={"skip_repeated_failures": False})),
+          tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert {(r["status"], r["error_stage"], r["error"]) for r in rows} == {
         ("failed", "clash", "ValueError: metric 'clash' returned identity column(s) ['status']; rename them")}

@@ -49,7 +49,7 @@ def test_in_process_timeout_fails_the_hanging_cell_and_the_sweep_goes_on(fake_me
     run(write_suite(data), tmp_path / "run", isolate=False)
     hung, ok = read_rows(tmp_path / "run")
     assert (hung["status"], hung["error_stage"]) == ("failed", "correctness")
-    assert hung["error"] == "CellTimeout: the cell ran longer than settings.timeout_s=0.5 s"
+    assert hung["error"] == "CellTimeout: the cell ran longer than its time limit of 0.5 s"
     assert ok["status"] == "ok"
 
 
@@ -58,7 +58,7 @@ def test_isolated_timeout_kills_a_child_that_ignores_its_alarm(fake_metrics, wri
     run(write_suite(one_cell_suite("Stubborn", settings={"timeout_s": 0.5})), tmp_path / "run", isolate=True)
     (row,) = read_rows(tmp_path / "run")
     assert (row["status"], row["error_stage"]) == ("failed", "timeout")
-    assert row["error"].startswith("CellTimeout: the cell ran longer than settings.timeout_s=0.5 s (+4 s to start); "
+    assert row["error"].startswith("CellTimeout: the cell ran longer than its time limit of 0.5 s (+4 s to start); "
                                    "its process was killed")
 
 
@@ -77,7 +77,7 @@ def test_timeout_setting_and_its_defaults(fake_metrics, write_suite):
 def test_dotted_path_attentions_run_isolated_by_default(fake_metrics, write_suite, tmp_path):
     """A user attention that segfaults no longer takes the sweep down without --isolate."""
     path, out = write_suite(one_cell_suite("Crashy", "Tiny")), tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--no-progress", "--allow-failures"])
     assert result.exit_code == 0, result.output
     crashed, ok = read_rows(out)
     assert crashed["status"] == "failed" and "SIGSEGV" in crashed["error"] and ok["status"] == "ok"

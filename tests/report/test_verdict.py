@@ -81,8 +81,8 @@ def test_crossover_is_the_first_resolution_from_which_it_stays_below(tmp_path):
     assert [s for _, _, s in found.loc["agent", "statuses"]] == ["above", "tie", "below", "below"]
     # bra/mhsa = 8, 4, 2, 1: never below
     assert found.loc["bra", "crossover"] is None
-    # dbra-topk8 has no value at 64×64 (out of memory): no crossover can be claimed
-    assert found.loc["dbra-topk8", "statuses"][-1][2] is None and found.loc["dbra-topk8", "crossover"] is None
+    # dbra-topk8 ran out of memory at 64×64: marked failed there (issue 19), and no crossover can be claimed
+    assert found.loc["dbra-topk8", "statuses"][-1][2] == "failed" and found.loc["dbra-topk8", "crossover"] is None
     assert first_persistent(["below", "above", "below", "below"]) == 2
     assert first_persistent(["below", "below"]) == 0
     assert first_persistent(["below", "tie"]) is None
@@ -142,7 +142,7 @@ def test_verdict_sections_lead_the_report(tmp_path):
     assert "(tie)" in row["16×16"]
     crossover = {r[0]: r[1] for r in report.verdict[1].tables[0].rows}
     assert crossover == {"agent": "from 32×32", "bra": "not in range (tie at 64×64)",
-                         "dbra-topk8": "not in range (no value at 64×64)"}
+                         "dbra-topk8": "not in range (failed at 64×64)"}
     counts = {r[0]: r[1:] for r in report.verdict[2].tables[0].rows}
     assert counts["mhsa"][0].startswith("2.00") and counts["mhsa"][-1] == "2"
     assert counts["dbra-topk8"][-1] == "2 (4/3)"  # the theory follows the registry name, not the label
