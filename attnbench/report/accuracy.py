@@ -135,7 +135,8 @@ def accuracy_sections(frame: pd.DataFrame) -> list:
     rows = rows.assign(run=rows["run_id"], label=rows["series"],
                        baseline=rows["run_id"].map(rows[rows["is_baseline"].astype(bool)]
                                                    .drop_duplicates("run_id").set_index("run_id")["series"]))
-    rows = rows.drop_duplicates(["run", "label"], keep="last")
+    keys = ["run", "label"] + (["seed"] if "seed" in rows.columns else [])  # each training seed is a row
+    rows = rows.drop_duplicates(keys, keep="last")
     tables = []
     several = rows["run"].nunique() > 1
     for run, group in rows.groupby("run", sort=False):

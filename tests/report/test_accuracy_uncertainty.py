@@ -21,8 +21,16 @@ def _report(tmp_path, rows):
     return run, report, frame
 
 
-def _section(report, key):
-    return next(s for s in report.sections + report.verdict if s.key == key)
+def _verdict(report):
+    """The verdict's "which attention is most accurate" table."""
+    return next(s for s in report.verdict if s.key == "accuracy").tables[0]
+
+
+def _table(report):
+    """The accuracy section's table (one per run): attention -> (top-1 cell, Δ top-1 cell)."""
+    table = next(s for s in report.sections if s.key == "accuracy").tables[0]
+    top1, delta = table.header.index("top-1 (%) [95%]"), table.header.index("Δ top-1 (pt) [95%]")
+    return table, {r[0]: (r[top1], r[delta]) for r in table.rows}
 
 
 def _rows(top1: dict, paired: bool = True, n: int = 1000) -> list[dict]:
@@ -34,17 +42,17 @@ def _rows(top1: dict, paired: bool = True, n: int = 1000) -> list[dict]:
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired-old-rows"])
 def test_five_attentions_within_a_point_are_indistinguishable(tmp_path, paired):
     run, report, frame = _report(tmp_path, _rows(CLOSE, paired))
-    # the tables: no bold anywhere in the accuracy sections, every difference marked a tie, intervals shown
-    for key in ("acc_top1", "acc_top5"):
-        table = _section(report, key).tables[0]
-        assert not any(any(r) for r in table.bold), key
-    cells = {r[0]: r[1] for r in _section(report, "acc_top1").tables[0].rows}
+    # the table: no bold anywhere, every difference marked a tie, intervals shown
+    table, cells = _table(report)
+    assert not table.numeric and not any(table.is_bold(i, j) for i in range(len(table.rows))
+                                         for j in range(len(table.header)))
     # Wilson for 847/1000 by hand: (847 + z²/2)/(1000 + z²) ± z/(1000 + z²)·√(847·153/1000 + z²/4)
     # = 84.57 ± 2.23
-    assert cells["agent"].startswith("84.70 [82.34–86.80] (+0.60 pt [") and cells["agent"].endswith(", tie)")
-    assert all("tie" in cells[n] for n in ("bra", "dat", "dbra"))
+    assert cells["agent"][0] == "84.70 [82.34–86.80]"
+    assert cells["agent"][1].startswith("+0.60 pt [") and cells["agent"][1].endswith(", tie")
+    assert all(cells[n][1].endswith("tie") for n in ("bra", "dat", "dbra"))
     # the verdict: one tie of all five
-    verdict = _section(report, "accuracy").tables[0].rows
+    verdict = _verdict(report).rows
     assert len(verdict) == 1 and verdict[0][0].endswith("(tie: indistinguishable)")
     assert set(verdict[0][0].split(" (")[0].split(" ≈ ")) == set(CLOSE)
     assert verdict[0][1] == ("paired test" if paired else "interval")
@@ -69,15 +77,12 @@ def test_a_planted_ten_point_difference_is_called(tmp_path, paired):
     assert d.diff == pytest.approx(10.0) and 0 < d.low < 10 < d.high
     if paired:
         assert d.p_value < 1e-6  # McNemar on the discordant images
-    verdict = _section(report, "accuracy").tables[0].rows
+    verdict = _verdict(report).rows
     assert verdict[0][0] == "agent (+10.00 pt vs the baseline)"
-    table = _section(report, "acc_top1").tables[0]
-    bold = {row[0]: b[1] for row, b in zip(table.rows, table.bold)}
-    assert bold == {"mhsa": False, "bra": False, "dat": False, "agent": True, "dbra": False}
-    cells = {r[0]: r[1] for r in table.rows}
-    assert "+10.00 pt [" in cells["agent"] and "tie" not in cells["agent"]
+    _, cells = _table(report)
+    assert cells["agent"][1].startswith("+10.00 pt [") and "tie" not in cells["agent"][1]
     # the other three are within 0.2 points of the baseline: ties
-    assert all(cells[n].endswith(", tie)") for n in ("bra", "dat", "dbra"))
+    assert all(cells[n][1].endswith(", tie") for n in ("bra", "dat", "dbra"))
     notes = {line.split(" (run")[0]: line for line in report.verdict_notes}
     # by latency agent is cheapest and best: alone on the front; by MACs dbra (cheapest) → agent
     assert "tie" not in notes["Accuracy vs model_latency_ms_median"]
@@ -102,10 +107,9 @@ def test_paired_test_sees_what_the_unpaired_interval_cannot(tmp_path):
 def test_rows_without_validation_size_compare_exactly(tmp_path):
     rows = [acc_row(label, None, top1=v) for label, v in CLOSE.items()]
     _, report, _ = _report(tmp_path, rows)
-    table = _section(report, "acc_top1").tables[0]
-    bold = {row[0]: b[1] for row, b in zip(table.rows, table.bold)}
-    assert bold["agent"] and sum(bold.values()) == 1  # no interval: the highest value, as before
-    assert {r[0]: r[1] for r in table.rows}["agent"] == "84.70 (+0.60 pt)"
+    _, cells = _table(report)
+    assert cells["agent"] == ("84.70", "+0.60 pt")  # no validation size: no interval, no tie claimed
+    assert _verdict(report).rows[0][0].startswith("agent (+0.60 pt")
 
 
 def _seed_rows(per_seed: dict[str, list[float]]) -> list[dict]:
@@ -127,8 +131,9 @@ def test_seeds_give_mean_spread_and_per_seed_values(tmp_path):
     assert d.method == "paired" and d.low > 0
     # ...but the seed-to-seed spread (Welch over the per-seed values) holds 0: a tie
     assert d.seed_low < 0 < d.seed_high and d.tie
-    cells = {r[0]: r[1] for r in _section(report, "acc_top1").tables[0].rows}
-    assert cells["agent"].startswith("84.00 ± 6.00 sd, 3 seeds [") and cells["agent"].endswith(", tie)")
+    _, cells = _table(report)
+    assert cells["agent"][0].startswith("84.00 ± 6.00 sd, 3 seeds (84.00, 78.00, 90.00) [")
+    assert cells["agent"][1].endswith(", tie")
     out = build_report([run], tmp_path / "out", figures=False)
     summary = (out / "summary.md").read_text()
     assert "84.00 ± 6.00 sd, 3 seeds (84.00, 78.00, 90.00)" in summary
