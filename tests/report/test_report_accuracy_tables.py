@@ -32,7 +32,7 @@ def test_an_accuracy_only_run_has_one_accuracy_table_by_model_not_by_grid(tmp_pa
     assert "56×56" not in table.header and "forward" not in table.caption
     row = dict(zip(table.header, table.rows[1]))
     assert (row["attention"], row["model"], row["img_size"], row["epochs"]) == ("dbra", "swap:tiny:dbra", "32", "3")
-    assert (row["top-1 (%)"], row["Δ top-1 (pt)"]) == ("55.50", "+5.50")
+    assert (row["top-1 (%) [95%]"], row["Δ top-1 (pt) [95%]"]) == ("55.50", "+5.50 pt")  # no val size: no interval
 
 
 def test_rows_from_before_the_img_size_column_take_it_from_the_dataset_label(tmp_path):

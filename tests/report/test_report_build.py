@@ -85,7 +85,7 @@ def test_summary_holds_the_environment_ratios_and_failures(report_dir):
     assert "| dbra | 4.00 [3.84–4.16] (2.00× [1.85–2.17]) | failed |" in text
     assert "| dbra | 12.0 [11.5–12.5] (2.00× [1.85–2.17]) | oom |" in text  # 12/6
     assert "| dbra | 20.8 k (1.25×) | failed |" in text  # 20800 / 16640
-    assert "| 74.50 | +2.50 |" in text and text.count("top-1 (%)") == 1  # accuracy: one table, Δ in points
+    assert "| 74.50 | +2.50 pt |" in text and text.count("top-1 (%) [95%]") == 1  # accuracy: one table, Δ in points
     assert "| dbra | 16×16 | 1 | forward | float32 | cpu | eager | failed | RuntimeError: non-finite output |" in text
     assert "`~` noisy latency" in text
     assert "![Latency vs token count](figures/latency_vs_tokens.png)" in text
