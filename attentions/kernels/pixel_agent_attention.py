@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
+from ._common import autotuned, batch_bucket, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
 
 __all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs", "fixed_point_scale"]
 
@@ -308,22 +308,18 @@ _BWD_CONFIGS = {16: [(32, 4), (64, 4)], 32: [(32, 4), (64, 8)], 64: [(16, 4), (3
 _KEY = ["HW", "NS", "HEAD_DIM", "BATCH_BUCKET"]  # + the tensors' dtypes (Triton appends them)
 
 
-def batch_bucket(batch: int) -> int:
-    """The batch as an autotune key: 1, 2-4, 5-16, > 16 tune separately (batch 1 has a B·m-times smaller grid,
-    so it wants other tiles than batch 64), nearby batches share a tuning."""
-    return next((b for b in (1, 4, 16) if batch <= b), 64)
-
-
 def _block_s(Ns: int, block_s=None) -> int:
     """Agents per tile: all of them (padded to a power of two ≥ 16) up to MAX_BLOCK_S, else tiles of it."""
     return block_s or pow2_at_least(Ns, 16, MAX_BLOCK_S)
 
 
 def _prune(table: dict):
-    """Keep the configs listed for this BLOCK_S (≤ 3) whose BLOCK_M is not larger than the padded pixel count."""
+    """Keep the configs listed for this BLOCK_S (≤ 3) whose BLOCK_M is not larger than the padded pixel count (the
+    smallest listed one if none is)."""
     def prune(cfgs, a):
         rows, wanted = pow2_at_least(a["HW"], 16), table[a["BLOCK_S"]]
-        return [c for c in cfgs if (c.kwargs["BLOCK_M"], c.num_warps) in wanted and c.kwargs["BLOCK_M"] <= rows]
+        listed = [c for c in cfgs if (c.kwargs["BLOCK_M"], c.num_warps) in wanted]
+        return [c for c in listed if c.kwargs["BLOCK_M"] <= rows] or [min(listed, key=lambda c: c.kwargs["BLOCK_M"])]
     return prune
 
 
