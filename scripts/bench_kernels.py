@@ -21,7 +21,6 @@ and every number to ``--out`` with ``.csv``. ``--merge`` joins the .csv files of
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -34,14 +33,8 @@ if not torch.cuda.is_available():  # before attentions.kernels is imported (see 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_kernels_providers as bp  # noqa: E402
+from bench_kernels_report import DETERMINISTIC, _fmt, markdown, merge, write  # noqa: E402
 from bench_kernels_timing import CellTimeout, cell_time_limit, graph_ms, median_ms  # noqa: E402
-
-COLUMNS = ["op", "res", "stage", "batch", "routing", "shape", "provider", "status", "fwd_ms", "fwdbwd_ms", "fwd_n",
-           "fwdbwd_n", "fwd_graph_ms", "fwdbwd_graph_ms", "mask_ms", "fwd_peak_mib", "fwdbwd_peak_mib", "fwd_tflops",
-           "fwdbwd_tflops", "fwdbwd_mm_pct", "fwd_gbps", "fwdbwd_gbps", "fwdbwd_copy_pct", "max_err", "grad_err",
-           "bitwise", "error"]
-_NUMERIC = {"res", "stage", "batch"}  # read back as int by --merge; the other numbers as float
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -67,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--ceilings", help="JSON file of the copy/matmul ceilings: read if it exists, else measured and "
                    "written (one measurement for several runs)")
     p.add_argument("--merge", nargs="+", metavar="CSV", help="join these .csv tables into --out, no measuring")
+    p.add_argument("--plan-only", action="store_true", help="write --out with every cell not measured (its stage "
+                   "has not started) and stop: the GPU check writes every table before measuring anything")
     p.add_argument("--dry-run", action="store_true", help="list problems and providers only")
     p.add_argument("--smoke", action="store_true", help="tiny problems on whatever device there is (224², batch 1, "
                    "stage 1)")
@@ -170,15 +165,18 @@ def measure(case, provider, inputs, ref, args, ceil, meter=None) -> dict:
         with cell_time_limit(args.cell_timeout_s):
             _measure_into(row, case, provider, inputs, names, ref_out, ref_grads, dout, args, meter)
     except CellTimeout as e:
-        row["error"] = str(e)
+        row["error"] = row["killed"] = str(e)
     except Exception as e:  # noqa: BLE001 - a failing cell is a result (e.g. OOM, Flex cannot compile)
         row["error"] = "OOM" if isinstance(e, torch.cuda.OutOfMemoryError) else f"{type(e).__name__}: {e}"[:160]
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     _rates(row, case, inputs, ceil)
-    row["status"] = "measured" if row.get("fwd_ms") and row.get("fwdbwd_ms") else (
-        "not measured: " + ("fwd+bwd " if row.get("fwd_ms") else "") + "failed, see note")
+    killed = row.pop("killed", None)
+    if row.get("fwd_ms") and row.get("fwdbwd_ms"):
+        row["status"] = "measured"
+    else:
+        row["status"] = "not measured: " + ("fwd+bwd " if row.get("fwd_ms") else "") + (killed or "failed, see note")
     return row
 
 
@@ -236,72 +234,6 @@ def _rates(row: dict, case, inputs: dict, ceil: dict) -> None:
 # -- report --------------------------------------------------------------------------------------------------------
 
 
-def _fmt(v, digits=3) -> str:
-    if v is None or v == "":
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v)
-
-
-_TABLE = [("op", "op"), ("res", "res"), ("stage", "stage"), ("batch", "B"), ("shape", "shape"),
-          ("provider", "provider"), ("status", "measured?"), ("fwd_ms", "fwd ms"), ("fwdbwd_ms", "fwd+bwd ms"),
-          ("fwdbwd_n", "samples"), ("fwd_graph_ms", "fwd graph ms"), ("fwdbwd_graph_ms", "fwd+bwd graph ms"),
-          ("mask_ms", "mask ms"), ("fwd_peak_mib", "fwd peak MiB"), ("fwdbwd_peak_mib", "fwd+bwd peak MiB"),
-          ("fwdbwd_tflops", "fwd+bwd TFLOP/s"), ("fwdbwd_mm_pct", "% matmul"), ("fwdbwd_gbps", "fwd+bwd GB/s"),
-          ("fwdbwd_copy_pct", "% copy"), ("max_err", "out err"), ("grad_err", "grad rel err"),
-          ("bitwise", "bit-identical rerun")]
-
-
-def _bitwise(r) -> str:
-    """The rerun column: a "no" is a failure only for providers that promise determinism."""
-    if r.get("bitwise") == "no" and r.get("provider") not in bp.DETERMINISTIC:
-        return "no (not promised)"
-    return _fmt(r.get("bitwise"))
-
-
-def markdown(rows, header: list[str]) -> str:
-    lines = header + ["", "| " + " | ".join(t for _, t in _TABLE) + " | note |", "|" + "---|" * (len(_TABLE) + 1)]
-    for r in rows:
-        cells = [_bitwise(r) if c == "bitwise" else _fmt(r.get(c)) for c, _ in _TABLE]
-        lines.append("| " + " | ".join(cells) + f" | {r.get('error') or ''} |")
-    return "\n".join(lines + ["", *targets(rows)])
-
-
-_TARGETS = (("speed", "official", "fwdbwd_ms", 3.0), ("memory", "official", "fwdbwd_peak_mib", 5.0),
-            ("vs Flex", "flex", "fwdbwd_ms", 1.0))
-
-
-def targets(rows) -> list[str]:
-    """The H100 targets at 512² batch 64, per problem: speed-up and memory ratio vs official, speed vs Flex. Each
-    target is met, missed, or not measured (its triton, official or Flex row has no number); the verdict is "met"
-    only when every target was measured and met."""
-    out = ["### Targets (512², batch 64): Triton fwd+bwd ≥ 3× faster, ≥ 5× less peak memory than official, "
-           "not slower than Flex", "", "| op | stage | routing | × faster than official | × less memory | "
-           "Flex / Triton time | verdict |", "|---|---|---|---|---|---|---|"]
-    by = {(r["op"], r["res"], r["stage"], r["batch"], r.get("routing"), r["provider"]): r for r in rows}
-    for (op, res, stage, batch, routing, prov), tri in sorted(by.items(), key=lambda kv: str(kv[0])):
-        if prov != "triton" or res != 512 or batch != 64:
-            continue
-        key = (op, res, stage, batch, routing)
-        ratios, missed, unmeasured = [], [], []
-        for name, other, column, need in _TARGETS:
-            ratio = _ratio(by.get(key + (other,), {}).get(column), tri.get(column))
-            ratios.append(ratio)
-            if ratio is None:
-                unmeasured.append(name)
-            elif ratio < need:
-                missed.append(name)
-        verdict = "; ".join(filter(None, ["missed: " + ", ".join(missed) if missed else "",
-                                          "not measured: " + ", ".join(unmeasured) if unmeasured else ""])) or "met"
-        out.append(f"| {op} | {stage} | {routing} | " + " | ".join(_fmt(x) for x in ratios) + f" | {verdict} |")
-    return out
-
-
-def _ratio(a, b):
-    return a / b if a and b else None
-
-
 def environment(args, ceil) -> list[str]:
     import triton
 
@@ -320,7 +252,7 @@ def environment(args, ceil) -> list[str]:
             "2.5× forward); GB/s: bytes that must move (inputs read once, outputs written once) / time; out err: "
             "max |out − ref|; grad rel err: max over inputs of max|g − ref| / max|ref|, ref = float32 lean torch "
             "path; bit-identical rerun: two fwd+bwd runs give equal gradients (promised by "
-            f"{', '.join(bp.DETERMINISTIC)} only: grid_sample's and index_add's CUDA backward add floats "
+            f"{', '.join(DETERMINISTIC)} only: grid_sample's and index_add's CUDA backward add floats "
             "atomically); Flex: region-aligned blocks, the block-mask build timed separately (mask ms)"
             if torch.cuda.is_available() else "- CPU run (Triton interpreter): times are those of a crash test, not "
             "measurements"]
@@ -340,24 +272,26 @@ def main(argv=None) -> int:
         for c in todo:
             print(f"{c.op:6s} {c.res} stage {c.stage} batch {c.batch:3d}  {c.describe():47s} {providers}")
         return 0
-    for knob in ("recompile_limit", "cache_size_limit"):  # one Flex graph per problem; never fall back to eager
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 256)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, args.dtype)
-    ceil = ceilings(dtype, args.ceilings)
+    ceil = {} if args.plan_only else ceilings(dtype, args.ceilings)
     header = environment(args, ceil)
     start = time.monotonic()
     flex_at = None if args.flex_at == "all" else {tuple(map(int, x.split("x"))) for x in args.flex_at.split(",")}
     # every planned cell is a row from the start: a run cut short (the GPU check's stage timeout kills the
     # process) leaves each cell marked measured or not measured, the one it was in as killed
-    rows = {(case, prov): dict(_row(case, prov), status="not measured: not reached (the run ended first)")
-            for case in todo for prov in providers}
+    why = "its stage did not start (no time left)" if args.plan_only else "not reached (the run ended first)"
+    rows = {(case, prov): dict(_row(case, prov), status=f"not measured: {why}") for case in todo for prov in providers}
 
     def table():
         return [rows[(case, prov)] for case in todo for prov in providers]
 
     write(table(), header, args.out)
+    if args.plan_only:
+        return 0
+    for knob in ("recompile_limit", "cache_size_limit"):  # one Flex graph per problem; never fall back to eager
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 256)
     # Flex last: each Flex problem costs a 10-30 s compile, so every other cell is measured first and Flex gets
     # what is left of the time.
     passes = [[p for p in providers if p != "flex"], [p for p in providers if p == "flex"]]
@@ -402,57 +336,6 @@ def _skip(rows, case, prov, args, flex_at, start) -> bool:
     rows[(case, prov)].update(status=f"not measured: {skip}")
     print(f"{case.op} {case.res} stage {case.stage} batch {case.batch} {case.routing} {prov}: {skip}", flush=True)
     return True
-
-
-def write(rows, header, out) -> None:
-    if not out:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w") as f:  # replaced whole: a process killed mid-write leaves the previous table
-        f.write(markdown(rows, header) + "\n")
-    os.replace(out + ".tmp", out)
-    path = os.path.splitext(out)[0] + ".csv"
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(path + ".tmp", path)
-
-
-def read_rows(path: str) -> list[dict]:
-    """Rows of a table's .csv, numbers back as int/float, empty cells dropped."""
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            row = {}
-            for k, v in r.items():
-                if v == "":
-                    continue
-                if k in _NUMERIC:
-                    v = int(v)
-                elif k not in ("op", "routing", "shape", "provider", "status", "bitwise", "error"):
-                    try:
-                        v = float(v)
-                    except ValueError:
-                        pass  # e.g. "graph failed: ..."
-                row[k] = v
-            rows.append(row)
-    return rows
-
-
-def merge(paths: list[str], out: str | None) -> int:
-    """One Markdown table (and .csv) with the rows of several runs' .csv files, in the given order, and the
-    targets over all of them (a target's official, triton and Flex rows may come from different runs)."""
-    rows, header = [], ["# Kernel benchmark: all stages", "", "- rows of " + ", ".join(
-        os.path.basename(p) for p in paths) + " (each file's header has its environment)"]
-    for path in paths:
-        if os.path.exists(path):
-            rows += read_rows(path)
-        else:
-            header.append(f"- {os.path.basename(path)}: missing (its stage did not start)")
-    write(rows, header, out)
-    print(markdown(rows, header))
-    return 0
 
 
 if __name__ == "__main__":

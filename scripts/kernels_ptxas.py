@@ -30,7 +30,8 @@ PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bi
 _ROUTED = [(1, 64, 4, 2), (1, 16, 8, 4), (1, 4, 16, 8), (4, 256, 4, 2), (4, 64, 8, 4), (4, 16, 16, 8),
            (64, 64, 1, 2), (16, 16, 4, 4), (4, 4, 16, 8), (256, 256, 1, 2), (64, 64, 4, 4), (16, 16, 16, 8)]
 _PIXEL = [(49, 56 * 56, 2, 1, 111), (49, 14 * 14, 8, 4, 27), (256, 128 * 128, 2, 1, 111), (256, 32 * 32, 8, 4, 27),
-          (441, 128 * 128, 2, 1, 111), (1024, 256 * 256, 2, 1, 111)]  # (Ns, H·W, heads, groups, table)
+          (441, 128 * 128, 2, 1, 111), (1024, 256 * 256, 2, 1, 111),  # (Ns, H·W, heads, groups, table)
+          (9, 8 * 8, 2, 1, 27), (25, 16 * 16, 2, 1, 27), (100, 32 * 32, 2, 1, 27)]  # BLOCK_S 16, 32, 128
 
 
 def _tuned(prune, table, shape: dict, heuristic) -> list:
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90)
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--only", choices=["routed", "pixel"], help="compile one kernel family only")
     args = p.parse_args(argv)
     prec = "ieee" if args.dtype == "fp32" else "tf32"
     io = {n: f"*{args.dtype}" for n in ("Q", "K", "V", "OUT", "DOUT", "DQ", "TABLE", "DK", "DV")}
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     pixel_io = dict(io, DK="*fp32", DV="*fp32")  # per-chunk float32 partial sums
     # every autotune config the pruning keeps at each shape (the GPU check's timed stages tune over exactly these),
     # and the heuristic tiles (the interpreter's and ATTN_KERNELS_AUTOTUNE=0's)
-    for nq, nk, topk, heads in _ROUTED:
+    for nq, nk, topk, heads in _ROUTED if args.only != "pixel" else []:
         shape = dict(NQ=nq, NK=nk, TOPK=topk)
         base = dict(NQ=nq, NK=nk, TOPK=topk, NUM_HEADS=heads, HEAD_DIM=32, BLOCK_D=32, DOT_PRECISION=prec,
                     UPCAST=False)
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
                 rep = compile_report(fn, meta, io, ("qk_scale", "sm_scale"), args.arch)
                 print(f"{fn.fn.__name__:21s} nq={nq:<3d} nk={nk:<3d} topk={topk:<2d} tiles {m_}x{n_}x32 "
                       f"warps {warps}  {rep}", flush=True)
-    for ns, hw, heads, groups, table in _PIXEL:
+    for ns, hw, heads, groups, table in _PIXEL if args.only != "routed" else []:
         bs = pa._block_s(ns)
         for backward, fn in ((False, pa._pixel_agent_fwd), (True, pa._pixel_agent_bwd)):
             configs = pa._BWD_CONFIGS if backward else pa._FWD_CONFIGS
