@@ -33,7 +33,7 @@ if not torch.cuda.is_available():  # before attentions.kernels is imported (see 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_kernels_providers as bp  # noqa: E402
-from bench_kernels_report import DETERMINISTIC, _fmt, markdown, merge, write  # noqa: E402
+from bench_kernels_report import DETERMINISTIC, _fmt, markdown, merge, targets, write  # noqa: E402
 from bench_kernels_timing import CellTimeout, cell_time_limit, graph_ms, median_ms  # noqa: E402
 
 def parse_args(argv=None):
@@ -114,8 +114,7 @@ def peak_mib(fn, prepare=None, meter=None) -> float | None:
     if prepare is not None:
         prepare()
     meter = meter or (CudaMemory() if torch.cuda.is_available() else None)
-    if meter is None:
-        fn()
+    if meter is None:  # nothing to read the peak from (CPU): not worth a call
         return None
     return meter.peak_above_baseline(fn) / 2**20
 
@@ -313,7 +312,7 @@ def main(argv=None) -> int:
                 write(table(), header, args.out)  # after every cell
             del inputs, ref_out, ref_grads, dout
     write(table(), header, args.out)
-    print(markdown(table(), header))
+    print(markdown(table(), header) if not args.out else "\n".join(targets(table())))  # the table is in --out
     return 0
 
 

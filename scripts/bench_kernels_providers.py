@@ -54,8 +54,8 @@ class Case:
 
     @property
     def input_batch(self) -> int:
-        """The batch of the inputs: the label's, except that a tiny stand-in keeps at most 2 images."""
-        return min(self.batch, 2) if self.tiny else self.batch
+        """The batch of the inputs: the label's, except that a tiny stand-in has one image."""
+        return 1 if self.tiny else self.batch
 
     def describe(self) -> str:
         return self._describe() + (f" B={self.input_batch}" if self.input_batch != self.batch else "")

@@ -17,7 +17,7 @@ COLUMNS = ["op", "res", "stage", "batch", "routing", "shape", "provider", "statu
            "fwdbwd_n", "fwd_graph_ms", "fwdbwd_graph_ms", "mask_ms", "fwd_peak_mib", "fwdbwd_peak_mib", "fwd_tflops",
            "fwdbwd_tflops", "fwdbwd_mm_pct", "fwd_gbps", "fwdbwd_gbps", "fwdbwd_copy_pct", "max_err", "grad_err",
            "bitwise", "error"]
-_NUMERIC = {"res", "stage", "batch"}  # read back as int by --merge; the other numbers as float
+_NUMERIC = {"res", "stage", "batch", "fwd_n", "fwdbwd_n"}  # read back as int by --merge; other numbers as float
 
 
 def _fmt(v, digits=3) -> str:

@@ -36,18 +36,19 @@ def _flusher():
 
 
 def median_ms(fn, min_samples: int = 10, warmup_ms: float = 10.0, rep_ms: float = 50.0) -> tuple[float, int]:
-    """(median ms per call, number of samples): at least one warm-up call and ``warmup_ms`` of them, then
-    max(``min_samples``, ``rep_ms`` / the warm-up's time per call) samples (at most 1000)."""
+    """(median ms per call, number of samples): ``warmup_ms`` of warm-up calls (at least one unless it is 0: the
+    benchmark has called ``fn`` already), then max(``min_samples``, ``rep_ms`` / the time per call) samples, at
+    most 1000."""
     cuda = torch.cuda.is_available()
     flush = _flusher()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     sync()
     t0, calls = time.perf_counter(), 0
-    while calls == 0 or (time.perf_counter() - t0) * 1e3 < warmup_ms:
+    while (calls == 0 and warmup_ms > 0) or (time.perf_counter() - t0) * 1e3 < warmup_ms:
         fn()
         sync()
         calls += 1
-    per_call = max((time.perf_counter() - t0) * 1e3 / calls, 1e-3)
+    per_call = max((time.perf_counter() - t0) * 1e3 / calls, 1e-3) if calls else float("inf")
     n = int(min(max(min_samples, math.ceil(rep_ms / per_call)), _MAX_SAMPLES))
     times = []
     for _ in range(n):

@@ -158,6 +158,6 @@ for line in "${summary[@]}"; do echo "  $line"; done
 echo "  kernel tests: $(grep -E '(passed|failed|skipped|error)' "$OUT/kernel-tests-$tag.log" | tail -n 1)"
 if [ -f "$(table all).md" ]; then
     echo "  $(grep -m1 -- '^- cells:' "$(table all).md" | cut -c3-) (bench-all-$tag.md)"
-    grep -A 40 '^### Targets' "$(table all).md"
+    grep -a -A 40 '^### Targets' "$(table all).md"
 fi
 exit $rc_all

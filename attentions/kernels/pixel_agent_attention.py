@@ -15,13 +15,15 @@ bilinear lookup with align_corners=True and zero padding.
 
 Design (docs/kernels.md has the full account):
 
-* Forward: one program per (b·m, block of BLOCK_M pixels). All Ns agents' K and V (Ns ≤ 256, padded to a power of
-  two and masked) and their positions sit in registers; the program computes q kᵀ, the four bilinear taps of
-  the bias from the pixel's coordinate and each agent's position, softmax (exp2), and P V. It writes out and the
-  base-2 logsumexp. No displacement, bias or logit tensor exists in memory.
-* Backward: one program per (b·m, chunk of pixels) recomputes the probabilities from the logsumexp, stores dQ,
-  keeps dK, dV and the position gradient in registers across its chunk and stores them into its own slot of
-  per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
+* Forward: one program per (b·m, block of BLOCK_M pixels). The head's agents stream through registers in tiles of
+  BLOCK_S ≤ 256 (padded to a power of two and masked), so any agent count runs; per tile the program computes
+  q kᵀ, the four bilinear taps of the bias from the pixel's coordinate and each agent's position, and updates an
+  online softmax (exp2) and P V. It writes out and the base-2 logsumexp. No displacement, bias or logit tensor
+  exists in memory.
+* Backward: one program per (b·m, chunk of pixels, agent tile) recomputes the probabilities from the logsumexp,
+  stores its tile's share of dQ (straight into dq with one tile, else into a per-tile slot summed afterwards),
+  keeps its agents' dK, dV and position gradient in registers across its chunk and stores them into its own slot
+  of per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
   per-(image, head) partial tables as int64 fixed-point numbers (:func:`fixed_point_scale`): integer atomic adds
   are associative, so the result is bit-identical across runs; the partial tables are summed as integers.
 * Gradients flow to q, k, v, rpe_table and pos, like the torch reference (grid_sample differentiates its grid).
