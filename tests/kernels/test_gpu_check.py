@@ -54,7 +54,12 @@ def test_rehearsal_writes_every_file_and_marks_every_row(tmp_path):
     assert wall < 300, f"the rehearsal took {wall:.0f} s (limit 5 minutes)"
     assert res.returncode in (0, 1), log[-3000:]  # 1: a stage was cut short or skipped (the summary says which)
     assert "== summary (" in log and "rehearsal CPU (Triton interpreter)" in log
+    check_outputs(out)
 
+
+def check_outputs(out) -> None:
+    """Every file, every planned cell a row marked measured / not measured, the verdicts naming what was not
+    measured (also usable on a kept output folder)."""
     env_txt = (out / f"env-{TAG}.txt").read_text()
     assert "card: rehearsal CPU (Triton interpreter)" in env_txt and "torch" in env_txt
     assert (out / f"kernel-tests-{TAG}.log").exists()
@@ -79,7 +84,7 @@ def test_rehearsal_writes_every_file_and_marks_every_row(tmp_path):
     assert len(bench_kernels_report.read_rows(str(out / f"bench-all-{TAG}.csv"))) == len(all_rows)
     # the verdict lines: one per 512² batch-64 triton problem, each naming the targets it could not measure
     by = {(r["op"], r["stage"], r["routing"], r["provider"]): r for r in all_rows if r["res"] == 512 and r["batch"] == 64}
-    verdicts = joined.split("### Targets")[1].strip().splitlines()[3:]
+    verdicts = joined.split("### Targets")[1].strip().splitlines()[4:]  # past the heading, table header and rule
     assert len(verdicts) == sum(p == "triton" for (*_, p) in by)
     for line in verdicts:
         op, stage, routing, *_, verdict = [c.strip() for c in line.strip("|").split("|")]
