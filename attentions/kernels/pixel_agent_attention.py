@@ -302,10 +302,10 @@ def _check_inputs(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int) -> Non
 # the autotuner picks among _FWD_CONFIGS / _BWD_CONFIGS instead: at most three per BLOCK_S, every one of them
 # compiled for sm_90 by scripts/kernels_ptxas.py (docs/kernels.md §2 lists which).
 _FWD_TILES = {16: (64, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8), 256: (16, 8)}
-_BWD_TILES = {16: (32, 4), 32: (32, 4), 64: (16, 4), 128: (16, 8), 256: (16, 8)}
+_BWD_TILES = {16: (32, 4), 32: (16, 4), 64: (16, 8), 128: (16, 8), 256: (16, 8)}
 _FWD_CONFIGS = {16: [(64, 4), (32, 4)], 32: [(64, 8), (32, 4)], 64: [(64, 8), (32, 4)], 128: [(32, 8), (16, 4)],
-                256: [(16, 8), (16, 4)]}
-_BWD_CONFIGS = {16: [(32, 4), (16, 4)], 32: [(32, 4), (16, 4)], 64: [(16, 4), (16, 8)], 128: [(16, 8), (16, 4)],
+                256: [(16, 8)]}
+_BWD_CONFIGS = {16: [(32, 4), (16, 4)], 32: [(16, 4), (32, 4)], 64: [(16, 8), (16, 4)], 128: [(16, 8)],
                 256: [(16, 8)]}
 _KEY = ["HW", "NS", "HEAD_DIM", "BATCH_BUCKET"]  # + the tensors' dtypes (Triton appends them)
 
