@@ -3,10 +3,12 @@
 
 Triton compiles ahead of time for any target (``triton.compile`` with a ``GPUTarget``), and its bundled ``ptxas``
 reports each kernel's resources. This checks that the kernels compile for the GPU (the interpreter tests do not)
-and shows register pressure per tile configuration, at the benchmark's problem shapes.
+and shows register pressure for every autotune configuration the pruning keeps at the benchmark's problem shapes
+(and the heuristic tiles): the configurations in attentions/kernels were chosen from this report.
 
     python scripts/kernels_ptxas.py                 # sm_90 (H100/H200), bfloat16
     python scripts/kernels_ptxas.py --arch 80 --dtype fp32
+    python scripts/kernels_ptxas.py --only pixel    # one kernel family
 """
 from __future__ import annotations
 
