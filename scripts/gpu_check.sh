@@ -46,7 +46,7 @@ else
     TESTS="tests/kernels"
     FAKE_CARD=""
 fi
-RESERVE_S=20  # kept for the last step (joining the tables, the summary)
+RESERVE_S=20  # kept for the last step: a killed stage's 5 s grace, joining the tables (≤ 12 s), the summary
 # ---------------------------------------------------------------------------------------------------------------------
 
 mkdir -p "$OUT"
@@ -150,7 +150,7 @@ bench_stage 3
 bench_stage 4
 
 all=(); for name in "${NAMES[@]}"; do all+=("$(table "$name").csv"); done
-timeout -k 2 $(( RESERVE_S - 5 )) python3 scripts/bench_kernels_report.py --merge "${all[@]}" --out "$(table all).md" \
+timeout -k 2 10 python3 scripts/bench_kernels_report.py --merge "${all[@]}" --out "$(table all).md" \
     > /dev/null 2>&1 || echo "gpu_check: joining the tables failed; the stage tables stand on their own"
 
 echo "== summary ($(( $(date +%s) - t0 ))s of ${TOTAL_S}s, $card) =="
