@@ -2,23 +2,27 @@
 """Benchmark the DBRA/BRA hot-path kernels against the official-style torch path, the lean torch path and
 FlexAttention, at DeBiFormer-S stage shapes (224² and 512², batch 1 and 64, uniform and skewed routing).
 
-Per (problem, provider): forward and forward+backward time (median, ``triton.testing.do_bench``), Flex's
-block-mask build time on its own, peak memory above the inputs (previous gradients freed before the baseline),
+Per (problem, provider): forward and forward+backward time (median of ≥ ``--min-samples`` samples, L2 cleared
+before each; for calls under ``--graph-below-ms`` also the time replayed from a CUDA graph, without launch
+overhead), Flex's block-mask build time on its own, peak memory above the inputs (previous gradients freed before the baseline),
 TFLOP/s and GB/s against a dense matmul and a device copy measured in the same run, the output's and every
-gradient's error against the float32 lean torch path, and whether two fwd+bwd runs give bit-identical gradients.
-Prints Markdown tables and a check of the H100 targets (512² batch 64: Triton fwd+bwd ≥ 3× faster and ≥ 5× less
-peak memory than official, not slower than Flex), writes them to ``--out`` (after every problem) and every number
-to ``--out`` with ``.csv``.
+gradient's error against the float32 lean torch path, and whether two fwd+bwd runs give bit-identical gradients
+(required only of providers that promise it). Every planned cell is a row from the start, marked "measured" or
+"not measured: <why>" (not reached, skipped, killed, failed). Prints Markdown tables and a check of the H100
+targets (512² batch 64: Triton fwd+bwd ≥ 3× faster and ≥ 5× less peak memory than official, not slower than Flex;
+a target whose rows were not measured is "not measured", never "met"), writes them to ``--out`` after every cell
+and every number to ``--out`` with ``.csv``. ``--merge`` joins the .csv files of several runs into one table.
 
     PYTHONPATH=$PWD python3 scripts/bench_kernels.py --out reports/kernels/bench-h100.md
     python3 scripts/bench_kernels.py --dry-run          # list the problems and providers, no tensors
     python3 scripts/bench_kernels.py --smoke --out x.md  # tiny shapes on CPU (Triton interpreter): a crash test
+    python3 scripts/bench_kernels.py --merge a.csv b.csv --out all.md   # one table and targets from several runs
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
+import json
 import os
 import sys
 import time
@@ -29,11 +33,8 @@ if not torch.cuda.is_available():  # before attentions.kernels is imported (see 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_kernels_providers as bp  # noqa: E402
-
-COLUMNS = ["op", "res", "stage", "batch", "routing", "shape", "provider", "fwd_ms", "fwdbwd_ms", "mask_ms",
-           "fwd_peak_mib", "fwdbwd_peak_mib", "fwd_tflops", "fwdbwd_tflops", "fwdbwd_mm_pct", "fwd_gbps",
-           "fwdbwd_gbps", "fwdbwd_copy_pct", "max_err", "grad_err", "bitwise", "error"]
-
+from bench_kernels_report import DETERMINISTIC, _fmt, markdown, merge, targets, write  # noqa: E402
+from bench_kernels_timing import CellTimeout, cell_time_limit, graph_ms, median_ms  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -45,14 +46,27 @@ def parse_args(argv=None):
     p.add_argument("--providers", default=",".join(bp.PROVIDERS), help=f"subset of {bp.PROVIDERS}")
     p.add_argument("--routing", default=",".join(bp.ROUTINGS), help=f"routed ops: subset of {bp.ROUTINGS}")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--warmup-ms", type=float, default=10.0, help="do_bench warm-up budget (ms)")
-    p.add_argument("--rep-ms", type=float, default=50.0, help="do_bench measuring budget (ms)")
-    p.add_argument("--budget-s", type=float, default=None, help="stop measuring after this many seconds; the "
-                   "remaining cells are listed as skipped (problems run largest first)")
+    p.add_argument("--warmup-ms", type=float, default=10.0, help="warm-up before each timing (ms; ≥ 1 call)")
+    p.add_argument("--rep-ms", type=float, default=50.0, help="measuring budget per timing (ms), but see --min-samples")
+    p.add_argument("--min-samples", type=int, default=10, help="samples per median, however slow the call")
+    p.add_argument("--graph-below-ms", type=float, default=1.0, help="CUDA: also time calls faster than this "
+                   "replayed from a CUDA graph (no launch overhead); 0: never")
+    p.add_argument("--budget-s", type=float, default=None, help="stop starting cells after this many seconds; the "
+                   "remaining cells are marked not measured")
+    p.add_argument("--cell-timeout-s", type=float, default=None, help="abandon a cell (its compile or timing) after "
+                   "this many seconds and mark it not measured")
     p.add_argument("--flex-at", default="all", help="measure Flex only at these RESxBATCH (e.g. 512x64): each "
                    "problem costs a Flex compile of ~10-30 s")
+    p.add_argument("--ceilings", help="JSON file of the copy/matmul ceilings: read if it exists, else measured and "
+                   "written (one measurement for several runs)")
+    p.add_argument("--merge", nargs="+", metavar="CSV", help="join these .csv tables into --out, no measuring")
+    p.add_argument("--plan-only", action="store_true", help="write --out with every cell not measured (its stage "
+                   "has not started) and stop: the GPU check writes every table before measuring anything")
     p.add_argument("--dry-run", action="store_true", help="list problems and providers only")
-    p.add_argument("--smoke", action="store_true", help="tiny problems on whatever device there is")
+    p.add_argument("--smoke", action="store_true", help="tiny problems on whatever device there is (224², batch 1, "
+                   "stage 1)")
+    p.add_argument("--tiny", action="store_true", help="every selected problem at a tiny CPU-sized stand-in shape, "
+                   "labels kept (the GPU check's CPU rehearsal)")
     return p.parse_args(argv)
 
 
@@ -63,14 +77,19 @@ def _ints(s: str) -> list[int]:
 # -- measurement ---------------------------------------------------------------------------------------------------
 
 
-def _time_ms(fn, args) -> float:
-    if torch.cuda.is_available():
-        import triton.testing
+def _time_ms(fn, args) -> tuple[float, int]:
+    """(median ms, samples) of ``fn``; see bench_kernels_timing.median_ms."""
+    return median_ms(fn, args.min_samples, args.warmup_ms, args.rep_ms)
 
-        return float(triton.testing.do_bench(fn, warmup=args.warmup_ms, rep=args.rep_ms, return_mode="median"))
-    t0 = time.perf_counter()  # off CUDA this is a crash test (--smoke), not a measurement: one call
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+
+def _graph_ms(fn, plain_ms, args):
+    """Graph-replayed ms for a call under --graph-below-ms on CUDA, else None; a failed capture is a note."""
+    if not torch.cuda.is_available() or not plain_ms or plain_ms >= args.graph_below_ms:
+        return None
+    try:
+        return graph_ms(fn, samples=args.min_samples)
+    except Exception as e:  # noqa: BLE001 - a provider that cannot be captured keeps its plain time
+        return f"graph failed: {type(e).__name__}"
 
 
 class CudaMemory:
@@ -95,30 +114,34 @@ def peak_mib(fn, prepare=None, meter=None) -> float | None:
     if prepare is not None:
         prepare()
     meter = meter or (CudaMemory() if torch.cuda.is_available() else None)
-    if meter is None:
-        fn()
+    if meter is None:  # nothing to read the peak from (CPU): not worth a call
         return None
     return meter.peak_above_baseline(fn) / 2**20
 
 
-def ceilings(dtype) -> dict:
-    """Measured in the same run as the table: device-to-device copy bandwidth ((read + write) bytes / median
-    time, 1 GiB) and the dense matmul rate (8192³ in the benchmark dtype, TF32 off for float32)."""
+def ceilings(dtype, path=None) -> dict:
+    """Measured in the same run as the table (or read from ``path``, written by an earlier run of the same
+    check): device-to-device copy bandwidth ((read + write) bytes / median time, 1 GiB) and the dense matmul rate
+    (8192³ in the benchmark dtype, TF32 off for float32)."""
     if not torch.cuda.is_available():
         return {}
-    import triton.testing
-
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
     src = torch.empty(2**30, dtype=torch.uint8, device="cuda").random_(0, 255)
     dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+    ms, _ = median_ms(lambda: dst.copy_(src), 10, 25, 200)
     out = {"copy_gbps": 2 * 2**30 / (ms * 1e-3) / 1e9}
     del src, dst
     n = 8192
     a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
-    ms = triton.testing.do_bench(lambda: a @ b, warmup=25, rep=200, return_mode="median")
+    ms, _ = median_ms(lambda: a @ b, 10, 25, 200)
     out["matmul_tflops"] = 2 * n**3 / (ms * 1e-3) / 1e12
     del a, b
     torch.cuda.empty_cache()
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f)
     return out
 
 
@@ -129,7 +152,8 @@ def _grad_err(grads: dict, ref_grads: dict) -> float:
 
 
 def measure(case, provider, inputs, ref, args, ceil, meter=None) -> dict:
-    """One table row; any failure becomes the row's ``error`` (OOM included), never an exception.
+    """One table row; any failure becomes the row's ``error`` (OOM and --cell-timeout-s included), never an
+    exception, and the row's ``status`` says whether both times were measured.
 
     ``ref``: (out, grads, dout) of the float32 lean torch path. Gradient errors, bit-identical reruns and memory
     are measured at every shape; Flex gets its block mask built outside its timings (``mask_ms``)."""
@@ -137,43 +161,57 @@ def measure(case, provider, inputs, ref, args, ceil, meter=None) -> dict:
     names = bp.grad_inputs(case)
     ref_out, ref_grads, dout = ref
     try:
-        fn = bp.provider_fn(case, provider, compiled_flex=torch.cuda.is_available() and not args.smoke)
-        if provider == "flex":
-            row["mask_ms"] = _time_ms(lambda: bp.flex_mask_inputs(case, inputs), args) if case.op != "pixel" else None
-            inputs = bp.flex_mask_inputs(case, inputs)
-        with torch.no_grad():
-            out = fn(inputs)
-            row["max_err"] = float((out.float() - ref_out).abs().max())
-            row["fwd_ms"] = _time_ms(lambda: fn(inputs), args)
-            row["fwd_peak_mib"] = peak_mib(lambda: fn(inputs), meter=meter)
-        if args.smoke and not torch.cuda.is_available() and provider == "flex":
-            raise NotImplementedError("FlexAttention has no backward on CPU")
-        leaves = {n: inputs[n].detach().clone().requires_grad_() for n in names}
-        grad_in = dict(inputs, **leaves)
-
-        def free_grads():
-            for t in leaves.values():
-                t.grad = None
-
-        def fwd_bwd():
-            free_grads()
-            fn(grad_in).backward(dout)
-
-        fwd_bwd()
-        first = {n: t.grad.clone() for n, t in leaves.items()}
-        row["grad_err"] = _grad_err(first, ref_grads)
-        fwd_bwd()
-        row["bitwise"] = "yes" if all(torch.equal(first[n], t.grad) for n, t in leaves.items()) else "no"
-        del first
-        row["fwdbwd_ms"] = _time_ms(fwd_bwd, args)
-        row["fwdbwd_peak_mib"] = peak_mib(fwd_bwd, prepare=free_grads, meter=meter)
+        with cell_time_limit(args.cell_timeout_s):
+            _measure_into(row, case, provider, inputs, names, ref_out, ref_grads, dout, args, meter)
+    except CellTimeout as e:
+        row["error"] = row["killed"] = str(e)
     except Exception as e:  # noqa: BLE001 - a failing cell is a result (e.g. OOM, Flex cannot compile)
         row["error"] = "OOM" if isinstance(e, torch.cuda.OutOfMemoryError) else f"{type(e).__name__}: {e}"[:160]
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     _rates(row, case, inputs, ceil)
+    killed = row.pop("killed", None)
+    if row.get("fwd_ms") and row.get("fwdbwd_ms"):
+        row["status"] = "measured"
+    else:
+        row["status"] = "not measured: " + ("fwd+bwd " if row.get("fwd_ms") else "") + (killed or "failed, see note")
     return row
+
+
+def _measure_into(row, case, provider, inputs, names, ref_out, ref_grads, dout, args, meter) -> None:
+    fn = bp.provider_fn(case, provider, compiled_flex=torch.cuda.is_available() and not (args.smoke or args.tiny))
+    if provider == "flex":
+        row["mask_ms"] = _time_ms(lambda: bp.flex_mask_inputs(case, inputs), args)[0] if case.op != "pixel" else None
+        inputs = bp.flex_mask_inputs(case, inputs)
+    with torch.no_grad():
+        out = fn(inputs)
+        row["max_err"] = float((out.float() - ref_out).abs().max())
+        row["fwd_ms"], row["fwd_n"] = _time_ms(lambda: fn(inputs), args)
+        row["fwd_graph_ms"] = _graph_ms(lambda: fn(inputs), row["fwd_ms"], args)
+        row["fwd_peak_mib"] = peak_mib(lambda: fn(inputs), meter=meter)
+    if not torch.cuda.is_available() and provider == "flex":
+        raise NotImplementedError("FlexAttention has no backward on CPU")
+    leaves = {n: inputs[n].detach().clone().requires_grad_() for n in names}
+    grad_in = dict(inputs, **leaves)
+
+    def free_grads():
+        for t in leaves.values():
+            t.grad = None
+
+    def fwd_bwd():
+        free_grads()
+        fn(grad_in).backward(dout)
+
+    fwd_bwd()
+    first = {n: t.grad.clone() for n, t in leaves.items()}
+    row["grad_err"] = _grad_err(first, ref_grads)
+    fwd_bwd()
+    row["bitwise"] = "yes" if all(torch.equal(first[n], t.grad) for n, t in leaves.items()) else "no"
+    del first
+    row["fwdbwd_ms"], row["fwdbwd_n"] = _time_ms(fwd_bwd, args)
+    row["fwdbwd_graph_ms"] = _graph_ms(fwd_bwd, row["fwdbwd_ms"], args)
+    row["fwdbwd_peak_mib"] = peak_mib(fwd_bwd, prepare=free_grads, meter=meter)
 
 
 def _rates(row: dict, case, inputs: dict, ceil: dict) -> None:
@@ -195,56 +233,6 @@ def _rates(row: dict, case, inputs: dict, ceil: dict) -> None:
 # -- report --------------------------------------------------------------------------------------------------------
 
 
-def _fmt(v, digits=3) -> str:
-    if v is None or v == "":
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v)
-
-
-_TABLE = [("op", "op"), ("res", "res"), ("stage", "stage"), ("batch", "B"), ("shape", "shape"),
-          ("provider", "provider"), ("fwd_ms", "fwd ms"), ("fwdbwd_ms", "fwd+bwd ms"), ("mask_ms", "mask ms"),
-          ("fwd_peak_mib", "fwd peak MiB"), ("fwdbwd_peak_mib", "fwd+bwd peak MiB"),
-          ("fwdbwd_tflops", "fwd+bwd TFLOP/s"), ("fwdbwd_mm_pct", "% matmul"), ("fwdbwd_gbps", "fwd+bwd GB/s"),
-          ("fwdbwd_copy_pct", "% copy"), ("max_err", "out err"), ("grad_err", "grad rel err"),
-          ("bitwise", "bit-identical rerun")]
-
-
-def markdown(rows, header: list[str]) -> str:
-    lines = header + ["", "| " + " | ".join(t for _, t in _TABLE) + " | note |", "|" + "---|" * (len(_TABLE) + 1)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c, _ in _TABLE) + f" | {r.get('error', '')} |")
-    return "\n".join(lines + ["", *targets(rows)])
-
-
-def targets(rows) -> list[str]:
-    """The H100 targets at 512² batch 64, per problem: speed-up and memory ratio vs official, speed vs Flex."""
-    out = ["### Targets (512², batch 64): Triton fwd+bwd ≥ 3× faster, ≥ 5× less peak memory than official, "
-           "not slower than Flex", "", "| op | stage | routing | × faster than official | × less memory | "
-           "Flex / Triton time | verdict |", "|---|---|---|---|---|---|---|"]
-    by = {(r["op"], r["res"], r["stage"], r["batch"], r.get("routing"), r["provider"]): r for r in rows}
-    for (op, res, stage, batch, routing, prov), tri in sorted(by.items(), key=lambda kv: str(kv[0])):
-        if prov != "triton" or res != 512 or batch != 64:
-            continue
-        key = (op, res, stage, batch, routing)
-        off, flex = by.get(key + ("official",), {}), by.get(key + ("flex",), {})
-        speed = _ratio(off.get("fwdbwd_ms"), tri.get("fwdbwd_ms"))
-        mem = _ratio(off.get("fwdbwd_peak_mib"), tri.get("fwdbwd_peak_mib"))
-        vs_flex = _ratio(flex.get("fwdbwd_ms"), tri.get("fwdbwd_ms"))
-        ok = [speed is not None and speed >= 3, mem is not None and mem >= 5, vs_flex is None or vs_flex >= 1]
-        verdict = "met" if all(ok) else "missed: " + ", ".join(
-            n for n, good in zip(("speed", "memory", "vs Flex"), ok) if not good)
-        if vs_flex is None:
-            verdict += " (Flex not measured)"
-        out.append(f"| {op} | {stage} | {routing} | {_fmt(speed)} | {_fmt(mem)} | {_fmt(vs_flex)} | {verdict} |")
-    return out
-
-
-def _ratio(a, b):
-    return a / b if a and b else None
-
-
 def environment(args, ceil) -> list[str]:
     import triton
 
@@ -256,38 +244,55 @@ def environment(args, ceil) -> list[str]:
             f"- command: `python3 scripts/bench_kernels.py {' '.join(sys.argv[1:])}`",
             f"- ceilings measured in this run: device-to-device copy {_fmt(ceil.get('copy_gbps'))} GB/s "
             f"(read + write), dense {args.dtype} matmul (8192³) {_fmt(ceil.get('matmul_tflops'))} TFLOP/s",
-            "- times: median of do_bench (L2 flushed), fwd under no_grad; peak: max_memory_allocated above the "
+            f"- times: median of ≥ {args.min_samples} samples (L2 cleared before each; 'samples' gives the fwd+bwd "
+            f"count), fwd under no_grad; graph ms: calls under {args.graph_below_ms:g} ms replayed from a CUDA graph "
+            "(no launch overhead, L2 not cleared); peak: max_memory_allocated above the "
             "inputs, previous gradients freed before the baseline; TFLOP/s: torch's convention (2 per MAC, backward "
             "2.5× forward); GB/s: bytes that must move (inputs read once, outputs written once) / time; out err: "
             "max |out − ref|; grad rel err: max over inputs of max|g − ref| / max|ref|, ref = float32 lean torch "
-            "path; bit-identical rerun: two fwd+bwd runs give equal gradients; Flex: region-aligned blocks, the "
-            "block-mask build timed separately (mask ms)"
-            if torch.cuda.is_available() else "- CPU smoke run: one call per cell, a crash test, not a measurement"]
+            "path; bit-identical rerun: two fwd+bwd runs give equal gradients (promised by "
+            f"{', '.join(DETERMINISTIC)} only: grid_sample's and index_add's CUDA backward add floats "
+            "atomically); Flex: region-aligned blocks, the block-mask build timed separately (mask ms)"
+            if torch.cuda.is_available() else "- CPU run (Triton interpreter): times are those of a crash test, not "
+            "measurements"]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.smoke:
         todo = bp.cases([224], [1], [1], args.ops.split(","), tiny=True, routings=args.routing.split(","))
     else:
         todo = bp.cases(_ints(args.res), _ints(args.batch), _ints(args.stages), args.ops.split(","),
-                        routings=args.routing.split(","))
+                        tiny=args.tiny, routings=args.routing.split(","))
     providers = args.providers.split(",")
     if args.dry_run:
         for c in todo:
             print(f"{c.op:6s} {c.res} stage {c.stage} batch {c.batch:3d}  {c.describe():47s} {providers}")
         return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype)
+    ceil = {} if args.plan_only else ceilings(dtype, args.ceilings)
+    header = environment(args, ceil)
+    start = time.monotonic()
+    flex_at = None if args.flex_at == "all" else {tuple(map(int, x.split("x"))) for x in args.flex_at.split(",")}
+    # every planned cell is a row from the start: a run cut short (the GPU check's stage timeout kills the
+    # process) leaves each cell marked measured or not measured, the one it was in as killed
+    why = "its stage did not start (no time left)" if args.plan_only else "not reached (the run ended first)"
+    rows = {(case, prov): dict(_row(case, prov), status=f"not measured: {why}") for case in todo for prov in providers}
+
+    def table():
+        return [rows[(case, prov)] for case in todo for prov in providers]
+
+    write(table(), header, args.out)
+    if args.plan_only:
+        return 0
     for knob in ("recompile_limit", "cache_size_limit"):  # one Flex graph per problem; never fall back to eager
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, 256)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, args.dtype)
-    ceil = ceilings(dtype)
-    header = environment(args, ceil)
-    rows, start = [], time.monotonic()
-    flex_at = None if args.flex_at == "all" else {tuple(map(int, x.split("x"))) for x in args.flex_at.split(",")}
     # Flex last: each Flex problem costs a 10-30 s compile, so every other cell is measured first and Flex gets
-    # what is left of --budget-s.
+    # what is left of the time.
     passes = [[p for p in providers if p != "flex"], [p for p in providers if p == "flex"]]
     for pass_providers in passes:
         for case in todo:
@@ -300,14 +305,14 @@ def main(argv=None) -> int:
             for prov in want:
                 if _skip(rows, case, prov, args, flex_at, start):
                     continue
-                rows.append(measure(case, prov, inputs, (ref_out, ref_grads, dout), args, ceil))
-                print(" ".join(f"{k}={_fmt(v)}" for k, v in rows[-1].items() if k != "_case"), flush=True)
+                rows[(case, prov)].update(status="not measured: killed (the run was stopped during this cell)")
+                write(table(), header, args.out)
+                rows[(case, prov)] = measure(case, prov, inputs, (ref_out, ref_grads, dout), args, ceil)
+                print(" ".join(f"{k}={_fmt(v)}" for k, v in rows[(case, prov)].items() if k != "_case"), flush=True)
+                write(table(), header, args.out)  # after every cell
             del inputs, ref_out, ref_grads, dout
-            rows.sort(key=lambda r: (todo.index(_case_of(r)), providers.index(r["provider"])))
-            write(rows, header, args.out)  # after every problem: a run cut short still leaves its table
-    rows.sort(key=lambda r: (todo.index(_case_of(r)), providers.index(r["provider"])))
-    write(rows, header, args.out)
-    print(markdown(rows, header))
+    write(table(), header, args.out)
+    print(markdown(table(), header) if not args.out else "\n".join(targets(table())))  # the table is in --out
     return 0
 
 
@@ -318,12 +323,8 @@ def _row(case, provider) -> dict:
                 _case=case)
 
 
-def _case_of(row) -> "bp.Case":
-    return row["_case"]
-
-
 def _skip(rows, case, prov, args, flex_at, start) -> bool:
-    """Record a skipped cell (with its reason, also printed) and return True, or return False."""
+    """Mark a skipped cell not measured (with its reason, also printed) and return True, or return False."""
     skip = None
     if args.budget_s is not None and time.monotonic() - start > args.budget_s:
         skip = f"skipped: --budget-s {args.budget_s:g} reached"
@@ -331,21 +332,9 @@ def _skip(rows, case, prov, args, flex_at, start) -> bool:
         skip = f"skipped: --flex-at {args.flex_at}"
     if skip is None:
         return False
-    rows.append(dict(_row(case, prov), error=skip))
+    rows[(case, prov)].update(status=f"not measured: {skip}")
     print(f"{case.op} {case.res} stage {case.stage} batch {case.batch} {case.routing} {prov}: {skip}", flush=True)
     return True
-
-
-def write(rows, header, out) -> None:
-    if not out:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(markdown(rows, header) + "\n")
-    with open(os.path.splitext(out)[0] + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,15 @@ class Case:
         return dict(H=H, n_win=_N_WIN[self.res], C=_DIMS[s], heads=_DIMS[s] // 32, groups=_GROUPS[s],
                     q_size=_QSIZE[s], topk=topk, Hk=Hk)
 
+    @property
+    def input_batch(self) -> int:
+        """The batch of the inputs: the label's, except that a tiny stand-in has one image."""
+        return 1 if self.tiny else self.batch
+
     def describe(self) -> str:
+        return self._describe() + (f" B={self.input_batch}" if self.input_batch != self.batch else "")
+
+    def _describe(self) -> str:
         g = self.geometry
         P, n = g["n_win"] ** 2, (g["H"] // g["n_win"]) ** 2
         if self.op == "pixel":
@@ -64,13 +72,20 @@ class Case:
 ROUTINGS = ("uniform", "skewed")
 
 
+def priority(case: Case) -> tuple:
+    """Measurement order, most important first: the H100 targets' DBRA and pixel-to-agent rows (512², batch 64),
+    then BRA at 512² batch 64, then 224² batch 64, then batch 1; uniform routing before skewed."""
+    at_target = case.res == 512 and case.batch == 64
+    group = (0 if case.op != "bra" else 1) if at_target else (2 if case.batch == 64 else 3)
+    return group, case.routing != "uniform", -case.res, -case.batch, OPS.index(case.op), case.stage
+
+
 def cases(resolutions, batches, stages, ops, tiny=False, routings=("uniform",)) -> list[Case]:
-    """Problems in priority order: the largest (the H100 targets, 512² batch 64) first. The back attention has no
-    routing, so it runs once (``uniform`` stands for "not routed")."""
-    out = [Case(op, res, stage, b, tiny, r) for res in sorted(resolutions, reverse=True)
-           for b in sorted(batches, reverse=True) for op in ops for stage in stages
+    """Problems in :func:`priority` order. The back attention has no routing, so it runs once (``uniform`` stands
+    for "not routed")."""
+    out = [Case(op, res, stage, b, tiny, r) for res in resolutions for b in batches for op in ops for stage in stages
            for r in (routings if op != "pixel" else ("uniform",))]
-    return sorted(out, key=lambda c: (-c.batch, -c.res))
+    return sorted(out, key=priority)
 
 
 def routing_indices(B: int, P: int, topk: int, kind: str, gen: torch.Generator) -> torch.Tensor:
@@ -91,7 +106,7 @@ def make_inputs(case: Case, dtype, device, seed=0) -> dict:
     """Random inputs of one problem (idx: random distinct routed regions per query region)."""
     g = case.geometry
     gen = torch.Generator().manual_seed(seed)
-    B, C, m = case.batch, g["C"], g["heads"]
+    B, C, m = case.input_batch, g["C"], g["heads"]
 
     def rand(*shape, dt=dtype):
         return torch.randn(*shape, generator=gen).to(device, dt)

@@ -15,7 +15,9 @@ import torch
 import triton
 
 __all__ = ["LOG2E", "interpreted", "check_runnable", "pow2_at_least", "dot_precision", "upcast_operands",
-           "autotuned", "launch"]
+           "autotuned", "launch", "batch_bucket", "MAX_CONFIGS", "debug_checks"]
+
+MAX_CONFIGS = 3  # autotune configurations per kernel and shape: each is one more compile inside the GPU check
 
 LOG2E = 1.4426950408889634  # log2(e): the kernels use exp2, so logits are pre-multiplied by it
 
@@ -85,6 +87,18 @@ def autotuned(kernel, configs: list, key: list[str], prune, reset_to_zero=None):
 
     return triton.autotune(configs=configs, key=key, reset_to_zero=reset_to_zero,
                            prune_configs_by={"early_config_prune": early_prune})(kernel)
+
+
+def debug_checks() -> bool:
+    """``ATTN_KERNELS_DEBUG=1``: check index ranges of CUDA inputs too (read at every call). Off by default because
+    reading an index tensor's min/max synchronises the GPU; CPU inputs are always checked (docs/kernels.md)."""
+    return os.environ.get("ATTN_KERNELS_DEBUG", "0") == "1"
+
+
+def batch_bucket(batch: int) -> int:
+    """The batch as an autotune key argument (``BATCH_BUCKET``): batches 1, 2-4, 5-16 and > 16 tune separately
+    (batch 1 launches a 64× smaller grid than batch 64 and wants other tiles); nearby batches share a tuning."""
+    return next((b for b in (1, 4, 16) if batch <= b), 64)
 
 
 def launch(kernel, tuned, grid, args: tuple, consts: dict, heuristic: dict, forced: bool) -> None:

@@ -15,13 +15,15 @@ bilinear lookup with align_corners=True and zero padding.
 
 Design (docs/kernels.md has the full account):
 
-* Forward: one program per (b·m, block of BLOCK_M pixels). All Ns agents' K and V (Ns ≤ 256, padded to a power of
-  two and masked) and their positions sit in registers; the program computes q kᵀ, the four bilinear taps of
-  the bias from the pixel's coordinate and each agent's position, softmax (exp2), and P V. It writes out and the
-  base-2 logsumexp. No displacement, bias or logit tensor exists in memory.
-* Backward: one program per (b·m, chunk of pixels) recomputes the probabilities from the logsumexp, stores dQ,
-  keeps dK, dV and the position gradient in registers across its chunk and stores them into its own slot of
-  per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
+* Forward: one program per (b·m, block of BLOCK_M pixels). The head's agents stream through registers in tiles of
+  BLOCK_S ≤ 256 (padded to a power of two and masked), so any agent count runs; per tile the program computes
+  q kᵀ, the four bilinear taps of the bias from the pixel's coordinate and each agent's position, and updates an
+  online softmax (exp2) and P V. It writes out and the base-2 logsumexp. No displacement, bias or logit tensor
+  exists in memory.
+* Backward: one program per (b·m, chunk of pixels, agent tile) recomputes the probabilities from the logsumexp,
+  stores its tile's share of dQ (straight into dq with one tile, else into a per-tile slot summed afterwards),
+  keeps its agents' dK, dV and position gradient in registers across its chunk and stores them into its own slot
+  of per-chunk buffers (summed afterwards in a fixed order). The RPE-table gradient (the 4 taps × dS) goes into
   per-(image, head) partial tables as int64 fixed-point numbers (:func:`fixed_point_scale`): integer atomic adds
   are associative, so the result is bit-identical across runs; the partial tables are summed as integers.
 * Gradients flow to q, k, v, rpe_table and pos, like the torch reference (grid_sample differentiates its grid).
@@ -37,93 +39,103 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
+from ._common import autotuned, batch_bucket, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
 
 __all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs", "fixed_point_scale"]
 
-MAX_AGENTS = 256  # all agents of a head live in one program's registers
+MAX_BLOCK_S = 256  # agents per tile: a head's agents stream through registers in tiles of at most this many
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
                      stride_qz, stride_qn, stride_qd,  #
                      stride_kz, stride_ks, stride_kd,  #
                      stride_vz, stride_vs, stride_vd,  #
                      stride_pz, stride_ps, stride_pc,  #
                      stride_th, stride_ty, stride_tx,  #
-                     HW, H, W, den_h, den_w, sm_scale,  #
+                     HW, H, W, den_h, den_w, sm_scale, BATCH_BUCKET,  #
                      NS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_HEADS: tl.constexpr, N_GROUPS: tl.constexpr,  #
                      TH: tl.constexpr, TW: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
                      DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    tl.static_assert(BLOCK_S >= NS)  # agents padded to a power of two, masked
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M >= 16)  # tl.dot needs every tile side ≥ 16
     tl.static_assert(BLOCK_S >= 16)
     tl.static_assert(BLOCK_D >= 16)
     LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
-    # 1-D grid (no 65535 cap on B·m): program -> (b·m + head, block of pixels)
+    # 1-D grid (no 65535 cap on B·m): program -> (b·m + head, block of pixels); BATCH_BUCKET is only an autotune key
     n_mblocks = tl.cdiv(HW, BLOCK_M)
     pid_m = tl.program_id(0) % n_mblocks
     z = (tl.program_id(0) // n_mblocks).to(tl.int64)  # b·m + head
     h = z % NUM_HEADS
     pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)  # b·G + group of this head
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
     m_valid = offs_m < HW
-    s_valid = offs_s < NS
     d_valid = offs_d < HEAD_DIM
-    # load this head's agents (K, V, positions): they stay in registers throughout
-    kv_mask = s_valid[:, None] & d_valid[None, :]
-    k = tl.load(K + z * stride_kz + offs_s[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.)
-    v = tl.load(V + z * stride_vz + offs_s[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.)
-    py = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps, mask=s_valid, other=0.).to(tl.float32)
-    px = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps + stride_pc, mask=s_valid, other=0.).to(tl.float32)
     q = tl.load(Q + z * stride_qz + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
                 mask=m_valid[:, None] & d_valid[None, :], other=0.)
     if UPCAST:
         q = q.to(tl.float32)
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
-    # -- compute qk --
-    logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
-    # -- RPE bias: query coordinate (align corners), displacement, grid_sample(align_corners=True) source index --
+    # the pixel's coordinate on the align-corners query grid
     qy = tl.where(H > 1, (offs_m // W).to(tl.float32) / den_h * 2.0 - 1.0, 0.0)
     qx = tl.where(W > 1, (offs_m % W).to(tl.float32) / den_w * 2.0 - 1.0, 0.0)
-    iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
-    ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
-    y0f = tl.floor(iy)
-    x0f = tl.floor(ix)
-    fy = iy - y0f
-    fx = ix - x0f
-    y0 = y0f.to(tl.int32)
-    x0 = x0f.to(tl.int32)
     T = TABLE + h * stride_th
-    ms = m_valid[:, None] & s_valid[None, :]
-    # the four taps; zero padding outside the table
-    ok_y0 = (y0 >= 0) & (y0 < TH)
-    ok_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
-    ok_x0 = (x0 >= 0) & (x0 < TW)
-    ok_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
-    t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & ok_y0 & ok_x0, other=0.).to(tl.float32)
-    t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y0 & ok_x1, other=0.).to(tl.float32)
-    t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & ok_y1 & ok_x0, other=0.).to(tl.float32)
-    t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y1 & ok_x1, other=0.).to(tl.float32)
-    bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
-    # -- softmax over the agents (base 2) --
-    z2 = tl.where(s_valid[None, :], (logits + bias) * LOG2E_, float("-inf"))
-    m_i = tl.max(z2, 1)
-    prob = tl.exp2(z2 - m_i[:, None])
-    l_i = tl.sum(prob, 1)
-    out = tl.dot(prob.to(v.dtype), v, input_precision=DOT_PRECISION) / l_i[:, None]
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    # -- stream the agents in tiles of BLOCK_S (online softmax): any agent count fits in registers --
+    for s0 in range(0, NS, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        s_valid = offs_s < NS
+        kv_mask = s_valid[:, None] & d_valid[None, :]
+        k = tl.load(K + z * stride_kz + offs_s[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask,
+                    other=0.)
+        v = tl.load(V + z * stride_vz + offs_s[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask,
+                    other=0.)
+        py = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps, mask=s_valid, other=0.).to(tl.float32)
+        px = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps + stride_pc, mask=s_valid, other=0.).to(tl.float32)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        # -- compute qk --
+        logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
+        # -- RPE bias: displacement, grid_sample(align_corners=True) source index, four taps (zero padding) --
+        iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
+        ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
+        y0f = tl.floor(iy)
+        x0f = tl.floor(ix)
+        fy = iy - y0f
+        fx = ix - x0f
+        y0 = y0f.to(tl.int32)
+        x0 = x0f.to(tl.int32)
+        ms = m_valid[:, None] & s_valid[None, :]
+        ok_y0 = (y0 >= 0) & (y0 < TH)
+        ok_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
+        ok_x0 = (x0 >= 0) & (x0 < TW)
+        ok_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
+        t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & ok_y0 & ok_x0, other=0.).to(tl.float32)
+        t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y0 & ok_x1, other=0.).to(tl.float32)
+        t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & ok_y1 & ok_x0, other=0.).to(tl.float32)
+        t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y1 & ok_x1,
+                      other=0.).to(tl.float32)
+        bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
+        # -- online softmax update (base 2); every tile holds at least one real agent, so m_new is finite --
+        z2 = tl.where(s_valid[None, :], (logits + bias) * LOG2E_, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(z2, 1))
+        alpha = tl.exp2(m_i - m_new)
+        prob = tl.exp2(z2 - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(prob, 1)
+        acc = acc * alpha[:, None] + tl.dot(prob.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
     # epilogue: out is (B·m, HW, d) contiguous
+    out = acc / l_i[:, None]
     tl.store(OUT + (z * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], out.to(OUT.dtype.element_ty),
              mask=m_valid[:, None] & d_valid[None, :])
     tl.store(LSE2 + z * HW + offs_m, m_i + tl.log2(l_i), mask=m_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV, DPOS, DTABLE,  #
                      stride_qz, stride_qn, stride_qd,  #
                      stride_kz, stride_ks, stride_kd,  #
@@ -131,28 +143,30 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV,
                      stride_pz, stride_ps, stride_pc,  #
                      stride_th, stride_ty, stride_tx,  #
                      stride_dz, stride_dn, stride_dd,  #
-                     HW, H, W, den_h, den_w, sm_scale, N_CHUNKS, PIX_PER_CHUNK, Z,  #
+                     HW, H, W, den_h, den_w, sm_scale, N_CHUNKS, PIX_PER_CHUNK, Z, BATCH_BUCKET,  #
                      NS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_HEADS: tl.constexpr, N_GROUPS: tl.constexpr,  #
                      TH: tl.constexpr, TW: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
                      DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    tl.static_assert(BLOCK_S >= NS)
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M >= 16)
     tl.static_assert(BLOCK_S >= 16)
     tl.static_assert(BLOCK_D >= 16)
     LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
-    # 1-D grid: program -> (b·m + head, chunk of PIX_PER_CHUNK pixels)
-    chunk = tl.program_id(0) % N_CHUNKS
-    z = (tl.program_id(0) // N_CHUNKS).to(tl.int64)
+    N_STILES: tl.constexpr = (NS + BLOCK_S - 1) // BLOCK_S
+    # 1-D grid: program -> (b·m + head, chunk of PIX_PER_CHUNK pixels, tile of BLOCK_S agents); the agent tiles of
+    # one chunk are neighbours, so they read the same Q/dO rows while those are in L2
+    stile = tl.program_id(0) % N_STILES
+    chunk = (tl.program_id(0) // N_STILES) % N_CHUNKS
+    z = (tl.program_id(0) // N_STILES // N_CHUNKS).to(tl.int64)
     h = z % NUM_HEADS
     pos_row = (z // NUM_HEADS) * N_GROUPS + h // (NUM_HEADS // N_GROUPS)
-    offs_s = tl.arange(0, BLOCK_S)
+    offs_s = stile * BLOCK_S + tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
     s_valid = offs_s < NS
     d_valid = offs_d < HEAD_DIM
     kv_mask = s_valid[:, None] & d_valid[None, :]
-    # load this head's agents; their gradients accumulate in registers over the whole chunk
+    # load this agent tile; its gradients accumulate in registers over the whole chunk
     k = tl.load(K + z * stride_kz + offs_s[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.)
     v = tl.load(V + z * stride_vz + offs_s[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.)
     py = tl.load(POS + pos_row * stride_pz + offs_s * stride_ps, mask=s_valid, other=0.).to(tl.float32)
@@ -181,7 +195,7 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV,
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # rowsum(dO∘O) over all agents, not the tile's
         lse2 = tl.load(LSE2 + z * HW + offs_m, mask=m_valid, other=0.)
         # -- recompute logits and the bias taps exactly as the forward --
         logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
@@ -214,9 +228,10 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV,
         dv += tl.dot(tl.trans(prob.to(do.dtype)), do, input_precision=DOT_PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         ds = prob * (dp - delta[:, None])
+        # this agent tile's share of dQ: its own slot of a (tiles, B·m, H·W, d) buffer when there are several tiles
         dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale
-        tl.store(DQ + (z * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], dq.to(DQ.dtype.element_ty),
-                 mask=q_mask)
+        tl.store(DQ + ((stile * Z + z) * HW + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
+                 dq.to(DQ.dtype.element_ty), mask=q_mask)
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
         # -- positions: summed over the block's pixels --
         dpy += tl.sum(ds * gy, 0)
@@ -265,8 +280,8 @@ def _check_inputs(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int) -> Non
     if N != H * W:
         raise ValueError(f"{_OP}: q has {N} pixels but H·W = {H}·{W} = {H * W}")
     Ns = k.shape[1]
-    if not 1 <= Ns <= MAX_AGENTS:
-        raise ValueError(f"{_OP}: Ns={Ns} agents; the kernel holds all agents in registers, 1 ≤ Ns ≤ {MAX_AGENTS}")
+    if Ns < 1:
+        raise ValueError(f"{_OP}: k and v hold no agent (Ns = 0); at least one is needed")
     if rpe_table.dim() != 3:
         raise ValueError(f"{_OP}: rpe_table must be (m, Th, Tw), got {tuple(rpe_table.shape)}")
     m = rpe_table.shape[0]
@@ -283,35 +298,48 @@ def _check_inputs(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int) -> Non
 
 # Heuristic (BLOCK_M, num_warps) by BLOCK_S, the interpreter's and ATTN_KERNELS_AUTOTUNE=0's single configuration:
 # the backward keeps a dozen (BLOCK_M, BLOCK_S) float32 temporaries and the (BLOCK_S, d) dK/dV accumulators in
-# registers. Chosen from ptxas' report for sm_90 (triton 3.8, bf16, d = 32): no spills except the backward at
-# BLOCK_S = 256 (~250 bytes). On a GPU the autotuner picks among _CONFIGS instead.
+# registers. Chosen from ptxas' report for sm_90 (triton 3.8, bf16, d = 32, scripts/kernels_ptxas.py). On a GPU
+# the autotuner picks among _FWD_CONFIGS / _BWD_CONFIGS instead: at most three per BLOCK_S, every one of them
+# compiled for sm_90 by scripts/kernels_ptxas.py (docs/kernels.md §2 lists which).
 _FWD_TILES = {16: (64, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8), 256: (16, 8)}
-_BWD_TILES = {16: (32, 4), 32: (32, 4), 64: (16, 4), 128: (16, 8), 256: (16, 8)}
-_CONFIGS = [(16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8)]
-_KEY = ["HW", "NS", "HEAD_DIM"]  # + the tensors' dtypes (Triton appends them)
+_BWD_TILES = {16: (32, 4), 32: (16, 4), 64: (16, 8), 128: (16, 8), 256: (16, 8)}
+_FWD_CONFIGS = {16: [(64, 4), (32, 4)], 32: [(64, 8), (32, 4)], 64: [(64, 8), (32, 4)], 128: [(32, 8), (16, 4)],
+                256: [(16, 8)]}
+_BWD_CONFIGS = {16: [(32, 4), (16, 4)], 32: [(16, 4), (32, 4)], 64: [(16, 8), (16, 4)], 128: [(16, 8)],
+                256: [(16, 8)]}
+_KEY = ["HW", "NS", "HEAD_DIM", "BATCH_BUCKET"]  # + the tensors' dtypes (Triton appends them)
 
 
-def _prune(max_tile: int):
-    """Keep configs with BLOCK_M·BLOCK_S ≤ max_tile (register pressure) and BLOCK_M ≤ the padded pixel count."""
+def _block_s(Ns: int, block_s=None) -> int:
+    """Agents per tile: all of them (padded to a power of two ≥ 16) up to MAX_BLOCK_S, else tiles of it."""
+    return block_s or pow2_at_least(Ns, 16, MAX_BLOCK_S)
+
+
+def _prune(table: dict):
+    """Keep the configs listed for this BLOCK_S (≤ 3) whose BLOCK_M is not larger than the padded pixel count (the
+    smallest listed one if none is)."""
     def prune(cfgs, a):
-        block_s, rows = a["BLOCK_S"], pow2_at_least(a["HW"], 16)
-        return [c for c in cfgs if c.kwargs["BLOCK_M"] * block_s <= max_tile and c.kwargs["BLOCK_M"] <= rows]
+        rows, wanted = pow2_at_least(a["HW"], 16), table[a["BLOCK_S"]]
+        listed = [c for c in cfgs if (c.kwargs["BLOCK_M"], c.num_warps) in wanted]
+        return [c for c in listed if c.kwargs["BLOCK_M"] <= rows] or [min(listed, key=lambda c: c.kwargs["BLOCK_M"])]
     return prune
 
 
-def _configs():
-    return [triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=2) for bm, w in _CONFIGS]
+def _configs(table: dict):
+    pairs = sorted({pair for pairs in table.values() for pair in pairs})
+    return [triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=2) for bm, w in pairs]
 
 
-_fwd_tuned = autotuned(_pixel_agent_fwd, _configs(), _KEY, _prune(8192))
+_fwd_tuned = autotuned(_pixel_agent_fwd, _configs(_FWD_CONFIGS), _KEY, _prune(_FWD_CONFIGS))
 # the partial RPE tables accumulate (integer atomics): zeroed before every timed config and before the real launch
-_bwd_tuned = autotuned(_pixel_agent_bwd, _configs(), _KEY, _prune(4096), reset_to_zero=["DTABLE"])
+_bwd_tuned = autotuned(_pixel_agent_bwd, _configs(_BWD_CONFIGS), _KEY, _prune(_BWD_CONFIGS),
+                       reset_to_zero=["DTABLE"])
 
 
-def _consts(q, k, rpe_table, n_groups) -> dict:
+def _consts(q, k, rpe_table, n_groups, block_s=None) -> dict:
     Ns, d = k.shape[1], k.shape[2]
     m, Th, Tw = rpe_table.shape
-    return dict(NS=Ns, HEAD_DIM=d, NUM_HEADS=m, N_GROUPS=n_groups, TH=Th, TW=Tw, BLOCK_S=pow2_at_least(Ns, 16),
+    return dict(NS=Ns, HEAD_DIM=d, NUM_HEADS=m, N_GROUPS=n_groups, TH=Th, TW=Tw, BLOCK_S=_block_s(Ns, block_s),
                 BLOCK_D=pow2_at_least(d, 16), DOT_PRECISION=dot_precision(q.dtype),
                 UPCAST=upcast_operands(_pixel_agent_fwd))
 
@@ -326,27 +354,30 @@ def _grid_args(H: int, W: int) -> tuple:
     return H * W, H, W, float(max(H - 1, 1)), float(max(W - 1, 1))
 
 
-def _forward(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int, scale: float, block_m=None):
-    """Launch the forward -> (out (B·m, H·W, d), lse2 (B·m, H·W) float32)."""
+def _forward(q, k, v, pos, rpe_table, n_groups: int, H: int, W: int, scale: float, block_m=None, block_s=None):
+    """Launch the forward -> (out (B·m, H·W, d), lse2 (B·m, H·W) float32). ``block_m``/``block_s`` force tiles
+    (tests); otherwise the heuristic (interpreter) or the autotuner (GPU) chooses BLOCK_M."""
     check_runnable(_OP, _pixel_agent_fwd, q, k, v, pos, rpe_table)
     Z, N, d = q.shape
     out = torch.empty((Z, N, d), dtype=q.dtype, device=q.device)
     lse2 = torch.empty((Z, N), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse2
-    c = _consts(q, k, rpe_table, n_groups)
+    c = _consts(q, k, rpe_table, n_groups, block_s)
     launch(_pixel_agent_fwd, _fwd_tuned, lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,),
            (q, k, v, pos, rpe_table, out, lse2, *q.stride(), *k.stride(), *v.stride(), *pos.stride(),
-            *rpe_table.stride(), *_grid_args(H, W), scale), c, _heuristic(c, False, block_m), bool(block_m))
+            *rpe_table.stride(), *_grid_args(H, W), scale, batch_bucket(Z // rpe_table.shape[0])), c,
+           _heuristic(c, False, block_m), bool(block_m or block_s))
     return out, lse2
 
 
-def _chunks(N: int, Z: int, device: torch.device) -> int:
-    """Programs per head in the backward: enough for ~4 per SM; one on the interpreter (fewest programs)."""
+def _chunks(N: int, Z: int, agent_tiles: int, device: torch.device) -> int:
+    """Pixel chunks per (head, agent tile) in the backward: enough for ~4 programs per SM; one on the interpreter
+    (fewest programs)."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(triton.cdiv(N, 128), triton.cdiv(4 * sms, Z)))
+    return max(1, min(triton.cdiv(N, 128), triton.cdiv(4 * sms, Z * agent_tiles)))
 
 
 def fixed_point_scale(dout: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -362,33 +393,40 @@ def fixed_point_scale(dout: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.exp2(exponent).reshape(1).to(torch.float32)
 
 
-def _backward(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale, block_m=None, chunks=None):
+def _backward(dout, q, k, v, pos, rpe_table, out, lse2, n_groups, H, W, scale, block_m=None, chunks=None,
+              block_s=None):
     """Launch the backward -> (dq, dk, dv, dpos, drpe_table), every gradient bit-identical from run to run.
 
-    dK, dV and dpos: each (chunk, b·m) program stores its float32 partial sums into its own slot of a
-    (chunks, ...) buffer, summed here in a fixed order (chunks = 1 when B·m alone fills the GPU). The RPE table:
-    int64 fixed-point partial tables per (image, head), (B·m, Th, Tw), filled by integer atomics (exact, so
-    order-free), summed over the batch as integers and scaled back once."""
+    One program per (b·m, chunk of pixels, tile of BLOCK_S agents). dK, dV and dpos: each program stores its
+    float32 partial sums into its own slot of a (chunks, ...) buffer, summed here in a fixed order (chunks = 1
+    when the programs alone fill the GPU). dQ: with one agent tile, written straight into dq; with several, each
+    tile writes its share into its own slot of a float32 (tiles, B·m, H·W, d) buffer, summed here in tile order.
+    The RPE table: int64 fixed-point partial tables per (image, head), (B·m, Th, Tw), filled by integer atomics
+    (exact, so order-free), summed over the batch as integers and scaled back once."""
     check_runnable(_OP, _pixel_agent_bwd, dout, q, k, v, pos, rpe_table)
     Z, N, d = q.shape
     m, Th, Tw = rpe_table.shape
     B, Ns = Z // m, k.shape[1]
-    n_chunks = chunks or _chunks(N, Z, q.device)
+    c = _consts(q, k, rpe_table, n_groups, block_s)
+    agent_tiles = triton.cdiv(Ns, c["BLOCK_S"])
+    n_chunks = chunks or _chunks(N, Z, agent_tiles, q.device)
     pix_per_chunk = triton.cdiv(N, n_chunks)
     n_chunks = triton.cdiv(N, pix_per_chunk) if N else 1  # no empty chunk
     dq = torch.empty((Z, N, d), dtype=q.dtype, device=q.device)
+    dq_tiles = dq if agent_tiles == 1 else torch.empty((agent_tiles, Z, N, d), dtype=torch.float32, device=q.device)
     dk = torch.zeros((n_chunks, Z, Ns, d), dtype=torch.float32, device=k.device)
     dv = torch.zeros_like(dk)
     dpos = torch.zeros((n_chunks, Z, Ns, 2), dtype=torch.float32, device=pos.device)
     dtable = torch.zeros((Z, Th, Tw), dtype=torch.int64, device=rpe_table.device)
     fx_scale = fixed_point_scale(dout, v)
     if dq.numel() > 0:
-        c = _consts(q, k, rpe_table, n_groups)
-        launch(_pixel_agent_bwd, _bwd_tuned, lambda meta: (n_chunks * Z,),
-               (q, k, v, pos, rpe_table, out.contiguous(), dout, lse2, fx_scale, dq, dk, dv, dpos, dtable,
+        launch(_pixel_agent_bwd, _bwd_tuned, lambda meta: (agent_tiles * n_chunks * Z,),
+               (q, k, v, pos, rpe_table, out.contiguous(), dout, lse2, fx_scale, dq_tiles, dk, dv, dpos, dtable,
                 *q.stride(), *k.stride(), *v.stride(), *pos.stride(), *rpe_table.stride(), *dout.stride(),
-                *_grid_args(H, W), scale, n_chunks, pix_per_chunk, Z), c, _heuristic(c, True, block_m),
-               bool(block_m))
+                *_grid_args(H, W), scale, n_chunks, pix_per_chunk, Z, batch_bucket(B)), c,
+               _heuristic(c, True, block_m), bool(block_m or block_s))
+        if agent_tiles > 1:
+            dq = dq_tiles.sum(0).to(q.dtype)
     dpos = dpos.sum(0).view(B, n_groups, m // n_groups, Ns, 2).sum(2).view(B * n_groups, Ns, 2)
     dtable = (dtable.view(B, m, Th, Tw).sum(0).to(torch.float64) / fx_scale.double()).to(rpe_table.dtype)
     return dq, dk.sum(0).to(k.dtype), dv.sum(0).to(v.dtype), dpos.to(pos.dtype), dtable
@@ -472,7 +510,7 @@ def pixel_agent_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
     Args:
         q: (B·m, H·W, d) pixel queries, row-major pixels.
-        k, v: (B·m, Ns, d) agent keys and values, Ns ≤ 256.
+        k, v: (B·m, Ns, d) agent keys and values, any Ns ≥ 1 (streamed in tiles of ≤ 256).
         pos: (B·G, Ns, 2) agent positions, (y, x), normalised to [-1, 1].
         rpe_table: (m, Th, Tw) continuous relative-position table.
         n_groups: offset groups G; head h uses the positions of group h // (m / G).

@@ -26,7 +26,9 @@ Design (docs/kernels.md has the full account):
 * On a GPU all three kernels are autotuned (``_common.autotuned``), keyed on (nq, nk, topk, head dim, dtypes).
 
 Differences from official: none in the maths (same softmax, same scale). Indices outside [0, P) are masked out
-instead of read (the official gather would raise); :func:`routed_attention_triton` checks them on CPU.
+instead of read (the official gather would raise): -1 is a padded route, and a query whose routes are all padded
+gets zeros (not NaN). :func:`routed_attention_triton` checks the range on CPU, and on CUDA with
+``ATTN_KERNELS_DEBUG=1`` (a device synchronisation per call).
 """
 from __future__ import annotations
 
@@ -34,19 +36,20 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, autotuned, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
+from ._common import (LOG2E, MAX_CONFIGS, autotuned, batch_bucket, check_runnable, debug_checks, dot_precision, launch,
+                      pow2_at_least, upcast_operands)
 
 __all__ = ["routed_attention_triton", "routed_attention_macs", "inverse_routing"]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
                      stride_qb, stride_qp, stride_qn, stride_qc,  #
                      stride_kb, stride_kp, stride_kn, stride_kc,  #
                      stride_vb, stride_vp, stride_vn, stride_vc,  #
                      stride_ib, stride_ip, stride_it,  #
                      stride_ob, stride_op, stride_on, stride_oc,  #
-                     P, qk_scale,  #
+                     P, qk_scale, BATCH_BUCKET,  #
                      NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
                      NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
@@ -97,21 +100,25 @@ def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
         # -- compute qk (base-2 logits) --
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        # -- online softmax update --
+        # -- online softmax update; while every key so far was masked (padded routes) m is -inf, and the exponents
+        #    are taken against 0 instead, so exp2(-inf - -inf) never makes a NaN --
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        prob = tl.exp2(s - m_new[:, None])
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        prob = tl.exp2(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(prob, 1)
         acc = acc * alpha[:, None] + tl.dot(prob.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
-    # epilogue
+    # epilogue: a query with no valid routed key gets zeros and lse2 = +inf (its recomputed probabilities are 0)
+    empty = l_i == 0.0
+    l_i = tl.where(empty, 1.0, l_i)
     out = acc / l_i[:, None]
     tl.store(OUT + b * stride_ob + p * stride_op + offs_m[:, None] * stride_on + ch[None, :] * stride_oc,
              out.to(OUT.dtype.element_ty), mask=q_mask)
-    tl.store(LSE2 + bph * NQ + offs_m, m_i + tl.log2(l_i), mask=offs_m < NQ)
+    tl.store(LSE2 + bph * NQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=offs_m < NQ)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _routed_attn_bwd_dq(Q, K, V, IDX, OUT, DOUT, LSE2, DELTA, DQ,  #
                         stride_qb, stride_qp, stride_qn, stride_qc,  #
                         stride_kb, stride_kp, stride_kn, stride_kc,  #
@@ -119,7 +126,7 @@ def _routed_attn_bwd_dq(Q, K, V, IDX, OUT, DOUT, LSE2, DELTA, DQ,  #
                         stride_ib, stride_ip, stride_it,  #
                         stride_ob, stride_op, stride_on, stride_oc,  #
                         stride_db, stride_dp, stride_dn, stride_dc,  #
-                        P, sm_scale, qk_scale,  #
+                        P, sm_scale, qk_scale, BATCH_BUCKET,  #
                         NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
                         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
@@ -186,13 +193,13 @@ def _routed_attn_bwd_dq(Q, K, V, IDX, OUT, DOUT, LSE2, DELTA, DQ,  #
     tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _routed_attn_bwd_dkdv(Q, K, V, DOUT, LSE2, DELTA, INV, OFFS, DK, DV,  #
                           stride_qb, stride_qp, stride_qn, stride_qc,  #
                           stride_kb, stride_kp, stride_kn, stride_kc,  #
                           stride_vb, stride_vp, stride_vn, stride_vc,  #
                           stride_db, stride_dp, stride_dn, stride_dc,  #
-                          P, sm_scale, qk_scale, LIST_LEN,  #
+                          P, sm_scale, qk_scale, LIST_LEN, BATCH_BUCKET,  #
                           NQ: tl.constexpr, NK: tl.constexpr, TOPK: tl.constexpr,  #
                           NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
@@ -303,13 +310,14 @@ def _kv_tiles(nq: int, nk: int, topk: int, block_m=None, block_n=None) -> tuple[
     return block_m or pow2_at_least(nq * topk, 16, 64), block_n or pow2_at_least(nk, 16, 64)
 
 
-# -- autotuning: (BLOCK_M, BLOCK_N, num_warps, num_stages). Key (NQ, NK, TOPK, HEAD_DIM) + the tensors' dtypes
-#    (Triton appends those). Configs larger than the problem are pruned, so DBRA's 1-4 queries per region get only
-#    the BLOCK_M = 16 "small-query" configs (1-2 warps: a 16-row tile has little work for 4).
-#    Six each: every configuration is one more compile per shape inside the GPU check's 8 minutes.
+# -- autotuning: (BLOCK_M, BLOCK_N, num_warps, num_stages). Key (NQ, NK, TOPK, HEAD_DIM, BATCH_BUCKET) + the
+#    tensors' dtypes (Triton appends those). Per shape, configs larger than the problem are pruned and at most
+#    MAX_CONFIGS (3) of the largest remain: DBRA's 1-4 queries per region get only the BLOCK_M = 16 "small-query"
+#    configs (1-2 warps: a 16-row tile has little work for 4), BRA's 64-256-token regions the large ones. Every
+#    config is one more compile inside the GPU check's time; scripts/kernels_ptxas.py compiles all of them for sm_90.
 _Q_CONFIGS = [(16, 32, 2, 2), (16, 64, 2, 2), (16, 128, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2)]
 _KV_CONFIGS = [(16, 16, 1, 2), (32, 16, 2, 2), (64, 16, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2)]
-_KEY = ["NQ", "NK", "TOPK", "HEAD_DIM"]
+_KEY = ["NQ", "NK", "TOPK", "HEAD_DIM", "BATCH_BUCKET"]
 
 
 def _configs(table):
@@ -317,10 +325,13 @@ def _configs(table):
 
 
 def _prune(rows_of, cols_of):
-    """Keep configs whose tiles are not larger than the (padded) problem along either side."""
+    """Keep configs whose tiles are not larger than the (padded) problem along either side; of those, the
+    MAX_CONFIGS with the largest tiles."""
     def prune(cfgs, a):
         rows, cols = pow2_at_least(rows_of(a), 16), pow2_at_least(cols_of(a), 16)
-        return [c for c in cfgs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
+        fits = [c for c in cfgs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= cols]
+        fits.sort(key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.kwargs["BLOCK_M"]), reverse=True)
+        return fits[:MAX_CONFIGS]
     return prune
 
 
@@ -371,7 +382,8 @@ def _forward(q, k, v, idx, num_heads: int, scale: float, block_m=None, block_n=N
     bm, bn, _ = _tiles(nq, k.shape[2], idx.shape[2], c["HEAD_DIM"], block_m, block_n)
     launch(_routed_attn_fwd, _fwd_tuned, _q_grid(q, num_heads),
            (q, k, v, idx, out, lse2, *q.stride(), *k.stride(), *v.stride(), *idx.stride(), *out.stride(),
-            P, scale * LOG2E), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced=bool(block_m or block_n))
+            P, scale * LOG2E, batch_bucket(B)), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4),
+           forced=bool(block_m or block_n))
     return out, lse2
 
 
@@ -393,14 +405,15 @@ def _backward(dout, q, k, v, idx, out, lse2, num_heads: int, scale: float, block
     bm, bn, _ = _tiles(nq, nk, topk, c["HEAD_DIM"], block_m, block_n)
     launch(_routed_attn_bwd_dq, _dq_tuned, _q_grid(q, num_heads),
            (q, k, v, idx, out, dout, lse2, delta, dq, *q.stride(), *k.stride(), *v.stride(), *idx.stride(),
-            *out.stride(), *dout.stride(), P, scale, scale * LOG2E), c,
+            *out.stride(), *dout.stride(), P, scale, scale * LOG2E, batch_bucket(B)), c,
            dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced)
     inv, offs = inverse_routing(idx, P)
     bm, bn = _kv_tiles(nq, nk, topk, block_m, block_n)
     launch(_routed_attn_bwd_dkdv, _dkdv_tuned,
            lambda meta: (B * P * num_heads * triton.cdiv(nk, meta["BLOCK_N"]),),
            (q, k, v, dout, lse2, delta, inv, offs, dk, dv, *q.stride(), *k.stride(), *v.stride(), *dout.stride(),
-            P, scale, scale * LOG2E, inv.shape[1]), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4), forced)
+            P, scale, scale * LOG2E, inv.shape[1], batch_bucket(B)), c, dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=4),
+           forced)
     return dq, dk, dv
 
 
@@ -482,7 +495,8 @@ def routed_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i
     Args:
         q: (B, P, nq, C) queries grouped by region.
         k, v: (B, P, nk, C) keys and values grouped by region.
-        idx: (B, P, topk) int64/int32 routed region indices in [0, P).
+        idx: (B, P, topk) int64/int32 routed region indices in [0, P); -1 marks a padded route (no keys). A query
+            region whose routes are all padded gets zeros. Checked on CPU, and on CUDA with ATTN_KERNELS_DEBUG=1.
         num_heads: heads, channels split head-major (C = num_heads · d).
         scale: logit scale (C^-0.5 in BRA/DBRA).
 
@@ -491,8 +505,11 @@ def routed_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i
     """
     _check_inputs(q, k, v, idx, num_heads)
     P = q.shape[1]
-    if idx.device.type == "cpu" and idx.numel() and not torch.compiler.is_compiling():
+    # the range check reads idx: free on CPU, a device synchronisation on CUDA, so there only in debug mode
+    check = idx.device.type == "cpu" or debug_checks()
+    if check and idx.numel() and not torch.compiler.is_compiling():
         lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= P:
-            raise ValueError(f"{_OP}: idx values must lie in [0, P={P}), got min {lo}, max {hi}")
+        if lo < -1 or hi >= P:
+            raise ValueError(f"{_OP}: idx values must lie in [0, P={P}) (or be -1, a padded route), got min {lo}, "
+                             f"max {hi}")
     return torch.ops.attentions.routed_attention(q, k, v, idx, num_heads, float(scale))[0]

@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import bench_kernels  # noqa: E402
 import bench_kernels_providers as bp  # noqa: E402
+import bench_kernels_report  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
@@ -26,24 +27,52 @@ def test_dry_run_lists_every_problem(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     # resolutions × batches × stages × (2 routed ops × 2 routings + the back attention)
     assert len(lines) == 2 * 2 * 3 * (2 * 2 + 1)
-    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 " in lines[6]
-    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 skewed" in lines[7]
+    # the order of importance: the H100 targets' DBRA and pixel rows (512², batch 64), BRA there, 224², batch 1
+    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 " in lines[0]
+    assert [ln.split()[:5] for ln in lines[3:6]] == [["pixel", "512", "stage", str(s), "batch"] for s in (1, 2, 3)]
+    assert "dbra   512 stage 1 batch  64  P=64 nq=4 nk=256 topk=4 C=64 skewed" in lines[6]
+    assert lines[9].startswith("bra    512 stage 1 batch  64")
+    keys = [(ln.split()[0], int(ln.split()[1]), int(ln.split()[5])) for ln in lines]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    assert first[("bra", 512, 64)] < first[("dbra", 224, 64)] < first[("dbra", 512, 1)] < first[("dbra", 224, 1)]
 
 
 def test_smoke_run_writes_tables(tmp_path):
     out = tmp_path / "bench.md"
     bench_kernels.main(["--smoke", "--ops", "dbra,pixel", "--providers", "official,triton", "--routing", "skewed",
-                        "--out", str(out)])
+                        "--out", str(out), "--min-samples", "2", "--warmup-ms", "0", "--rep-ms", "0"])
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
-    assert [(r["op"], r["routing"], r["provider"]) for r in rows] == [
-        ("dbra", "skewed", "official"), ("dbra", "skewed", "triton"), ("pixel", "–", "official"),
-        ("pixel", "–", "triton")]
+    assert [(r["op"], r["routing"], r["provider"]) for r in rows] == [  # uniform ("not routed") before skewed
+        ("pixel", "–", "official"), ("pixel", "–", "triton"), ("dbra", "skewed", "official"),
+        ("dbra", "skewed", "triton")]
     for r in rows:
-        assert r["error"] == "" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0
+        assert r["error"] == "" and r["status"] == "measured"
+        assert float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 and int(r["fwdbwd_n"]) == 2
         assert float(r["max_err"]) < 2e-2  # bf16 forward vs the float32 torch path
-        assert float(r["grad_err"]) < 5e-2 and r["bitwise"] == "yes"  # every gradient checked at every shape
+        assert float(r["grad_err"]) < 5e-2  # every gradient checked at every shape
+        if r["provider"] in bench_kernels_report.DETERMINISTIC:  # only the kernels promise it (grid_sample's CUDA backward does not)
+            assert r["bitwise"] == "yes"
         assert float(r["fwdbwd_tflops"]) > 0 and float(r["fwd_gbps"]) > 0
     assert "| dbra | 224 | 1 | 1 | P=4 nq=4 nk=16 topk=2 C=32 skewed | triton |" in out.read_text()
+
+
+def test_median_has_at_least_min_samples():
+    """A call slower than the whole measuring budget (the old rep = 50 ms gave such a cell a median of one sample)
+    still gets --min-samples samples; a fast call gets as many as the budget holds."""
+    import time
+
+    from bench_kernels_timing import median_ms
+
+    calls = []
+    ms, n = median_ms(lambda: (calls.append(1), time.sleep(0.02)), min_samples=10, warmup_ms=0, rep_ms=5)
+    calls.clear()
+    ms, n = median_ms(lambda: (calls.append(1), time.sleep(0.02)), min_samples=10, warmup_ms=1, rep_ms=5)
+    assert n == 10 and len(calls) == 11 and ms >= 20  # one warm-up call, then ten samples
+    calls.clear()
+    ms, n = median_ms(lambda: (calls.append(1), time.sleep(0.02)), min_samples=10, warmup_ms=0, rep_ms=5)
+    assert n == 10 and len(calls) == 10 and ms >= 20  # no warm-up asked for: ten samples
+    _, n_fast = median_ms(lambda: None, min_samples=10, warmup_ms=1, rep_ms=5)
+    assert n_fast > 10
 
 
 def test_dimensions_of_the_stage_problems():
@@ -111,10 +140,10 @@ def test_benchmark_row_counts_gradients_in_fwdbwd_peak():
     ref_out, ref_grads = bp.reference(case, inputs, dout)
     args = bench_kernels.parse_args(["--smoke"])
     row = bench_kernels.measure(case, "torch", inputs, (ref_out, ref_grads, dout), args, {}, meter=_LiveBytesMeter())
-    assert row.get("error") is None, row
+    assert row.get("error") is None and row["status"] == "measured", row
     grad_mib = sum(inputs[n].numel() * 4 for n in ("q", "k", "v")) / 2**20
     assert row["fwdbwd_peak_mib"] >= grad_mib
-    assert row["grad_err"] < 1e-5 and row["bitwise"] == "yes"
+    assert row["grad_err"] < 1e-5 and row["bitwise"] == "yes"  # CPU: the torch path is deterministic too
 
 
 def test_skewed_routing_is_distinct_and_skewed():
@@ -194,3 +223,72 @@ def test_flex_pixel_agent_matches_torch():
         for name, a, b in zip(("q", "k", "v", "pos", "table"), got_g, torch.autograd.grad(want.square().sum(), args)):
             assert a is not None, f"Flex returned no gradient for {name}"
             torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+def _target_rows(flex_ms=None, official_ms=40.0):
+    base = dict(op="dbra", res=512, stage=1, batch=64, routing="uniform")
+    rows = [dict(base, provider="triton", status="measured", fwdbwd_ms=10.0, fwdbwd_peak_mib=100.0)]
+    if official_ms:
+        rows.append(dict(base, provider="official", status="measured", fwdbwd_ms=official_ms, fwdbwd_peak_mib=900.0))
+    rows.append(dict(base, provider="flex", **(dict(status="measured", fwdbwd_ms=flex_ms) if flex_ms else
+                                              dict(status="not measured: killed"))))
+    return rows
+
+
+def test_target_not_measured_is_never_met():
+    """A target whose Flex or official row has no number is "not measured" (named), never "met"; "met" needs
+    every target measured and met; a measured miss is named as missed."""
+    verdict = lambda rows: bench_kernels_report.targets(rows)[-1].rsplit("|", 2)[1].strip()  # noqa: E731
+    assert verdict(_target_rows(flex_ms=12.0)) == "met"
+    assert verdict(_target_rows()) == "not measured: vs Flex"
+    assert verdict(_target_rows(flex_ms=12.0, official_ms=None)) == "not measured: speed, memory"
+    assert verdict(_target_rows(flex_ms=5.0, official_ms=20.0)) == "missed: speed, vs Flex"
+    assert verdict(_target_rows(official_ms=20.0)) == "missed: speed; not measured: vs Flex"
+
+
+def test_merge_joins_tables_and_targets(tmp_path):
+    """--merge: rows of several .csv files (numbers read back as numbers) in one table, targets over all of them
+    (Flex's row from another run counts), a missing file named, and the measured / not measured count."""
+    a, b = _target_rows()[:2], [dict(_target_rows(flex_ms=12.0)[2], shape="x")]
+    bench_kernels_report.write(a, ["# a"], str(tmp_path / "a.md"))
+    bench_kernels_report.write(b, ["# b"], str(tmp_path / "b.md"))
+    paths = [str(tmp_path / n) for n in ("a.csv", "b.csv", "missing.csv")]
+    assert bench_kernels_report.main(["--merge", *paths, "--out", str(tmp_path / "all.md")]) == 0
+    text = (tmp_path / "all.md").read_text()
+    assert "- cells: 3 measured, 0 not measured" in text and "missing.csv: missing" in text
+    assert text.rstrip().endswith("| dbra | 1 | uniform | 4 | 9 | 1.2 | met |")
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="catching a cell mid-run needs the interpreter's slow cells")
+def test_killed_run_leaves_every_cell_marked(tmp_path):
+    """The GPU check's stage timeout kills the benchmark process mid-cell: the table on disk (rewritten before and
+    after every cell) then marks the cells before as measured, the one running as killed and the rest as not
+    reached, so no row is blank and none is counted as met."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "t.md"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_kernels.py"), "--tiny", "--res", "224", "--batch",
+           "1", "--stages", "1", "--ops", "dbra", "--routing", "uniform,skewed", "--providers", "torch,triton",
+           "--min-samples", "1", "--warmup-ms", "0", "--rep-ms", "0", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONPATH=ROOT, TRITON_INTERPRET="1"))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            csv_path = tmp_path / "t.csv"
+            text = csv_path.read_text() if csv_path.exists() else ""
+            if "killed (the run was stopped" in text and ",measured," in text:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before a second cell started"
+        proc.send_signal(signal.SIGTERM)  # what `timeout` sends
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    status = [r["status"] for r in csv.DictReader(open(tmp_path / "t.csv"))]
+    running = [i for i, s in enumerate(status) if s.startswith("not measured: killed (the run was stopped")]
+    assert len(running) == 1 and len(status) == 4, status
+    assert all(s == "measured" for s in status[:running[0]]) and running[0] >= 1
+    assert all(s == "not measured: not reached (the run ended first)" for s in status[running[0] + 1:])

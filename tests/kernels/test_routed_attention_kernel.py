@@ -234,3 +234,48 @@ def test_gradients_bit_identical_across_runs():
             runs.append(grads_of(out, dout.to(DEVICE), ins))
         for a, b in zip(*runs):
             assert torch.equal(a, b)
+
+
+def _naive_padded(q, k, v, idx, heads, scale):
+    """The float64 loop reference over the valid routes only (-1 = padded); a region with none gets zeros."""
+    out = torch.zeros_like(q)
+    for b in range(q.shape[0]):
+        for p in range(q.shape[1]):
+            routes = [r for r in idx[b, p].tolist() if r >= 0]
+            if routes:
+                sub = torch.tensor(routes)[None, None]
+                out[b, p] = naive_routed_attention(q[b:b + 1, p:p + 1], k[b:b + 1], v[b:b + 1], sub, heads,
+                                                   scale)[0, 0]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_padded_routes_give_zeros_not_nan(dtype):
+    """Padded routes (-1): a query region with every route padded sees only masked key tiles, so its online
+    softmax starts from m = -inf (exp2(-inf - -inf) was a NaN); it must get zeros and zero gradients, and the other
+    regions (some routes padded, with 16-key tiles that are fully padded) must match the loop reference over
+    their valid routes; dK/dV of keys nobody validly routed to are zero."""
+    B, P, nq, nk, C, heads, topk = 1, 5, 3, 16, 32, 2, 3
+    q, k, v, idx, dout = _inputs(B, P, nq, nk, C, topk, seed=13)
+    idx[0, 0] = -1  # every route padded
+    idx[0, 2, 1:] = -1  # one valid route, two fully padded key tiles (nk = 16 = BLOCK_N)
+    idx[0, 4, 0] = -1  # padding first: the first tile of the online softmax is fully masked
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref_out = _naive_padded(*ins, idx, heads, C**-0.5)
+    ref_grads = grads_of(ref_out, dout, ins)
+    got = leaves(q, k, v, dtype=dtype)
+    out, lse2 = ra._forward(*(t.detach() for t in got), idx.to(DEVICE), heads, C**-0.5, block_m=16, block_n=16)
+    grads = ra._backward(dout.to(DEVICE, dtype), *(t.detach() for t in got), idx.to(DEVICE), out, lse2, heads,
+                         C**-0.5, 16, 16)
+    for name, t in zip(("out", "dq", "dk", "dv"), (out, *grads)):
+        assert torch.isfinite(t).all(), f"{name} has NaN/inf"
+    assert out[0, 0].abs().max() == 0 and grads[0][0, 0].abs().max() == 0
+    atol = 1e-4 if dtype == torch.float32 else None
+    for name, a, want in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref_out.detach(), *ref_grads)):
+        if atol:
+            torch.testing.assert_close(a.cpu().double(), want, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+        else:
+            assert rel_err(a.cpu(), want) < 1e-2, name
+    public = routed_attention_triton(*(t.detach() for t in got), idx.to(DEVICE), heads, C**-0.5)
+    # the public op accepts -1 (range check: [-1, P)); its heuristic tiles differ, so equal up to rounding
+    torch.testing.assert_close(public, out, atol=1e-5 if atol else 2e-2, rtol=0)
