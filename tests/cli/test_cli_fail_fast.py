@@ -168,6 +168,23 @@ def test_a_directory_given_as_suite_is_one_line_without_usage(args, where, words
         assert word in text, text
 
 
+@pytest.mark.parametrize("attention, words", [
+    ({"name": "dbar"}, ["unknown attention 'dbar'", "did you mean 'dbra'?"]),
+    ({"name": "bra", "config": {"toppk": 4}}, ["bra has no parameter 'toppk'", "did you mean 'topk'?"]),
+])
+def test_unknown_attention_or_config_key_is_one_line_after_torch_as_the_readme_says(attention, words, tmp_path,
+                                                                                   driver):
+    """Issue 19 #9: the README said every bad input is reported before torch; these two need the registry, which
+    imports torch. The error is still one line; the README now says what it costs."""
+    write_yaml(tmp_path / "s.yaml", {**SUITE, "attentions": [{"name": "mhsa"}, attention]})
+    code, text, torch_imported, _ = cli(driver, ["run", "s.yaml", "--dry-run"], tmp_path)
+    assert code == 2 and len(text.splitlines()) == 1 and torch_imported, text
+    for word in words:
+        assert word in text, text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "An unknown attention name or config key is reported after it" in readme
+
+
 def test_the_driver_sees_torch_when_a_command_needs_it(place, driver):
     """The marker is not blind: a dry run of a valid suite checks the attentions against the registry (torch)."""
     code, text, torch_imported, _ = cli(driver, ["run", "tiny.yaml", "--dry-run"], place)
