@@ -24,8 +24,10 @@ rows measured with different thread counts (``mem_threads``) are ``not comparabl
 Where both runs timed a cell interleaved with their baseline, the two paired ratios are also shown side by side
 (``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and
 opposite). Each run measured under load (:func:`attnbench.machine_load.judge`) is named with its readings.
-Cells present in only one run are listed and do not fail it; two runs with no cell in common (different suites,
-or a filter that matched nothing) are an error (exit 2), never a pass. Reads only the results files; never
+Cells present in only one run are listed and do not fail it. Two runs with no ``cell_id`` in common are matched by
+content (every identity column but the suite name: a renamed or copied suite), and the output says so; with no
+cell in common even then (different suites, or a filter that matched nothing) it is an error (exit 2), never a
+pass. Reads only the results files; never
 imports torch.
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Comparison:
     threshold: float
     load_notes: list[str] = dataclasses.field(default_factory=list)
     mode: str = "paired"
+    note: str = ""  # how the cells were matched, when not by cell_id
 
     @property
     def regressions(self) -> int:
@@ -95,12 +98,19 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
     base = base_runs.frame.set_index("cell_id", drop=False)
     new = new_runs.frame.set_index("cell_id", drop=False)
     common = [c for c in base.index if c in new.index]
+    note = ""
+    if not common:  # suites renamed (or copied under another name): the same cells by content
+        base, new = (_by_content(frame) for frame in (base, new))
+        common = [c for c in base.index if c in new.index]
+        if common:
+            note = (f"cells matched by content: the suite names differ ({_names(base)} vs {_names(new)}); label, "
+                    "config, shape, batch, dtype, device, pass and mode are equal")
     if not common:
         suites = sorted(set(base["suite"].astype(str)) | set(new["suite"].astype(str)))
         raise UserError(
             f"no comparable cells: {base_dir} ({len(base)} cells) and {new_dir} ({len(new)} cells) share none "
-            f"(suites: {', '.join(suites)}); cells match on suite, label, config, shape, batch, dtype, device, "
-            "pass and mode, so compare two runs of the same suite")
+            f"(suites: {', '.join(suites)}); cells match on label, config, shape, batch, dtype, device, pass and "
+            "mode (and the suite name when any cell matches with it), so compare two runs of the same cells")
     baselines = {str(v) for v in base.get("paired_baseline", pd.Series(dtype=object)).dropna()}
     rows = []
     for cell in sorted(common, key=lambda c: _order(base.loc[c])):
@@ -110,13 +120,34 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
     columns = ["label", "resolution", "batch", "pass", *_AXES, "metric", "base", "new", "ratio", "verdict"]
     return Comparison(
         rows=pd.DataFrame(rows, columns=columns),
-        load_notes=[note for note in (_load_note("base", base_dir, base_runs.frame),
-                                      _load_note("new", new_dir, new_runs.frame)) if note],
+        load_notes=[line for line in (_load_note("base", base_dir, base_runs.frame),
+                                      _load_note("new", new_dir, new_runs.frame)) if line],
         mode=mode,
         only_base=[_describe(base.loc[c]) for c in base.index if c not in new.index],
         only_new=[_describe(new.loc[c]) for c in new.index if c not in base.index],
         threshold=threshold,
+        note=note,
     )
+
+
+#: a cell's identity without the suite name (cells.Cell.identity less ``suite``)
+_CONTENT = ("kind", "attention", "label", "config", "height", "width", "batch", "dtype", "device", "pass", "mode")
+
+
+def _by_content(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` indexed by its cells' content (every identity column but the suite name)."""
+    import json
+
+    def key(row: pd.Series) -> str:
+        values = {c: row.get(c) for c in _CONTENT}
+        values["kind"] = values["kind"] if isinstance(values["kind"], str) else "attention"
+        return json.dumps(values, sort_keys=True, default=str)
+
+    return frame.set_index(frame.apply(key, axis=1), drop=False)
+
+
+def _names(frame: pd.DataFrame) -> str:
+    return ", ".join(repr(n) for n in sorted(set(frame["suite"].astype(str))))
 
 
 def _order(row: pd.Series) -> tuple:
@@ -316,7 +347,7 @@ def render(comparison: Comparison, fmt: str = "text", changed_only: bool = False
     table = Table(caption="", header=columns, rows=[[str(v) for v in r] for r in rows[columns].itertuples(index=False)],
                   numeric=False)
     text = md_table(table) if fmt == "md" else _text_table(table)
-    lines = [text, ""]
+    lines = [text, ""] + ([comparison.note, ""] if comparison.note else [])
     for title, cells in (("only in base", comparison.only_base), ("only in new", comparison.only_new)):
         if cells:
             lines += [f"{'**' + title + '**' if fmt == 'md' else title} ({len(cells)}):"]

@@ -292,9 +292,20 @@ def _refuse_rejected(source: str, cells: list[tuple[Cell, str]]) -> None:
     lines = [f"{source}: cell {c.describe()} ({c.cell_id}): {r}" for c, r in cells[:10]]
     if len(cells) > 10:
         lines.append(f"{source}: ... and {len(cells) - 10} more such cells")
-    fix = "the resolution" if cells[0][0].kind == "model" else "the config (e.g. auto_pad: true)"
+    fix = "the resolution" if cells[0][0].kind == "model" else _config_fix([r for _, r in cells])
     lines.append(f"{source}: fix {fix} or leave these cells out with an exclude entry")
     raise UserError("\n".join(lines))
+
+
+def _config_fix(reasons: list[str]) -> str:
+    """What to change in the config: ``auto_pad`` only where a reason is a grid that does not fit (a ``topk`` out
+    of range is not helped by padding)."""
+    grid = [r for r in reasons if "auto_pad" in r]
+    if len(grid) == len(reasons):
+        return "the config (e.g. auto_pad: true)"
+    if grid:
+        return "the config values named above (auto_pad: true for the grids that do not fit)"
+    return "the config values named above"
 
 
 def _refuse_used(run_dir: Path) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node Slurm cluster on this machine, for the integration test of `attnbench run --executor slurm`
-# (tests/cluster/test_cluster_slurm.py) and for trying the cluster path without a cluster.
+# (tests/engine/test_engine_slurm.py) and for trying the cluster path without a cluster.
 #
 #   bash scripts/slurm_local.sh            # install (Debian: slurm-wlm, munge) if missing, configure, start
 #   bash scripts/slurm_local.sh --stop     # stop the daemons this script started

@@ -25,8 +25,9 @@ script parses ``--drop-path`` but never passes it, so its registry values applie
 timm's model interface (https://huggingface.co/docs/timm, "Feature Extraction" and the classifier methods every timm
 model has): ``forward_features`` (the normed stage-4 map), ``forward_head(x, pre_logits)``, ``reset_classifier``,
 ``get_classifier``, ``feature_info`` (strides 4, 8, 16, 32), ``forward_intermediates`` and
-``prune_intermediate_layers`` (what ``timm.create_model(..., features_only=True)`` builds its pyramid from). They
-need no timm: :mod:`attentions.models.timm_registry` registers the backbones with timm when it is installed.
+``prune_intermediate_layers`` (what ``timm.create_model(..., features_only=True)`` builds its pyramid from), and the
+training hooks of timm's optimizer factory and ``train.py``: ``group_matcher`` (layer-wise lr decay: stem, one layer
+per block, head) and ``set_grad_checkpointing`` (each block recomputed in the backward pass). They need no timm: :mod:`attentions.models.timm_registry` registers the backbones with timm when it is installed.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import BiFormerBlock, DeBiFormerBlock, SlotSpec
 from .official import load_official
@@ -104,6 +106,7 @@ class HierarchicalViT(nn.Module):
         self.depths, self.embed_dims, self.num_classes = list(depths), list(embed_dims), num_classes
         self.in_chans, self.global_pool = in_chans, global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.grad_checkpointing = False
         #: one entry per stage output (timm's feature_info): channels, stride and module
         self.feature_info = [dict(num_chs=embed_dims[i], reduction=4 * 2**i, module=f"stages.{i}") for i in range(4)]
         self.downsample_layers = nn.ModuleList([_stem(in_chans, embed_dims[0])])
@@ -135,8 +138,18 @@ class HierarchicalViT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, C3, H/32, W/32) features after the head norm."""
         for down, stage in zip(self.downsample_layers, self.stages):
-            x = stage(down(x))
+            x = self._run_stage(stage, down(x))
         return self.norm(x)
+
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """The blocks of one stage; with gradient checkpointing each block's activations are recomputed in the
+        backward pass instead of kept (only while autograd records: inference is unchanged)."""
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return stage(x)
+        for block in stage:
+            # non-reentrant: gradients reach parameters even when x needs none; the RNG state (DropPath) is replayed
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, C3, h, w) features -> (B, num_classes) logits, or the pooled (B, C3) features if ``pre_logits``."""
@@ -148,6 +161,24 @@ class HierarchicalViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, num_classes) logits."""
         return self.forward_head(self.forward_features(x))
+
+    # -- timm's training hooks ---------------------------------------------------------------------------------
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for timm's layer-wise lr decay, from input to output (the patterns of timm's
+        hierarchical models, e.g. ConvNeXt): the stem; then one layer per block (``coarse``: per stage), the
+        downsampling conv before a stage going with its first block; the head norm with the last block (timm's
+        ``99999`` = "same layer as the previous"); the unmatched head last, at lr scale 1.0.
+        """
+        stages = [(r"^(?:downsample_layers|stages)\.(\d+)\.", None)] if coarse else [
+            (r"^downsample_layers\.(\d+)\.", (0,)),
+            (r"^stages\.(\d+)\.(\d+)\.", None),
+        ]
+        return dict(stem=r"^downsample_layers\.0\.", blocks=stages + [(r"^norm\.", (99999,))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations (timm's
+        ``--grad-checkpointing``): the same gradients for less peak memory, at the cost of a second forward."""
+        self.grad_checkpointing = bool(enable)
 
     # -- timm's classifier and feature-extraction interface ----------------------------------------------------
     def get_classifier(self) -> nn.Module:
@@ -203,7 +234,7 @@ class HierarchicalViT(nn.Module):
         last = len(self.embed_dims) - 1
         intermediates = []
         for i in range(run):
-            x = self.stages[i](self.downsample_layers[i](x))
+            x = self._run_stage(self.stages[i], self.downsample_layers[i](x))
             if i in take:
                 intermediates.append(self.norm(x) if norm and i == last else x)
         if intermediates_only:

@@ -67,6 +67,11 @@ def exit_if_cells_failed(counts: dict, run_dir, allow: bool) -> None:
 def _check_suite_path(suite: Optional[str]) -> None:
     """A SUITE that is not there fails at once, with the nearest suite file (`resolution_swep.yaml`, or a bare
     `resolution_sweep`, -> `suites/resolution_sweep.yaml`)."""
+    if suite is not None and os.path.isdir(suite):
+        if os.path.exists(os.path.join(suite, "manifest.json")):
+            raise SuiteError(f"{suite}: is a directory, a run directory; to complete it: attnbench run --resume "
+                             f"{suite}")
+        raise SuiteError(f"{suite}: is a directory; expected a suite YAML file (e.g. suites/smoke.yaml)")
     if suite is None or os.path.lexists(suite):
         return  # a file that exists but cannot be read is reported by load_suite, naming the reason
     near = suggest_suite(suite)
@@ -83,7 +88,7 @@ def _check_executor_flags(executor: dict, resume: Optional[str]) -> None:
 
 
 @click.command("run")
-@click.argument("suite", required=False, type=click.Path(dir_okay=False))
+@click.argument("suite", required=False, type=click.Path())  # a directory: one line (_check_suite_path)
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default runs/<suite>-<time>).")
 @click.option("--only", help=_ONLY_HELP)
 @click.option("--dry-run", is_flag=True, help="List the cells (and the skipped ones, with the reason); run nothing.")

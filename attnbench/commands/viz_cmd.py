@@ -15,6 +15,7 @@ __all__ = ["command"]
 #: the photographs ``skimage:NAME`` may name: attnbench.viz.images.SKIMAGE_PHOTOS, repeated here because importing
 #: attnbench.viz imports torch (tests/cli/test_cli_fail_fast.py keeps the two equal)
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat")
+DEFAULT_SIZE = 224  # --official (checkpoints made at 224²) and --random
 
 
 def _query(ctx, param, value: str) -> tuple[float, float]:
@@ -26,6 +27,20 @@ def _query(ctx, param, value: str) -> tuple[float, float]:
     if not (0 <= y < 1 and 0 <= x < 1):
         raise click.BadParameter(f"{value!r}: expected fractions in [0, 1)")
     return y, x
+
+
+def draw_size(size, sources) -> int:
+    """The input side for a run's trained models: the size they were trained at (one line of warning when
+    ``--size`` asks for another; the models still run, region attentions pad, but what they show is not what
+    they learnt)."""
+    trained = sorted({s.img_size for s in sources})
+    if size is None:
+        return trained[0] if len(trained) == 1 else DEFAULT_SIZE
+    if size not in trained:
+        at = " / ".join(f"{t} px" for t in trained)
+        click.echo(f"warning: --size {size} differs from the size the run's models were trained at ({at}); "
+                   f"drawing at {size} px as asked", err=True)
+    return size
 
 
 def check_images(specs) -> None:
@@ -72,7 +87,9 @@ def check_sources(run_dir, official, random_) -> None:
 @click.option("--attention", "attentions_", multiple=True,
               help="Only these attentions (repeat) [default: all in the run; the five with --random].")
 @click.option("--macro", default="tiny", show_default=True, help="Macro design of the --random models.")
-@click.option("--size", type=int, default=224, show_default=True, help="Square input side the images are resized to.")
+@click.option("--size", type=int, default=None,
+              help="Square input side the images are resized to [default: with --run the size the models were "
+                   "trained at, else 224].")
 @click.option("--query", default="0.5,0.5", show_default=True, callback=_query,
               help="Query point 'Y,X' as fractions of the image.")
 @click.option("--stage", "stages", multiple=True, type=click.IntRange(min=1),
@@ -94,7 +111,7 @@ def command(images, run_dir, official, random_, attentions_, macro, size, query,
     """
     # every argument is checked before torch is imported (attnbench.viz imports it)
     check_sources(run_dir, official, random_)
-    if size < 16:
+    if size is not None and size < 16:
         raise UserError(f"--size {size}: expected an image side >= 16")
     check_images(images)
 
@@ -104,10 +121,13 @@ def command(images, run_dir, official, random_, attentions_, macro, size, query,
 
     if run_dir:
         sources = from_run(run_dir, attentions_ or None)
+        size = draw_size(size, sources)
     elif official:
         name, path = official.split("=", 1)
         sources = from_official(name, path)
+        size = size or DEFAULT_SIZE
     else:
+        size = size or DEFAULT_SIZE
         sources = random_init(attentions_ or ("mhsa", "bra", "dat", "agent", "dbra"), macro, size)
     imgs = load_images(images or ("skimage:astronaut",), size)
     out = Path(out_dir) if out_dir else (Path(run_dir) / "viz" if run_dir else Path("reports") / "viz")

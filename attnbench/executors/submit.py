@@ -93,11 +93,17 @@ def _make_executor(cluster: str, run_dir: Path, section: ExecutorSection, params
     except RuntimeError as e:  # no srun on this machine
         raise UserError(f"--executor {cluster}: {e}") from None
     executor.update_parameters(**params)
-    try:  # submitit makes the folder pattern itself; only the per-job folders hold anything
+    _drop_pattern_folder(run_dir)
+    return executor
+
+
+def _drop_pattern_folder(run_dir: Path) -> None:
+    """submitit makes the folder pattern ``jobs/%j`` itself, literally (the executor here, a local job's controller
+    again); only the per-job folders hold anything, so the empty pattern folder goes."""
+    try:
         (run_dir / "jobs" / "%j").rmdir()
     except OSError:
         pass
-    return executor
 
 
 class _Parent:
@@ -342,6 +348,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     added += merge_shards(run_dir).added
+    _drop_pattern_folder(run_dir)
     statuses = job_statuses(run_dir, parent.ledger, parent.live_states())
     parent.remember(statuses)
     expected = {c.cell_id for c in p.expansion.cells} | {c.cell_id for c, _ in p.expansion.skipped}

@@ -158,8 +158,25 @@ def _series(frame: pd.DataFrame) -> pd.Series:
     """The line/row name: the label, plus the run when several runs share labels."""
     runs_per_label = frame.groupby("label")["run_id"].nunique()
     if frame["run_id"].nunique() > 1 and (runs_per_label > 1).any():
-        return frame["label"].astype(str) + " (" + frame["run_id"].astype(str) + ")"
+        tags = run_tags(frame["run_id"].astype(str).unique())
+        return frame["label"].astype(str) + " (" + frame["run_id"].astype(str).map(tags) + ")"
     return frame["label"].astype(str)
+
+
+def run_tags(run_ids, longest: int = 16) -> dict[str, str]:
+    """A short name per run for the series of a multi-run report: the ``-``-separated parts of its id that differ
+    between the runs (``sweep-20261206-101010`` and ``sweep-20261206-113030`` -> ``101010``, ``113030``), so a
+    label does not carry the whole id into every table; the full ids where those parts are not unique or longer
+    than ``longest`` characters (the report's header lists the runs by id)."""
+    ids = sorted(set(map(str, run_ids)))
+    parts = {i: i.split("-") for i in ids}
+    depth = max(len(p) for p in parts.values())
+    # align the parts from the end (run directories end in -YYYYMMDD-HHMMSS; a suite name may hold dashes)
+    same = {k for k in range(1, depth + 1) if len({p[-k] if k <= len(p) else None for p in parts.values()}) == 1}
+    tags = {i: "-".join(p[-k] for k in range(len(p), 0, -1) if k not in same) for i, p in parts.items()}
+    if len(set(tags.values())) == len(ids) and all(0 < len(t) <= longest for t in tags.values()):
+        return tags
+    return {i: i for i in ids}
 
 
 def baseline_mask(frame: pd.DataFrame, runs: Runs) -> pd.Series:

@@ -7,8 +7,9 @@ accuracy vs MACs with the Pareto front. A run with several (device, dtype, mode)
 combination, suffixed ``_<device>-<dtype>-<mode>``.
 
 Readability rules (issue 8): every series keeps one colour and marker in every report (``style.py``); the token
-axis is ticked at the measured grids and labelled ``H×W``; value axes carry SI prefixes and units ("1 ms", "10 M",
-"2 MB") from matplotlib's ``EngFormatter``; a cell that produced no value (out of memory, failed, skipped, excluded
+axis is ticked at the measured grids and labelled ``H×W`` (upright, 8 pt; vertical, and thinned, only where they
+would touch); value axes carry SI prefixes and units ("1 ms", "10 M") from matplotlib's ``EngFormatter``, except
+memory, in MiB as in the tables; a cell that produced no value (out of memory, failed, skipped, excluded
 by the suite) is drawn as its own marker at the bottom of its panel, in its series' colour, and counted in
 :attr:`Figure.missing`.
 """
@@ -138,6 +139,7 @@ def _maybe(out_dir: Path, name: str, draw: Callable, rows: pd.DataFrame, look: L
     if drawn is None:
         return []
     fig, title, description, *rest = drawn
+    _fit_tick_labels(fig)
     png, svg = f"{FIG_DIR}/{name}.png", f"{FIG_DIR}/{name}.svg"
     fig.savefig(Path(out_dir) / png, dpi=110, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(Path(out_dir) / svg, bbox_inches="tight", metadata={"Date": None})
@@ -154,7 +156,50 @@ def _token_axis(ax, look: Look) -> None:
     ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([look.token_labels[t] for t in ticks]))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
-    ax.tick_params(axis="x", labelrotation=35, labelsize=7)
+    ax.tick_params(axis="x", labelrotation=0, labelsize=8)  # upright; _fit_tick_labels turns them if crowded
+
+
+def _fit_tick_labels(fig) -> None:
+    """Make the drawn tick labels readable: crowded x labels stand vertical, and one that would still touch its
+    neighbour is hidden (its tick stays); a panel's y labels that run into the panel on its left widen the gap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        if _overlapping(labels, renderer):
+            for t in labels:
+                t.set_rotation(90)
+            fig.canvas.draw()
+            kept = None
+            for t in labels:
+                box = t.get_window_extent(renderer)
+                if kept is not None and box.x0 < kept.x1 + 1:
+                    t.set_visible(False)
+                else:
+                    kept = box
+    for _ in range(3):  # each round widens by what the worst label lacks
+        lacking = max((_intrusion(ax, other, renderer) for ax in fig.axes for other in fig.axes if ax is not other),
+                      default=0.0)
+        if lacking <= 0:
+            return
+        width = float(np.mean([ax.get_window_extent(renderer).width for ax in fig.axes]))
+        fig.subplots_adjust(wspace=fig.subplotpars.wspace + (lacking + 6) / width)
+        fig.canvas.draw()
+
+
+def _overlapping(labels, renderer) -> bool:
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _intrusion(right, left, renderer) -> float:
+    """How far (px) the y tick labels of ``right`` reach into ``left`` when ``left`` is the panel beside it."""
+    rb, lb = right.get_window_extent(renderer), left.get_window_extent(renderer)
+    if not (lb.x1 <= rb.x0 and lb.y0 < rb.y1 and rb.y0 < lb.y1):
+        return 0.0
+    xs = [t.get_window_extent(renderer).x0 for t in right.get_yticklabels()
+          if t.get_visible() and t.get_text() and rb.y0 <= t.get_window_extent(renderer).y0 <= rb.y1]
+    return max((lb.x1 + 2 - x for x in xs), default=0.0)
 
 
 def _si_axis(axis, unit: str) -> None:
@@ -163,7 +208,10 @@ def _si_axis(axis, unit: str) -> None:
     lo, hi = axis.get_view_interval()
     subs = (1.0, 2.0, 5.0) if lo > 0 and hi / lo < 100 else (1.0,)
     axis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
-    axis.set_major_formatter(mticker.EngFormatter(unit=unit, places=None, sep=" "))
+    if unit == "MiB":  # binary units, as the tables: the value itself, no SI prefix
+        axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.4g} MiB"))
+    else:
+        axis.set_major_formatter(mticker.EngFormatter(unit=unit, places=None, sep=" "))
     axis.set_minor_formatter(mticker.NullFormatter())
 
 
@@ -238,10 +286,11 @@ def _latency_vs_tokens(rows, look):
 
 
 def _memory_vs_tokens(rows, look):
-    drawn = _facet_vs_tokens(rows, look, "mem_peak_bytes", "peak memory", "B")
+    drawn = _facet_vs_tokens(rows, look, "mem_peak_mib", "peak memory", "MiB")
     return drawn and (drawn[0], "Peak memory vs token count",
-                      "Peak bytes held during the pass (SI prefixes: 1 MB = 10⁶ B): inference for forward, training "
-                      "step for forward_backward. Markers at the bottom edge: cells without a value.", drawn[1])
+                      "Peak memory held during the pass in MiB (2²⁰ bytes, as in the tables): inference for forward, "
+                      "training step for forward_backward. Markers at the bottom edge: cells without a value.",
+                      drawn[1])
 
 
 def _macs_vs_tokens(rows, look):

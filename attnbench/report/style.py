@@ -33,11 +33,12 @@ FIXED = {
     "dat": SeriesStyle("#2ca02c", "^"),    # green triangle
     "agent": SeriesStyle("#9467bd", "v"),  # purple down-triangle
 }
-#: colours and markers left for other series, none close to a fixed colour; 11 and 9 are coprime, so slot i
-#: gives 99 distinct pairs
-_EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#e7ba52", "#637939",
-                 "#843c39", "#7b4173", "#00876c")
-_EXTRA_MARKERS = ("P", "X", "*", "h", "<", ">", "p", "d", "H")
+#: colours and markers left for other series. Each colour is at least ΔE*ab = 40 (CIE 1976 Lab) from every fixed
+#: colour, so no user series reads as a shipped one (a dark indigo beside mhsa's blue did); each marker has a shape
+#: no fixed marker has (no circle-like hexagon or pentagon, no triangle, diamond or square). 8 and 9 are coprime,
+#: so slot i gives 72 distinct pairs.
+_EXTRA_COLORS = ("#000000", "#17becf", "#e6c200", "#ff1493", "#a0a0a0", "#4d4d4d", "#808000", "#008080")
+_EXTRA_MARKERS = ("P", "X", "*", "+", "1", "$\\clubsuit$", "$\\spadesuit$", "$\\heartsuit$", "|")
 _SLOTS = tuple(SeriesStyle(_EXTRA_COLORS[i % len(_EXTRA_COLORS)], _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)])
                for i in range(len(_EXTRA_COLORS) * len(_EXTRA_MARKERS)))
 

@@ -22,7 +22,7 @@ def _columns(sources: Sequence[ModelSource], image: VizImage, images: list[VizIm
              with_erf: bool) -> list[Column]:
     import torch
 
-    batch = torch.stack([im.tensor for im in images])
+    batch = torch.stack([im.tensor for im in images]) if with_erf else None  # --erf-images 0: no ERF
     columns = []
     for src in sources:
         by_stage = capture(src.model, image.tensor, query, slot)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -55,6 +56,15 @@ def _row_paths(row: dict) -> list[Path]:
             p = Path(value)
             out.append(p if p.suffix == ".pt" else p / "checkpoint.pt")
     return out
+
+
+def trained_size(row: dict) -> Optional[int]:
+    """The input side a row's model was trained at: its ``acc_img_size`` column, else the ``@N`` that ends its
+    ``acc_dataset`` label (``synthetic8@32``, ``imagenette@224``); None when the row records neither."""
+    if row.get("acc_img_size") is not None:
+        return int(row["acc_img_size"])
+    m = re.search(r"@(\d+)$", str(row.get("acc_dataset") or ""))
+    return int(m.group(1)) if m else None
 
 
 def locate_checkpoint(run_dir: Path, row: dict, job) -> Path:
@@ -113,6 +123,11 @@ def from_run(run_dir: str | Path, attentions: Optional[Sequence[str]] = None) ->
         seen.add(row["label"])
         job = make_job(settings, row["attention"], row.get("config") or {}, row.get("device", "cpu"),
                        seed=int(suite.get("seed", 0)))
+        size = trained_size(row)
+        if size is not None and size != job.parsed.img_size:
+            raise UserError(f"--run {run_dir}: the row of '{row['label']}' was trained at {size} px but the run's "
+                            f"settings.accuracy.img_size is {job.parsed.img_size}; the manifest does not describe "
+                            "these results")
         path = locate_checkpoint(run_dir, row, job)
         state = unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
         head = state.get("head.weight")

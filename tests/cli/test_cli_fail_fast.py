@@ -154,6 +154,37 @@ def test_error_is_one_line_exit_2_and_before_torch(case, place, driver):
     assert not torch_imported, f"{case}: torch was imported before the error\n{text}"
 
 
+@pytest.mark.parametrize("args, where, words", [
+    (["run", "runs/smoke-20261128-050000"], "place",
+     ["runs/smoke-20261128-050000: is a directory", "--resume runs/smoke-20261128-050000"]),
+    (["run", "suites"], "repo", ["suites: is a directory", "expected a suite YAML file", "suites/smoke.yaml"]),
+])
+def test_a_directory_given_as_suite_is_one_line_without_usage(args, where, words, place, driver):
+    """Issue 19 #9: a directory as SUITE was click's usage block; now one line, pointing at --resume for a run."""
+    code, text, torch_imported, _ = cli(driver, args, REPO if where == "repo" else place)
+    assert code == 2 and text.startswith("Error:") and len(text.splitlines()) == 1, text
+    assert "Usage:" not in text and not torch_imported
+    for word in words:
+        assert word in text, text
+
+
+@pytest.mark.parametrize("attention, words", [
+    ({"name": "dbar"}, ["unknown attention 'dbar'", "did you mean 'dbra'?"]),
+    ({"name": "bra", "config": {"toppk": 4}}, ["bra has no parameter 'toppk'", "did you mean 'topk'?"]),
+])
+def test_unknown_attention_or_config_key_is_one_line_after_torch_as_the_readme_says(attention, words, tmp_path,
+                                                                                   driver):
+    """Issue 19 #9: the README said every bad input is reported before torch; these two need the registry, which
+    imports torch. The error is still one line; the README now says what it costs."""
+    write_yaml(tmp_path / "s.yaml", {**SUITE, "attentions": [{"name": "mhsa"}, attention]})
+    code, text, torch_imported, _ = cli(driver, ["run", "s.yaml", "--dry-run"], tmp_path)
+    assert code == 2 and len(text.splitlines()) == 1 and torch_imported, text
+    for word in words:
+        assert word in text, text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "An unknown attention name or config key is reported after it" in readme
+
+
 def test_the_driver_sees_torch_when_a_command_needs_it(place, driver):
     """The marker is not blind: a dry run of a valid suite checks the attentions against the registry (torch)."""
     code, text, torch_imported, _ = cli(driver, ["run", "tiny.yaml", "--dry-run"], place)

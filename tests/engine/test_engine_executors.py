@@ -63,6 +63,7 @@ def test_local_executor_matches_inline_run(fake_metrics, write_suite, tmp_path):
     assert sorted(c for j in ledger["jobs"] for c in j["cells"]) == sorted(ids)
     assert all(len(j["submissions"]) == 1 and os.path.exists(j["submissions"][0]["stdout"]) for j in ledger["jobs"])
     assert {k: len(v) for k, v in shard_rows(tmp_path / "local").items()} == {"job-0000": 5, "job-0001": 3}
+    assert not (tmp_path / "local" / "jobs" / "%j").exists()  # issue 19: submitit's folder pattern, left empty
     options = read_manifest(tmp_path / "local")["options"]["executor"]
     assert options["name"] == "local" and options["cells_per_job"] == 5
     status = CliRunner().invoke(main, ["status", str(tmp_path / "local")])

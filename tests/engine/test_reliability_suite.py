@@ -96,10 +96,26 @@ def test_builtin_attention_config_shape_conflicts_are_plan_errors_naming_each_ce
     assert any(line.startswith(f"{path}: cell dbra 30x30 b1 float32 cpu fwd eager (") and "n_win=7" in line
                for line in lines)
     assert not any("dbra 56x56" in line for line in lines)  # 56 = 8 x 7 fits
-    assert lines[-1].endswith("fix the config (e.g. auto_pad: true) or leave these cells out with an exclude entry")
+    assert lines[-1].endswith("fix the config values named above (auto_pad: true for the grids that do not fit) or "
+                              "leave these cells out with an exclude entry")
     data["attentions"] = [{"name": "dbra", "config": {"n_win": 7, "auto_pad": False}}]
     data.update(baseline="dbra", exclude=[{"resolution": 30}])
     assert runner.plan(str(write_suite(data)), cuda_available=False).to_run  # excluded: fine
+    data.pop("exclude")
+    result = CliRunner().invoke(main, ["run", str(write_suite(data)), "--dry-run"])
+    assert result.output.splitlines()[-1].endswith("fix the config (e.g. auto_pad: true) or leave these cells out "
+                                                   "with an exclude entry")
+
+
+def test_a_topk_error_does_not_suggest_auto_pad(write_suite):
+    """Issue 19 #9: padding does not help a topk larger than the region count; the hint no longer says auto_pad."""
+    data = {"name": "c", "attentions": [{"name": "bra", "config": {"n_win": 7, "topk": 100}}],
+            "axes": {"resolution": [56], "device": ["cpu"]}, "metrics": ["params"], "baseline": "bra"}
+    result = CliRunner().invoke(main, ["run", str(write_suite(data)), "--dry-run"])
+    assert result.exit_code == 2 and "topk=100 is not allowed" in result.output, result.output
+    assert "auto_pad" not in result.output
+    assert result.output.splitlines()[-1].endswith("fix the config values named above or leave these cells out "
+                                                   "with an exclude entry")
 
 
 def test_validator_message_does_not_repeat_its_key_path(write_suite):

@@ -211,12 +211,28 @@ def test_zero_comparable_cells_is_an_error(tmp_path):
     base = write_run(tmp_path / "base", fixture_rows(), manifest())
     other = copy.deepcopy(fixture_rows())
     for row in other:
-        row["suite"], row["cell_id"] = "another_suite", row["cell_id"][::-1]
+        row["suite"], row["cell_id"], row["label"] = "another_suite", row["cell_id"][::-1], row["label"] + "-x"
     new = write_run(tmp_path / "new", other, manifest())
     result = CliRunner().invoke(main, ["compare", str(base), str(new)])
     assert result.exit_code == 2
     assert "no comparable cells" in result.output and "another_suite" in result.output
     assert "Traceback" not in result.output
+
+
+def test_suites_that_differ_only_by_name_are_matched_by_content(tmp_path):
+    """Issue 19 #9: a renamed copy of a suite could not be compared (cells matched on the suite name)."""
+    base = write_run(tmp_path / "base", fixture_rows(), manifest())
+    renamed = copy.deepcopy(fixture_rows())
+    for row in renamed:
+        row["suite"], row["cell_id"] = "fixture_copy", row["cell_id"][::-1]
+    _set_latency(_find(renamed, "mhsa", 16, "forward"), 40.0, 39.0, 41.0)
+    new = write_run(tmp_path / "new", renamed, manifest("fixture_copy"))
+    result = CliRunner().invoke(main, ["compare", str(base), str(new), "--changed-only"])
+    assert result.exit_code == 1, result.output  # the injected slowdown is found: cells were really paired
+    assert "cells matched by content: the suite names differ ('fixture' vs 'fixture_copy')" in result.output
+    comparison = compare_runs(base, new)
+    assert not comparison.only_base and not comparison.only_new
+    assert len(comparison.rows) == len(compare_runs(base, base).rows)
 
 
 def _pair(row, ratio, low, high):

@@ -101,3 +101,40 @@ def test_an_official_checkpoint_that_does_not_fit_is_a_one_line_error(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(main, ["viz", "--official", f"no_such_model={wrong}"])
     assert result.exit_code == 2 and "unknown model" in result.output
+
+
+def test_viz_of_a_run_draws_at_the_size_it_was_trained_at(tmp_path):
+    """Issue 19 #4: a run trained at 32 px is drawn at 32 px without --size (was: 224, DAT's panels a cloud of
+    784 sampling points per group); the size comes from the rows, and recorded in viz.json."""
+    run, _, _ = _fake_run(tmp_path)
+    result = CliRunner().invoke(main, ["viz", "--run", str(run), "--stage", "1", "--erf-images", "0"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "viz" / "viz.json").read_text())
+    assert meta["size"] == 32 and meta["sources"][0]["img_size"] == 32
+    assert "warning" not in result.output
+
+
+def test_viz_size_that_differs_from_the_run_warns_and_is_used(tmp_path):
+    run, _, _ = _fake_run(tmp_path)
+    out = tmp_path / "v"
+    result = CliRunner().invoke(main, ["viz", "--run", str(run), "--size", "64", "--stage", "1", "--erf-images", "0",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "viz.json").read_text())["size"] == 64
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "--size 64" in warning[0] and "32 px" in warning[0], result.output
+
+
+def test_viz_size_from_the_rows_must_agree_with_the_settings(tmp_path):
+    """The rows record the size each model was trained at (acc_img_size, or the '@N' of acc_dataset); a row that
+    disagrees with the run's settings (from which the model is rebuilt) is a one-line error, not a wrong picture."""
+    run, _, _ = _fake_run(tmp_path)
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert from_run(run)[0].img_size == 32
+    rows[0]["acc_dataset"] = "synthetic8@48"
+    (run / "results.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(UserError, match="trained at 48 px.*img_size is 32"):
+        from_run(run)
+    rows[0]["acc_img_size"] = 32  # an explicit column wins over the dataset label
+    (run / "results.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert from_run(run)[0].img_size == 32
