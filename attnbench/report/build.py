@@ -8,7 +8,7 @@ from pathlib import Path
 from .accuracy import accuracy_sections
 from .derive import add_derived, missing_cells
 from .failures import failure_banners
-from .headline import accuracy_fronts, headline_sections, run_banners
+from .headline import accuracy_fronts, headline_sections, precision_notes, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
 from .paper import paper_sections
@@ -31,6 +31,8 @@ class Report:
         missing: the cells without a value (failed, oom, skipped, excluded), None when there are none.
         uncounted: series -> ops no FLOP counter counted.
         banners: warnings shown first (measured under load, incomplete run).
+        precision: one line per run with latency: how many cells reached their target interval, how many stopped
+            at their budget first, how many are noisy.
         verdict: the answer sections shown before everything else (``headline.headline_sections``).
         paper: a model suite's paper table (``paper.paper_sections``), shown first; empty for attention suites.
         verdict_notes: sentences under the verdict (accuracy Pareto fronts).
@@ -45,6 +47,7 @@ class Report:
     missing: Table | None
     uncounted: dict[str, str]
     banners: list[str] = dataclasses.field(default_factory=list)
+    precision: list[str] = dataclasses.field(default_factory=list)
     verdict: list[Section] = dataclasses.field(default_factory=list)
     verdict_notes: list[str] = dataclasses.field(default_factory=list)
     figures: list = dataclasses.field(default_factory=list)
@@ -76,6 +79,7 @@ def make_report(runs: Runs):
         missing=missing_table(missing),
         uncounted=uncounted_ops(frame),
         banners=failure_banners(frame) + run_banners(frame, runs),
+        precision=precision_notes(frame, runs),
         verdict=headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),

@@ -68,7 +68,7 @@ def _precision_note(run_id: str, rows: pd.DataFrame) -> str | None:
     noisy = int(early["latency_noisy"].astype(bool).sum()) if len(early) else 0
     targets = sorted({float(t) for t in numeric(timed, "latency_target_rel_ci").dropna()})
     target = "/".join(f"±{t * 100:g}%" for t in targets) or "its target"
-    text = (f"Latency precision in `{run_id}`: {reached} of {len(timed)} cells reached their {target} interval; "
+    text = (f"Run `{run_id}`: {reached} of {len(timed)} latency cells reached their {target} interval; "
             f"{len(early)} stopped at their budget first")
     if len(early):
         text += f" ({noisy} of them noisy)" if noisy else " (none of them noisy)"
@@ -77,14 +77,19 @@ def _precision_note(run_id: str, rows: pd.DataFrame) -> str | None:
 
 
 def run_banners(frame: pd.DataFrame, runs: Runs) -> list[str]:
-    """Warnings to show above everything else, one per problem and run, and each run's latency precision."""
+    """Warnings to show above everything else, one per problem and run."""
     banners = []
     for run_id in runs.dirs:
         manifest = runs.manifests.get(run_id) or {}
         rows = frame[frame["run_id"] == run_id]
-        banners += [b for b in (_incomplete_banner(run_id, manifest, rows), _load_banner(run_id, manifest, rows),
-                                _precision_note(run_id, rows)) if b]
+        banners += [b for b in (_incomplete_banner(run_id, manifest, rows), _load_banner(run_id, manifest, rows)) if b]
     return banners
+
+
+def precision_notes(frame: pd.DataFrame, runs: Runs) -> list[str]:
+    """Each run's latency precision: cells that reached their target interval, stopped at their budget, noisy."""
+    notes = [_precision_note(run_id, frame[frame["run_id"] == run_id]) for run_id in runs.dirs]
+    return [n for n in notes if n]
 
 
 # ----------------------------------------------------------------------------------------------------- verdict

@@ -32,6 +32,7 @@ def render_summary(report) -> str:
     """The Markdown text of a :class:`attnbench.report.build.Report`, the answer first."""
     parts = [f"# attnbench report: {report.title}", ""]
     parts += [f"> **Warning.** {banner}\n" for banner in report.banners]
+    parts += [f"> **Precision.** {note}\n" for note in report.precision]
     for section in getattr(report, "paper", []):
         parts += [f"## {section.title}", "", section.description, ""] + _tables(section.tables)
     if report.verdict or report.verdict_notes:
