@@ -70,3 +70,21 @@ def test_clean_samples_and_ratios():
     assert uncertainty.clean_samples(row) == [1.0, 1.1]
     assert uncertainty.clean_ratios(row) == [2.0, 2.1]
     assert uncertainty.clean_samples({"latency_samples_ms": [1.0, 2.0]}) == [1.0, 2.0]  # old rows: all
+
+
+def test_report_says_how_many_cells_reached_their_target(tmp_path):
+    from attnbench.report.derive import add_derived
+    from attnbench.report.headline import precision_notes
+
+    rows = []
+    for i, (stop, wide) in enumerate([("target", False), ("target", False), ("budget", False), ("budget", True)]):
+        row = make_row("bra", 8, "forward")
+        row.update(cell_id=f"c{i}", latency_stop=stop, latency_target_rel_ci=0.03, latency_ms_median=2.0,
+                   latency_ms_ci_low=1.95,
+                   latency_ms_ci_high=2.6 if wide else 2.05)
+        rows.append(row)
+    with pytest.warns(UserWarning, match="manifest.json: missing"):
+        runs = load_runs([write_run(tmp_path / "run", rows)])
+    (note,) = precision_notes(add_derived(runs), runs)
+    assert note.startswith("Run `fixture-run`: 2 of 4 latency cells reached their ±3% interval; 2 stopped at their budget "
+                           "first (1 of them noisy); 1 of 4 cells noisy in all")
