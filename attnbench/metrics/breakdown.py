@@ -153,6 +153,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     if opts["repeats"] < 1 or opts["warmup"] < 0:
         raise ValueError("settings.breakdown: repeats must be >= 1 and warmup >= 0, "
                          f"got repeats={opts['repeats']}, warmup={opts['warmup']}")
+    started = time.perf_counter()
     module = ctx.make_module()
     counts = count_parts(module, ctx.make_input(requires_grad=False))
     step = Step(maybe_compile(module, ctx.mode), module, ctx.make_input(), ctx.pass_)
@@ -189,4 +190,5 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         row[f"breakdown_macs_share_{name}"] = macs / macs_total if macs_total else None
         row[f"breakdown_gflops_{name}"] = flop_factor * macs / us / 1e3 if us > 0 and macs else None
         row[f"breakdown_intensity_{name}"] = 2 * macs / nbytes if nbytes and macs else None
+    row["breakdown_s"] = time.perf_counter() - started  # what the metric added to the cell
     return row
