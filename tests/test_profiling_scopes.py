@@ -84,3 +84,25 @@ def test_observer_tracks_the_innermost_part():
             seen.append(profiling.current_part())
         seen.append(profiling.current_part())
     assert seen == ["attention", "offsets_sampling_rpe", "attention", None]
+
+
+@pytest.mark.slow
+def test_scopes_add_no_measurable_time_off_the_profiler(tmp_path):
+    """Paired, interleaved: this checkout's modules (with scopes) against main's (without), beside a noise floor of
+    two identical modules measured the same way; the scopes' ratio must not stand out of that noise (timings are
+    noisy on a shared machine: the bound is generous, 5% or the noise floor's own spread, whichever is larger)."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "main"], capture_output=True).returncode:
+        pytest.skip("no 'main' revision to compare with")
+    spec = importlib.util.spec_from_file_location("bench_scopes", root / "scripts" / "bench_scopes.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base = bench.import_base("main", tmp_path)
+    for row in bench.measure(["mhsa", "dbra"], 14, rounds=30, min_block_ms=5.0, base=base):
+        scopes, noise = row["scopes"], row["noise"]
+        allowed = max(0.05, abs(noise.estimate - 1) + (noise.high - noise.low) / 2)
+        assert abs(scopes.estimate - 1) <= allowed, (row["attention"], scopes, noise)
