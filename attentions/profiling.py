@@ -8,8 +8,9 @@ Every mechanism wraps the code of each part of its ``cost()`` (``projections``, 
 
 Off the profiler a scope does nothing but one check: ``record_function`` itself costs about 10 µs per scope even
 when no profiler listens (it dispatches an op), i.e. several percent of a small attention call, so it is only
-opened when a profiler is on (``torch._C._autograd._profiler_enabled()``, ~0.1 µs). Under ``torch.compile`` a
-scope is inert too (the compiled graph fuses across parts; there is no per-part time to attribute).
+opened when a profiler is on (``torch.autograd.profiler._is_profiler_enabled``, a flag torch sets for every
+profiler). Under ``torch.compile`` a scope is inert too and does not break the graph (the compiled graph fuses
+across parts; there is no per-part time to attribute).
 
 Scopes nest: the innermost one owns the time and the operations inside it. Helpers shared by several mechanisms
 (``deformable.py``, ``routing.py``) pass ``None`` as the mechanism and take the enclosing scope's.
@@ -31,7 +32,10 @@ __all__ = ["PREFIX", "part", "scope_name", "current_part", "observe_parts", "par
 #: every scope's name starts with this
 PREFIX = "attentions."
 
-_profiler_enabled = torch._C._autograd._profiler_enabled
+# torch's own fast Python-side flag, set while any (Kineto or legacy) profiler runs: a module attribute read costs
+# ~30 ns and torch.compile reads it as a constant (a C call such as torch._C._autograd._profiler_enabled() would
+# break the compiled graph at every scope)
+_autograd_profiler = torch.autograd.profiler
 #: (mechanism, part) of the open scopes, innermost last; only kept while a profiler or an observer is active
 _open: list[tuple[str, str]] = []
 _observers = 0
@@ -66,7 +70,7 @@ class part:
         self._pushed = False
 
     def __enter__(self) -> "part":
-        profiling = _profiler_enabled()
+        profiling = _autograd_profiler._is_profiler_enabled
         if not (profiling or _observers) or torch.compiler.is_compiling():
             return self
         mech = self.mechanism or (_open[-1][0] if _open else None)

@@ -106,3 +106,13 @@ def test_scopes_add_no_measurable_time_off_the_profiler(tmp_path):
         scopes, noise = row["scopes"], row["noise"]
         allowed = max(0.05, abs(noise.estimate - 1) + (noise.high - noise.low) / 2)
         assert abs(scopes.estimate - 1) <= allowed, (row["attention"], scopes, noise)
+
+
+@pytest.mark.parametrize("name", ["mhsa", "agent"])
+def test_scopes_do_not_break_a_compiled_graph(name):
+    torch._dynamo.reset()
+    module = attentions.build(name, dim=32, num_heads=2)
+    compiled = torch.compile(module, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
+    x = torch.randn(1, 14, 14, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x))
