@@ -205,8 +205,8 @@ def capacity_tables(frame: pd.DataFrame) -> tuple[list[Table], list[str]]:
             cells[(r["series"], r["pass"], int(r["batch"]))] = f"{measured}² (pred. {pred_text}²){mark}"
             reason = capacity_reason(r)
             if reason:
-                notes.append(f"{r['series']} ({r['pass']}, batch {int(r['batch'])}): measured {measured}², "
-                             f"predicted {pred_text}²: {reason}.")
+                notes.append([f"{r['series']} · {r['pass']} · batch {int(r['batch'])}", f"{measured}²",
+                              f"{pred_text}²", reason])
         budget = float(part["capacity_budget_gib"].iloc[0])
         budget_text = f"{budget * 1024:.0f} MiB" if budget < 1 else f"{budget:.3g} GiB"
         step = int(part["capacity_step"].iloc[0])
@@ -215,7 +215,10 @@ def capacity_tables(frame: pd.DataFrame) -> tuple[list[Table], list[str]]:
         tables.append(Table(f"Largest square token grid within {budget_text} (measured, ± {step}; predicted from "
                             f"the memory exponent; * differ by more than one step) — {prefix}",
                             ["attention", *[f"{p} · batch {b}" for p, b in columns]], body, numeric=False))
-    return tables, notes
+    if notes:
+        tables.append(Table("Where prediction and measurement differ by more than one step, and why",
+                            ["cell", "measured", "predicted", "why"], notes, numeric=False))
+    return tables, [f"{n[0]}: measured {n[1]}, predicted {n[2]}: {n[3]}." for n in notes]
 
 
 def why_sections(frame: pd.DataFrame, manifests: dict[str, dict]) -> tuple[list[Section], list[str]]:
@@ -236,13 +239,13 @@ def why_sections(frame: pd.DataFrame, manifests: dict[str, dict]) -> tuple[list[
             "beside the probed matmul peak of the run's machine (`machine_peak` in the manifest) and the arithmetic "
             "intensity, FLOPs per byte of compulsory traffic (every operator reads its inputs and writes its "
             "outputs once).", roofline_tables(frame, manifests)))
-    tables, notes = capacity_tables(frame) if _has(frame, "capacity_grid") else ([], [])
+    tables, _ = capacity_tables(frame) if _has(frame, "capacity_grid") else ([], [])
     if tables:
         sections.append(Section(
             "capacity", "How far it goes",
             "The `capacity` metric: growing square grids, then bisection, over the measured peak memory of one "
             "call of the pass; the prediction extrapolates the memory exponent of the two largest grids of the "
-            "growth phase. " + " ".join(notes), tables))
+            "growth phase.", tables))
     return sections, sentences
 
 

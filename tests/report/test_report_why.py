@@ -73,8 +73,8 @@ def test_capacity_table_and_the_reason_when_prediction_disagrees(why_report):
     summary = (out / "summary.md").read_text()
     assert "Largest square token grid within 32 MiB" in summary
     assert "| bra | 140² (pred. 160²) * |" in summary
-    assert "bra (forward, batch 1): measured 140², predicted 160²: peak memory is not one power law" in summary
-    assert "mhsa (forward, batch 1): measured" not in summary  # agrees: no note
+    assert "| bra · forward · batch 1 | 140² | 160² | peak memory is not one power law" in summary
+    assert "| mhsa · forward · batch 1 |" not in summary  # agrees: no note
 
 
 def test_why_figures_are_drawn(why_report, tmp_path):
