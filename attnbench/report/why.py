@@ -183,6 +183,12 @@ def capacity_reason(row: pd.Series) -> Optional[str]:
     (g1, _), (g2, b2) = fit[-2], fit[-1]
     g = int(row["capacity_grid"])
     expected = b2 * (g * g / (g2 * g2)) ** exponent
+    above = sorted((p, b) for p, b in probes if p > g)
+    if abs(measured - expected) <= 0.05 * expected and above:  # the law holds up to g: the next grid jumps
+        p, b = above[0]
+        need = "runs out of memory" if b is None else f"needs {b / 2**20:.1f} MiB"
+        return (f"the power law (exponent {exponent:.2f}) holds up to {g}² ({measured / 2**20:.1f} MiB), but the peak "
+                f"jumps right above it: {p}² {need} (padding to region multiples, a new chunk)")
     return (f"peak memory is not one power law: at {g}² it is {measured / 2**20:.1f} MiB where the exponent "
             f"{exponent:.2f} of {g1}²→{g2}² predicts {expected / 2**20:.1f} MiB (fixed and linear terms, padding to "
             "region multiples, chunked kernels)")
