@@ -14,22 +14,29 @@ and the largest grid it fits in a memory budget. Pure functions over the report 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 
-from attentions.cost import PARTS
-
 from .derive import numeric
 from .tables import Section, Table, fmt_num
 from .verdict import CONTEXT, best_by_resolution
 
-__all__ = ["ALL_PARTS", "dominant_part", "why_sentences", "part_tables", "roofline_tables", "capacity_tables",
+__all__ = ["parts_of", "dominant_part", "why_sentences", "part_tables", "roofline_tables", "capacity_tables",
            "why_sections", "render_why_figures", "peak_of"]
 
-#: the parts a breakdown row can have, in stacking order
-ALL_PARTS = (*PARTS, "other")
+_SHARE = re.compile(r"^breakdown_(.+)_share$")
+#: stacking order of the usual parts (others follow, then ``other``)
+_ORDER = ("projections", "routing", "attention", "offsets_sampling_rpe", "lce")
+
+
+def parts_of(columns) -> list[str]:
+    """The parts a frame's breakdown columns name, in the metric's order (the cost model's parts, then ``other``).
+    Read from the columns, not from ``attentions.cost``: the report never imports torch or the attentions."""
+    found = list(dict.fromkeys(m.group(1) for c in columns if (m := _SHARE.match(str(c)))))
+    return sorted(found, key=lambda p: (p == "other", _ORDER.index(p) if p in _ORDER else len(_ORDER)))
 _PEAK_KEY = {"float32": "fp32_gflops", "bfloat16": "bf16_gflops"}
 
 
@@ -39,7 +46,7 @@ def _has(frame: pd.DataFrame, column: str) -> bool:
 
 def dominant_part(row: pd.Series) -> Optional[tuple[str, float, float]]:
     """(part, its share of the profiled time, its share of the MACs) of the part with the largest time share."""
-    shares = {p: row.get(f"breakdown_{p}_share") for p in ALL_PARTS}
+    shares = {p: row.get(f"breakdown_{p}_share") for p in parts_of(row.index)}
     shares = {p: float(s) for p, s in shares.items() if s is not None and not _nan(s)}
     if not shares:
         return None
@@ -298,10 +305,10 @@ def _parts_figure(rows: pd.DataFrame, _look):
         here = rows[(rows["pass"] == pass_) & (rows["batch"].astype(int) == batch)].sort_values(["tokens", "series"])
         labels = [f"{s}\n{int(h)}²" for s, h in zip(here["series"], here["height"])]
         bottom = [0.0] * len(here)
-        for part in ALL_PARTS:
+        for part in parts_of(rows.columns):
             share = numeric(here, f"breakdown_{part}_share").fillna(0.0).tolist()
             if any(share):
-                ax.bar(range(len(here)), share, bottom=bottom, color=_PART_COLORS[part], label=part, width=0.8)
+                ax.bar(range(len(here)), share, bottom=bottom, color=_PART_COLORS.get(part, "#777777"), label=part, width=0.8)
                 bottom = [b + s for b, s in zip(bottom, share)]
         ax.set_xticks(range(len(here)), labels, fontsize=6.5)
         ax.set_ylim(0, 1)
@@ -337,12 +344,12 @@ def _roofline_figure(rows: pd.DataFrame, manifests: dict[str, dict], styles):
         here = here[here["tokens"] == here["tokens"].max()]  # the largest grid of this context
         for _, r in here.iterrows():
             color = styles[r["series"]].color
-            for part in (*PARTS, "total"):
+            for part in (*[p for p in parts_of(rows.columns) if p != "other"], "total"):
                 suffix = "" if part == "total" else f"_{part}"
                 x, y = r.get(f"breakdown_intensity{suffix}"), r.get(f"breakdown_gflops{suffix}")
                 if x is None or y is None or _nan(x) or _nan(y) or float(x) <= 0 or float(y) <= 0:
                     continue
-                ax.scatter(float(x), float(y), color=color, marker=markers[part],
+                ax.scatter(float(x), float(y), color=color, marker=markers.get(part, "P"),
                            s=90 if part == "total" else 28, edgecolor="black" if part == "total" else "none")
         if peak:
             xs = np.logspace(-1, 3, 100)
