@@ -43,6 +43,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig, is_perfect_square, require
 from .cost import Cost
+from .profiling import part
 from .registry import register
 
 __all__ = ["AgentAttention", "AgentConfig", "resize_axis"]
@@ -139,23 +140,28 @@ class AgentAttention(Attention):
         check_input(x, c.dim, self.name)
         B, H, W, C = x.shape
         N, m, d, n = H * W, c.num_heads, c.head_dim, c.agent_num
-        q, k, v = self.qkv(x.reshape(B, N, C)).chunk(3, dim=-1)  # each (B, N, C)
-        # agents are pooled from q over all C channels, before the head split
-        agents = self.pool(q.reshape(B, H, W, C).permute(0, 3, 1, 2)).reshape(B, C, n).transpose(1, 2)
+        with part("agent", "projections"):
+            q, k, v = self.qkv(x.reshape(B, N, C)).chunk(3, dim=-1)  # each (B, N, C)
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, m, L, d)
             return t.reshape(B, t.shape[1], m, d).transpose(1, 2)
 
-        qh, kh, vh, ah = heads(q), heads(k), heads(v), heads(agents)
-        b1, b2 = self.position_biases(H, W)
-        agent_attn = torch.softmax((ah * self.scale) @ kh.transpose(-2, -1) + b1.to(q.dtype), dim=-1)
-        agent_v = agent_attn @ vh  # (B, m, n, d)
-        q_attn = torch.softmax((qh * self.scale) @ ah.transpose(-2, -1) + b2.to(q.dtype), dim=-1)
-        if self._inspector is not None:
-            self._inspector.record(self, "agent_maps", agent_attn=agent_attn, q_attn=q_attn, size=(H, W))
-        out = (q_attn @ agent_v).transpose(1, 2).reshape(B, H, W, C)
-        out = out + self.dwc(v.reshape(B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj(out)
+        with part("agent", "offsets_sampling_rpe"):
+            b1, b2 = self.position_biases(H, W)
+        with part("agent", "attention"):
+            # agents are pooled from q over all C channels, before the head split
+            agents = self.pool(q.reshape(B, H, W, C).permute(0, 3, 1, 2)).reshape(B, C, n).transpose(1, 2)
+            qh, kh, vh, ah = heads(q), heads(k), heads(v), heads(agents)
+            agent_attn = torch.softmax((ah * self.scale) @ kh.transpose(-2, -1) + b1.to(q.dtype), dim=-1)
+            agent_v = agent_attn @ vh  # (B, m, n, d)
+            q_attn = torch.softmax((qh * self.scale) @ ah.transpose(-2, -1) + b2.to(q.dtype), dim=-1)
+            if self._inspector is not None:
+                self._inspector.record(self, "agent_maps", agent_attn=agent_attn, q_attn=q_attn, size=(H, W))
+            out = (q_attn @ agent_v).transpose(1, 2).reshape(B, H, W, C)
+        with part("agent", "lce"):
+            out = out + self.dwc(v.reshape(B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        with part("agent", "projections"):
+            return self.proj(out)
 
     def cost(self, H: int, W: int) -> Cost:
         """Multiply-adds of one image at H×W, by part, counted as fvcore counts the official module.

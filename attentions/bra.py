@@ -40,6 +40,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
+from .profiling import part
 from .registry import register
 from .routing import region_merge, region_partition, resolve_routed_impl, route_topk, routed_attention
 
@@ -124,11 +125,13 @@ class BRA(Attention):
         if (H, W) != (H_in, W_in):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))
         # views of one region-major copy; the image-layout projection output is freed at once
-        q, k, v = region_partition(self.qkv(x), self.config.n_win).split(C, dim=-1)
+        with part("bra", "projections"):
+            qkv = self.qkv(x)
+        q, k, v = region_partition(qkv, self.config.n_win).split(C, dim=-1)
         return q, k, v, H, W
 
     def _route(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # hard routing: the region means get no graph
+        with torch.no_grad(), part("bra", "routing"):  # hard routing: the region means get no graph
             return route_topk(q.mean(2), k.mean(2), self.config.topk, self.scale)
 
     def routes(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,12 +148,16 @@ class BRA(Attention):
         idx = self._route(q, k)
         if self._inspector is not None:
             self._inspector.record(self, "bra_routing", q=q, k=k, idx=idx, size=(H_in, W_in), padded=(H, W))
-        out = region_merge(routed_attention(q, k, v, idx, m, self.scale, impl), s, H, W)
+        with part("bra", "attention"):
+            out = routed_attention(q, k, v, idx, m, self.scale, impl)
+        out = region_merge(out, s, H, W)
         if self.lepe is not None:
             # a C-channel copy of v: a view into the projection would keep all 3C channels alive for the backward
             v_img = region_merge(v, s, H, W).permute(0, 3, 1, 2)  # (B, C, H, W)
-            out = out + self.lepe(v_img).permute(0, 2, 3, 1)
-        out = self.wo(out)
+            with part("bra", "lce"):
+                out = out + self.lepe(v_img).permute(0, 2, 3, 1)
+        with part("bra", "projections"):
+            out = self.wo(out)
         if (H, W) != (H_in, W_in):
             out = out[:, :H_in, :W_in].contiguous()
         return out

@@ -46,6 +46,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
+from .profiling import part
 from .deformable import align_corners_grid, norm_grid, pixel_to_agent_attention, rpe_bias, sample_at
 from .registry import register
 
@@ -209,25 +210,30 @@ class DAT(Attention):
         c.key_grid(H, W)  # a clear error for too small inputs, before the conv fails
         x = x.permute(0, 3, 1, 2)  # NCHW view (channels_last memory): what the official module takes
 
-        q = self.proj_q(x)
-        offset = self.conv_offset(q.reshape(B * G, C // G, H, W))  # (B·G, 2, Hk, Wk)
-        Hk, Wk = offset.shape[-2:]
-        Nk = Hk * Wk
-        pos, ref = self._positions(offset)
-
-        # keys and values come from x, sampled per group, then projected across all groups' channels
-        xs = sample_at(x.reshape(B * G, C // G, H, W), pos).reshape(B, C, 1, Nk)
-        k = self.proj_k(xs).reshape(B * m, hc, Nk).transpose(1, 2)
-        v = self.proj_v(xs).reshape(B * m, hc, Nk).transpose(1, 2)
+        with part("dat", "projections"):
+            q = self.proj_q(x)
+        with part("dat", "offsets_sampling_rpe"):
+            offset = self.conv_offset(q.reshape(B * G, C // G, H, W))  # (B·G, 2, Hk, Wk)
+            Hk, Wk = offset.shape[-2:]
+            Nk = Hk * Wk
+            pos, ref = self._positions(offset)
+            # keys and values come from x, sampled per group, then projected across all groups' channels
+            xs = sample_at(x.reshape(B * G, C // G, H, W), pos).reshape(B, C, 1, Nk)
+        with part("dat", "projections"):
+            k = self.proj_k(xs).reshape(B * m, hc, Nk).transpose(1, 2)
+            v = self.proj_v(xs).reshape(B * m, hc, Nk).transpose(1, 2)
         qh = q.reshape(B * m, hc, H * W).transpose(1, 2)
 
-        q_grid = self.query_grid(H, W, x.device, pos.dtype).reshape(H * W, 2)
-        bias = rpe_bias(self.rpe_table, q_grid, pos.reshape(B * G, Nk, 2), G)  # (B·m, HW, Nk)
+        with part("dat", "offsets_sampling_rpe"):
+            q_grid = self.query_grid(H, W, x.device, pos.dtype).reshape(H * W, 2)
+            bias = rpe_bias(self.rpe_table, q_grid, pos.reshape(B * G, Nk, 2), G)  # (B·m, HW, Nk)
         if self._inspector is not None:
             self._inspector.record(self, "dat_sampling", q=qh, k=k, bias=bias, ref=ref, pos=pos, size=(H, W))
-        out = pixel_to_agent_attention(qh, k, v, bias, self.scale)  # (B·m, HW, hc)
+        with part("dat", "attention"):
+            out = pixel_to_agent_attention(qh, k, v, bias, self.scale)  # (B·m, HW, hc)
         out = out.transpose(1, 2).reshape(B, C, H, W)
-        return self.proj_out(out).permute(0, 2, 3, 1)
+        with part("dat", "projections"):
+            return self.proj_out(out).permute(0, 2, 3, 1)
 
     # -- cost -------------------------------------------------------------------------------------------------
     def cost(self, H: int, W: int) -> Cost:

@@ -46,6 +46,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
+from .profiling import part
 from .deformable import norm_grid, pixel_to_agent_attention_lean, pixel_to_agent_attention_torch, sample_at
 from .registry import register
 from .routing import region_merge, region_partition, route_topk, routed_attention
@@ -160,7 +161,9 @@ class _ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear1(x)
-        return self.linear2(F.gelu(x + self.dwc(x)))
+        with part("dbra", "lce"):  # the cost model counts this 3×3 depthwise conv with the LCE
+            x = x + self.dwc(x)
+        return self.linear2(F.gelu(x))
 
 
 @functools.lru_cache(maxsize=None)
@@ -258,12 +261,13 @@ class DBRA(Attention):
         """Deformed agent positions (B·G, Hk, Wk, 2), (y, x) in [-1, 1], from the queries ``q`` (B, C, H, W)."""
         B, C, H, W = q.shape
         G = self.config.n_groups
-        off = self.conv_offset_q(q.reshape(B * G, C // G, H, W))  # (B·G, offset_channels, Hk, Wk)
-        Hk, Wk = off.shape[-2:]
-        dtype = torch.promote_types(off.dtype, torch.float32)
-        ref = norm_grid(Hk, Wk, 0.5, Hk, Wk, device=off.device, dtype=dtype)  # pixel-centre (i + 0.5) / Hk
-        # a single offset channel broadcasts onto both (y, x): the official points move along the diagonal only
-        pos = (ref + off.permute(0, 2, 3, 1).to(dtype)).clamp(-1.0, 1.0)
+        with part("dbra", "offsets_sampling_rpe"):
+            off = self.conv_offset_q(q.reshape(B * G, C // G, H, W))  # (B·G, offset_channels, Hk, Wk)
+            Hk, Wk = off.shape[-2:]
+            dtype = torch.promote_types(off.dtype, torch.float32)
+            ref = norm_grid(Hk, Wk, 0.5, Hk, Wk, device=off.device, dtype=dtype)  # pixel-centre (i + 0.5) / Hk
+            # a single offset channel broadcasts onto both (y, x): the official points move along the diagonal
+            pos = (ref + off.permute(0, 2, 3, 1).to(dtype)).clamp(-1.0, 1.0)
         if self._inspector is not None:
             self._inspector.record(self, "dbra_positions", ref=ref, offset=off.permute(0, 2, 3, 1), pos=pos)
         return pos
@@ -272,7 +276,8 @@ class DBRA(Attention):
         """Agents (B, C, Hk, Wk) sampled from ``x`` (B, C, H, W); channel group g at ``pos[b·G + g]``."""
         B, C, H, W = x.shape
         G = self.config.n_groups
-        return sample_at(x.reshape(B * G, C // G, H, W), pos).reshape(B, C, pos.shape[1], pos.shape[2])
+        with part("dbra", "offsets_sampling_rpe"):
+            return sample_at(x.reshape(B * G, C // G, H, W), pos).reshape(B, C, pos.shape[1], pos.shape[2])
 
     def refine_agents(self, a0, k, v, lce, impl: str) -> torch.Tensor:
         """Routed attention of the agents to the pixels, then residual FFN and LayerNorm: A0 -> A3.
@@ -283,21 +288,26 @@ class DBRA(Attention):
         c = self.config
         n = c.n_win
         B, C, Hg, Wg = a0.shape
-        qa = region_partition(self.proj_q(a0).permute(0, 2, 3, 1), n)  # (B, P, Hg·Wg/P, C)
+        with part("dbra", "projections"):
+            qa = self.proj_q(a0)
+        qa = region_partition(qa.permute(0, 2, 3, 1), n)  # (B, P, Hg·Wg/P, C)
         kw = region_partition(k.permute(0, 2, 3, 1), n)  # (B, P, H·W/P, C)
         vw = region_partition(v.permute(0, 2, 3, 1), n)
         # regions of agents follow their grid index, not their deformed position (official)
-        idx = route_topk(qa.mean(2), kw.mean(2), c.topk, self.scale)
+        with part("dbra", "routing"):
+            idx = route_topk(qa.mean(2), kw.mean(2), c.topk, self.scale)
         if self._inspector is not None:
             self._inspector.record(self, "dbra_routing", qa=qa, kw=kw, idx=idx, agent_grid=(Hg, Wg),
                                    key_grid=tuple(k.shape[-2:]))
-        oa = routed_attention(qa, kw, vw, idx, c.num_heads, self.scale, impl=impl)
+        with part("dbra", "attention"):
+            oa = routed_attention(qa, kw, vw, idx, c.num_heads, self.scale, impl=impl)
         oa = region_merge(oa, n, Hg, Wg).permute(0, 3, 1, 2)
         if lce is not None:
             oa = oa + lce
-        a1 = a0 + self.unifyheads1(oa)
-        a2 = a1 + self.mlp(self.norm2(a1.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-        return self.norm(a2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        with part("dbra", "projections"):  # unifyheads, the FFN's 1×1 convs and both LayerNorms
+            a1 = a0 + self.unifyheads1(oa)
+            a2 = a1 + self.mlp(self.norm2(a1.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            return self.norm(a2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def back_attention(self, q, agents, pos, impl: str) -> torch.Tensor:
         """Every pixel's query (from ``qkv_conv``, not re-projected) against all agents, with the RPE bias.
@@ -313,19 +323,23 @@ class DBRA(Attention):
         m, d = self.config.num_heads, C // self.config.num_heads
         Ns = agents.shape[2] * agents.shape[3]
         args = (pos.reshape(-1, Ns, 2), self.rpe_table, self.config.n_groups, H, W, self.scale)
+        with part("dbra", "projections"):
+            ka, va = self.proj_k(agents), self.proj_v(agents)
 
         if impl == "torch":  # heads as views of the (B, C, ·) maps, no copy; the output is channels-last memory,
             # which proj_out's conv keeps (its output permutes to (B, H, W, C) without a copy, and its backward
             # needs no layout conversions)
-            qh, kh, vh = (t.reshape(B, m, d, -1).transpose(-1, -2) for t in (q, self.proj_k(agents),
-                                                                             self.proj_v(agents)))
-            return pixel_to_agent_attention_lean(qh, kh, vh, *args).transpose(-1, -2).reshape(B, C, H, W)
+            qh, kh, vh = (t.reshape(B, m, d, -1).transpose(-1, -2) for t in (q, ka, va))
+            with part("dbra", "attention"):  # the RPE bias inside is its own (nested) offsets_sampling_rpe scope
+                out = pixel_to_agent_attention_lean(qh, kh, vh, *args)
+            return out.transpose(-1, -2).reshape(B, C, H, W)
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B·m, h·w, d); channels split head-major
             return t.reshape(B * m, d, -1).transpose(1, 2)
 
         fn = _pixel_agent_triton() if impl == "triton" else pixel_to_agent_attention_torch
-        out = fn(heads(q), heads(self.proj_k(agents)), heads(self.proj_v(agents)), *args)  # (B·m, H·W, d)
+        with part("dbra", "attention"):
+            out = fn(heads(q), heads(ka), heads(va), *args)  # (B·m, H·W, d)
         return out.transpose(1, 2).reshape(B, C, H, W)
 
     # -- forward ------------------------------------------------------------------------------------------------
@@ -336,10 +350,12 @@ class DBRA(Attention):
         Hp, Wp, Hk, Wk, Hg, Wg = self.grid_sizes(H_in, W_in)
         routed_impl, back_impl = self._impls(x)
         xc = _pad_hw(x, Hp - H_in, Wp - W_in).permute(0, 3, 1, 2)  # (B, C, Hp, Wp); pad rows are zeros
-        q, k, v = self.qkv_conv(xc) if self.config.impl == "official" else self.qkv_conv.separate(xc)
+        with part("dbra", "projections"):
+            q, k, v = self.qkv_conv(xc) if self.config.impl == "official" else self.qkv_conv.separate(xc)
         pos = self.agent_positions(q)  # (B·G, Hk, Wk, 2)
         a0 = self.sample_agents(xc, pos)  # agents come from the input, not from q or v
-        lce = self.lepe1(v) if self.lepe1 is not None else None
+        with part("dbra", "lce"):
+            lce = self.lepe1(v) if self.lepe1 is not None else None
         if (Hg, Wg) != (Hk, Wk):  # auto_pad: padded agents are zeros at pos (0, 0), unmasked later (official)
             a0 = _pad_hw(a0.permute(0, 2, 3, 1), Hg - Hk, Wg - Wk).permute(0, 3, 1, 2)
             lce = None if lce is None else _pad_hw(lce.permute(0, 2, 3, 1), Hg - Hk, Wg - Wk).permute(0, 3, 1, 2)
@@ -348,7 +364,9 @@ class DBRA(Attention):
         del k  # the routed attention saved its own regrouped copy; with separate convs, k's memory goes now
         if self._inspector is not None:
             self._inspector.record(self, "dbra_back", q=q, agents=agents, pos=pos, size=(H_in, W_in))
-        out = self.proj_out(self.back_attention(q, agents, pos, back_impl)).permute(0, 2, 3, 1)
+        out = self.back_attention(q, agents, pos, back_impl)
+        with part("dbra", "projections"):
+            out = self.proj_out(out).permute(0, 2, 3, 1)
         if (Hp, Wp) != (H_in, W_in):
             out = out[:, :H_in, :W_in]
         return out.contiguous()

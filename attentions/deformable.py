@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .profiling import part
+
 __all__ = [
     "norm_grid",
     "align_corners_grid",
@@ -73,10 +75,11 @@ def rpe_bias(rpe_table: torch.Tensor, q_grid: torch.Tensor, pos: torch.Tensor, n
     m, Th, Tw = rpe_table.shape
     BG, Ns, _ = pos.shape
     B = BG // n_groups
-    disp = (q_grid.view(1, -1, 1, 2) - pos.view(BG, 1, Ns, 2)) * 0.5  # (BG, Nq, Ns, 2) in [-1, 1]
-    table = rpe_table.unsqueeze(0).expand(B, m, Th, Tw).reshape(BG, m // n_groups, Th, Tw)
-    bias = F.grid_sample(table, disp[..., (1, 0)].to(table.dtype), mode="bilinear", align_corners=True)
-    return bias.reshape(B * m, q_grid.shape[0], Ns)
+    with part(None, "offsets_sampling_rpe"):
+        disp = (q_grid.view(1, -1, 1, 2) - pos.view(BG, 1, Ns, 2)) * 0.5  # (BG, Nq, Ns, 2) in [-1, 1]
+        table = rpe_table.unsqueeze(0).expand(B, m, Th, Tw).reshape(BG, m // n_groups, Th, Tw)
+        bias = F.grid_sample(table, disp[..., (1, 0)].to(table.dtype), mode="bilinear", align_corners=True)
+        return bias.reshape(B * m, q_grid.shape[0], Ns)
 
 
 def pixel_to_agent_attention(
@@ -149,8 +152,9 @@ def _chunk_probs(qc, k, q_xy, pos_xy, table, scale):
     # The reference computes (q - pos)·0.5 and then swaps (y, x); halving and swapping the operands first gives the
     # same numbers (halving is exact) in one op and without a gather. In-place steps on fresh results keep at most
     # four chunk-sized tensors alive.
-    grid = (q_xy.view(1, c, 1, 2) - pos_xy.view(BG, 1, Ns, 2)).to(table.dtype)
-    bias = F.grid_sample(table, grid, mode="bilinear", align_corners=True).view(B, m, c, Ns)
+    with part(None, "offsets_sampling_rpe"):
+        grid = (q_xy.view(1, c, 1, 2) - pos_xy.view(BG, 1, Ns, 2)).to(table.dtype)
+        bias = F.grid_sample(table, grid, mode="bilinear", align_corners=True).view(B, m, c, Ns)
     logits = (qc @ k.transpose(-2, -1)).mul_(scale)
     logits += bias.to(logits.dtype)
     del bias
@@ -169,9 +173,10 @@ def _chunk_backward(qc, go, k, v, q_xy, pos_xy, table, scale, acc, dq_c):
     del probs
     if dtable is not None or dpos_xy is not None:  # the bias's gradient is dlogits itself
         dbias = dlogits.to(table.dtype).view(table.shape[0], table.shape[1], qc.shape[2], -1)
-        dt, dgrid = torch.ops.aten.grid_sampler_2d_backward(
-            dbias, table, grid, 0, 0, True, [dtable is not None, dpos_xy is not None]
-        )  # bilinear, zeros padding, align_corners
+        with part(None, "offsets_sampling_rpe"):
+            dt, dgrid = torch.ops.aten.grid_sampler_2d_backward(
+                dbias, table, grid, 0, 0, True, [dtable is not None, dpos_xy is not None]
+            )  # bilinear, zeros padding, align_corners
         del dbias, grid
         if dtable is not None:
             dtable += dt

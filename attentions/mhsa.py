@@ -19,6 +19,7 @@ from torch import nn
 from .base import Attention, check_input
 from .config import AttentionConfig
 from .cost import Cost
+from .profiling import part
 from .registry import register
 
 __all__ = ["MHSA", "MHSAConfig"]
@@ -54,17 +55,20 @@ class MHSA(Attention):
         check_input(x, self.config.dim, self.name)
         B, H, W, C = x.shape
         m = self.config.num_heads
-        qkv = self.qkv(x.reshape(B, H * W, C)).view(B, H * W, 3, m, C // m).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, m, N, d)
+        with part("mhsa", "projections"):
+            qkv = self.qkv(x.reshape(B, H * W, C))
+        q, k, v = qkv.view(B, H * W, 3, m, C // m).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, m, N, d)
         if self._inspector is not None:
             self._inspector.record(self, "mhsa_row", q=q, k=k, size=(H, W))
-        if self.config.fused:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        else:
-            attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-            out = attn @ v
+        with part("mhsa", "attention"):
+            if self.config.fused:
+                out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            else:
+                attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+                out = attn @ v
         out = out.transpose(1, 2).reshape(B, H, W, C)
-        return self.proj(out)
+        with part("mhsa", "projections"):
+            return self.proj(out)
 
     def cost(self, H: int, W: int) -> Cost:
         N, C = H * W, self.config.dim

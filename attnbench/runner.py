@@ -320,8 +320,9 @@ def _refuse_used(run_dir: Path) -> None:
 
 def _start_manifest(p: Plan, argv: list[str], isolate: Any) -> dict[str, Any]:
     from .env import capture
+    from .machine_peak import for_suite
 
-    environment = {**capture(), "load_at_start": machine_load.sample()}
+    environment = {**capture(), "load_at_start": machine_load.sample(), **for_suite(p.suite, p.options.get("device"))}
     started = now_iso()
     if p.resume:
         manifest = dict(p.manifest or read_manifest(p.run_dir))

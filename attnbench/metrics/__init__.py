@@ -20,6 +20,8 @@ METRICS = {
     "memory": "memory",
     "accuracy": "accuracy",
     "published": "published",
+    "breakdown": "breakdown",
+    "capacity": "capacity",
 }
 
 

@@ -12,6 +12,7 @@ from .headline import accuracy_fronts, headline_sections, precision_notes, run_b
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
 from .markdown import render_summary
 from .paper import paper_sections
+from .why import render_why_figures, why_sections
 from .tables import (Section, Table, attentions_table, build_sections, environment_table, missing_table,
                      uncounted_ops)
 
@@ -52,6 +53,9 @@ class Report:
     verdict_notes: list[str] = dataclasses.field(default_factory=list)
     figures: list = dataclasses.field(default_factory=list)
     paper: list[Section] = dataclasses.field(default_factory=list)
+    #: the Why part under the verdict (``why.why_sections``): sentences and sections, empty without breakdown rows
+    why: list[Section] = dataclasses.field(default_factory=list)
+    why_notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_run_dirs(run_dirs: tuple[str, ...] | list[str], runs_root: str | Path = "runs") -> list[Path]:
@@ -70,6 +74,7 @@ def make_report(runs: Runs):
     frame = add_derived(runs)
     missing = missing_cells(frame, runs)
     cells = frame.groupby("run_id").size().to_dict()
+    why, why_notes = why_sections(frame, runs.manifests)
     return Report(
         title=", ".join(runs.suite_names()),
         environment=environment_table(runs.manifests, cells, frame),
@@ -83,6 +88,7 @@ def make_report(runs: Runs):
         verdict=headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
+        why=why, why_notes=why_notes,
     ), frame, missing
 
 
@@ -113,7 +119,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
     if figures:
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
-        report.figures = render_figures(frame, out, missing)
+        report.figures = render_figures(frame, out, missing) + render_why_figures(frame, out, runs.manifests)
     from .accuracy import render_accuracy  # the training-loss curves (the table is report.sections' "accuracy")
 
     render_accuracy(list(run_dirs), out, figures)

@@ -40,6 +40,10 @@ def render_summary(report) -> str:
         for section in report.verdict:
             parts += [f"### {section.title}", "", section.description, ""] + _tables(section.tables)
         parts += [f"{note}\n" for note in report.verdict_notes]
+    if getattr(report, "why", None) or getattr(report, "why_notes", None):
+        parts += ["## Why", ""] + [f"- {line}" for line in report.why_notes] + [""]
+        for section in report.why:
+            parts += [f"### {section.title}", "", section.description, ""] + _tables(section.tables)
     if report.figures:
         parts += ["## Figures", ""]
         for fig in report.figures:
