@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = ["Interval", "Change", "Fit", "median_interval", "paired_ratio", "ratio_of_medians", "detect_change",
-           "mann_whitney_p", "loglog_fit", "CONFIDENCE", "N_BOOT"]
+           "mann_whitney_p", "loglog_fit", "proportion_interval", "proportion_diff_interval", "CONFIDENCE", "N_BOOT"]
 
 #: the confidence of every interval attnbench prints
 CONFIDENCE = 0.95
@@ -231,3 +231,34 @@ def loglog_fit(x: Sequence[float], y: Sequence[float], confidence: float = CONFI
     se = math.sqrt(float(resid @ resid) / (n - 2) / float(((lx - lx.mean()) ** 2).sum()))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 2)) * se
     return Fit(Interval(float(slope), float(slope - half), float(slope + half), n, confidence), float(intercept))
+
+
+def _z(conf: float) -> float:
+    from scipy import stats
+
+    return float(stats.norm.ppf(0.5 + conf / 2))
+
+
+def proportion_interval(k: int, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (e.g. top-1 hits over validation images), in proportion
+    units. Unlike the normal approximation it stays inside [0, 1] and keeps its coverage near 0 and 1."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"proportion_interval: expected 0 <= k <= n and n > 0, got k={k}, n={n}")
+    z = _z(conf)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_diff_interval(k1: int, n1: int, k2: int, n2: int,
+                             conf: float = CONFIDENCE) -> tuple[float, float, float]:
+    """``p1 − p2`` of two independent proportions with Newcombe's hybrid score interval (method 10 of Newcombe,
+    Statistics in Medicine 17, 1998): each proportion's Wilson interval ``[l_i, u_i]`` gives
+    ``δ = sqrt((p1 − l1)² + (u2 − p2)²)`` and ``ε = sqrt((u1 − p1)² + (p2 − l2)²)``, the interval
+    ``[p1 − p2 − δ, p1 − p2 + ε]``. Returns (difference, low, high) in proportion units."""
+    p1, p2 = k1 / n1 if n1 > 0 else math.nan, k2 / n2 if n2 > 0 else math.nan
+    l1, u1 = proportion_interval(k1, n1, conf)
+    l2, u2 = proportion_interval(k2, n2, conf)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)

@@ -5,6 +5,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from .ablation import ablation
 from .derive import add_derived, missing_cells
 from .headline import accuracy_fronts, headline_sections, run_banners
 from .load import Runs, find_latest_run, load_runs, to_csv_frame
@@ -33,6 +34,7 @@ class Report:
         paper: a model suite's paper table (``paper.paper_sections``), shown first; empty for attention suites.
         verdict_notes: sentences under the verdict (accuracy Pareto fronts).
         figures: the saved figures (empty when figures were not drawn).
+        ablation: the factors' tables, summary and figure (``ablation.Ablation``), shown first; None without factors.
     """
 
     title: str
@@ -47,6 +49,7 @@ class Report:
     verdict_notes: list[str] = dataclasses.field(default_factory=list)
     figures: list = dataclasses.field(default_factory=list)
     paper: list[Section] = dataclasses.field(default_factory=list)
+    ablation: object = None
 
 
 def resolve_run_dirs(run_dirs: tuple[str, ...] | list[str], runs_root: str | Path = "runs") -> list[Path]:
@@ -65,6 +68,7 @@ def make_report(runs: Runs):
     frame = add_derived(runs)
     missing = missing_cells(frame, runs)
     cells = frame.groupby("run_id").size().to_dict()
+    factors = ablation(frame)
     return Report(
         title=", ".join(runs.suite_names()),
         environment=environment_table(runs.manifests, cells, frame),
@@ -74,9 +78,11 @@ def make_report(runs: Runs):
         missing=missing_table(missing),
         uncounted=uncounted_ops(frame),
         banners=run_banners(frame, runs),
-        verdict=headline_sections(frame),
+        # variants of one attention are not competitors: their ablation tables answer instead of the verdict
+        verdict=[] if factors is not None and factors.replaces_verdict else headline_sections(frame),
         verdict_notes=accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
+        ablation=factors,
     ), frame, missing
 
 
@@ -108,6 +114,10 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
         report.figures = render_figures(frame, out, missing)
+        if report.ablation is not None:
+            from .ablation import render_ablation_figures
+
+            report.ablation.figures = render_ablation_figures(frame, out)
     from .accuracy import render_accuracy  # the accuracy rows' text and curve columns, model-level costs
 
     accuracy_text, _ = render_accuracy(list(run_dirs), out, figures)
