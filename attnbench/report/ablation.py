@@ -105,7 +105,7 @@ def _factors(part: pd.DataFrame) -> list[str]:
 
 
 def _reference_value(ref_rows: pd.DataFrame, factor: str) -> tuple[bool, Any]:
-    """(known, value) of the factor in the reference's config (a product: a mapping of its keys)."""
+    """(known, value) of the factor in the config of the rows' first (a product: a mapping of its keys)."""
     config = ref_rows["config"].iloc[0] if len(ref_rows) else {}
     config = config if isinstance(config, dict) else {}
     keys = factor.split(PRODUCT_JOIN)
@@ -129,7 +129,8 @@ def _levels(part: pd.DataFrame, factor: str, ref: str) -> list[tuple[str, Any, b
     """(label, value, is reference) of the factor's rows, in value order for an ordered factor (the reference at
     its value, or first when its value is not in its config), else reference first then suite order."""
     variants = part[part["factor"] == factor].drop_duplicates("label")
-    levels = [(str(r["label"]), r["factor_value"], False) for _, r in variants.iterrows()]
+    # the value from the row's config: pandas turns a column of 2s and nulls into 2.0s
+    levels = [(str(r["label"]), _reference_value(variants.loc[[i]], factor)[1], False) for i, r in variants.iterrows()]
     known, value = _reference_value(part[part["label"] == ref], factor)
     if _ordered([v for _, v, _ in levels]) and known and _ordered([value]):
         return sorted(levels + [(ref, value, True)], key=lambda t: t[1])
@@ -340,7 +341,7 @@ def _largest(found: list[Effect]) -> Effect:
 
 def _summary(run_id: str, ref: str, found: list[Effect], several_runs: bool) -> str:
     """One paragraph: per metric, the factors with a clear effect (each with its largest change) and those
-    without."""
+    without (counts, which are exact: the factors that change them and those that do not)."""
     factors = list(dict.fromkeys(e.factor for e in found))
     parts = []
     for metric, title in _SUMMARY_METRICS:
@@ -354,9 +355,11 @@ def _summary(run_id: str, ref: str, found: list[Effect], several_runs: bool) -> 
             e = _largest([x for x in mine if x.factor == f and x.clear])
             at = f" at {e.where}" if e.where else ""
             texts.append(f"`{f}` (largest: {_text(e.value)} → {_change_text(e)}{at})")
-        sentence = f"**{title}**: " + (("clear effects from " + ", ".join(texts)) if texts else "no clear effect")
+        exact = metric not in ("latency", "accuracy")  # counts change or do not; intervals can be unclear
+        changes, none = ("changes with", "no change") if exact else ("clear effects from", NO_EFFECT)
+        sentence = f"**{title}**: " + (f"{changes} " + ", ".join(texts) if texts else none)
         if clear and unclear:
-            sentence += f"; {NO_EFFECT} from " + ", ".join(f"`{f}`" for f in unclear)
+            sentence += f"; {none} from " + ", ".join(f"`{f}`" for f in unclear)
         parts.append(sentence)
     run = f" in run `{run_id}`" if several_runs else ""
     return (f"Against the reference `{ref}`{run}, one factor at a time (95% intervals; counts are exact): "

@@ -69,6 +69,9 @@ def make_report(runs: Runs):
     missing = missing_cells(frame, runs)
     cells = frame.groupby("run_id").size().to_dict()
     factors = ablation(frame)
+    replaced = factors is not None and factors.replaces_verdict
+    if replaced:  # the accuracy-vs-cost fronts of the variants read under the ablation's summary
+        factors.summary += accuracy_fronts(frame)
     return Report(
         title=", ".join(runs.suite_names()),
         environment=environment_table(runs.manifests, cells, frame),
@@ -79,8 +82,8 @@ def make_report(runs: Runs):
         uncounted=uncounted_ops(frame),
         banners=run_banners(frame, runs),
         # variants of one attention are not competitors: their ablation tables answer instead of the verdict
-        verdict=[] if factors is not None and factors.replaces_verdict else headline_sections(frame),
-        verdict_notes=accuracy_fronts(frame),
+        verdict=[] if replaced else headline_sections(frame),
+        verdict_notes=[] if replaced else accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
         ablation=factors,
     ), frame, missing
