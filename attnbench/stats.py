@@ -257,8 +257,8 @@ def proportion_diff_interval(k1: int, n1: int, k2: int, n2: int,
     Statistics in Medicine 17, 1998): each proportion's Wilson interval ``[l_i, u_i]`` gives
     ``δ = sqrt((p1 − l1)² + (u2 − p2)²)`` and ``ε = sqrt((u1 − p1)² + (p2 − l2)²)``, the interval
     ``[p1 − p2 − δ, p1 − p2 + ε]``. Returns (difference, low, high) in proportion units."""
-    p1, p2 = k1 / n1 if n1 > 0 else math.nan, k2 / n2 if n2 > 0 else math.nan
-    l1, u1 = proportion_interval(k1, n1, conf)
+    l1, u1 = proportion_interval(k1, n1, conf)  # raises on counts that are not proportions
     l2, u2 = proportion_interval(k2, n2, conf)
+    p1, p2 = k1 / n1, k2 / n2
     d = p1 - p2
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
