@@ -184,6 +184,9 @@ def _fmt_value(metric: str, x: float) -> str:
 
 
 def _factor_text(x: float) -> str:
+    """``1.45``, ``12.3``; a change too small for two decimals keeps four (``1.0012``), so it does not read as 1."""
+    if x != 1 and round(x, 2) == 1:
+        return f"{x:.{min(8, math.ceil(-math.log10(abs(x - 1))) + 1)}f}"
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
 
 
@@ -320,7 +323,14 @@ def _tables(run_id: str, ref: str, part: pd.DataFrame, several_runs: bool) -> li
                             row.append(_reference_text(sub, ref, metric, column, kind, cell))
                             continue
                         e = _effect(sub, run_id, ref, factor, value, label, metric, column, kind, cell)
-                        row.append("—" if e is None else f"{e.value_text} ({_change_text(e)})")
+                        if e is None:
+                            row.append("—")
+                        elif metric == "latency":  # medians of different cells met different load: the ratio
+                            text = _change_text(e)     # (paired: measured in the same rounds) is the answer
+                            row.append(f"{text.split(': ', 1)[1]} ({NO_EFFECT})" if text.startswith(NO_EFFECT)
+                                       else text)
+                        else:
+                            row.append(f"{e.value_text} ({_change_text(e)})")
                 body.append(row)
                 bold.append([is_ref] * len(row))
             where = (f" — run `{run_id}`" if several_runs else "") + \
@@ -378,9 +388,10 @@ def ablation(frame: pd.DataFrame) -> Optional[Ablation]:
     sections = [Section(f"ablation-{ref}", f"Factors of `{ref}`" + (f" (run `{run_id}`)" if several else ""),
                         "One table per factor, one row per value; the reference row is bold and shows its own values "
                         "(latency: median [95% interval]; accuracy: top-1 [Wilson 95% interval]). Each other row: the "
-                        "variant's value and, in brackets, its change from the reference at the same cell — a ratio "
-                        "(latency with its 95% interval: paired where the variant was timed interleaved with the "
-                        "reference), or the top-1 difference in points with Newcombe's 95% interval. "
+                        "variant's value and, in brackets, its change from the reference at the same cell — a ratio, "
+                        "or the top-1 difference in points with Newcombe's 95% interval. Latency shows the ratio "
+                        "alone, with its 95% interval: paired where the variant was timed interleaved with the "
+                        "reference, so load that hit both cancels. "
                         f"`{NO_EFFECT}`: the interval holds no change; `same`: an identical count.",
                         _tables(run_id, ref, part, several))
                 for run_id, ref, part in groups]
@@ -394,12 +405,13 @@ def ablation(frame: pd.DataFrame) -> Optional[Ablation]:
 
 def render_ablation_figures(frame: pd.DataFrame, out_dir: Path) -> list:
     """One small-multiples figure per reference: a column per factor, a row per metric; x the factor's value
-    (ordered factors as lines in value order, categorical ones as points), y the change from the reference (ratio,
-    log scale; accuracy: points) with its interval; one line per H×W · pass."""
+    (ordered factors as lines in value order, categorical ones as points), y the change from the reference (a
+    ratio; accuracy: points) with its interval; one line per H×W · pass."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as mticker
 
     from .figures import FIG_DIR, Figure, _RC
 
@@ -413,8 +425,8 @@ def render_ablation_figures(frame: pd.DataFrame, out_dir: Path) -> list:
         metrics = [(m, t) for m, t in _SUMMARY_METRICS if any(e.metric == m for e in mine)]
         with plt.rc_context(_RC):
             fig, axes = plt.subplots(len(metrics), len(factors), figsize=(2.4 * len(factors) + 0.8,
-                                                                          1.9 * len(metrics) + 0.6),
-                                     squeeze=False, sharey="row")
+                                                                          1.6 * len(metrics) + 0.8),
+                                     squeeze=False, sharey="row", sharex="col")
             wheres = list(dict.fromkeys(e.where for e in mine if e.where))
             colors = {w: plt.get_cmap("tab10")(i % 10) for i, w in enumerate(wheres)}
             for j, factor in enumerate(factors):
@@ -444,14 +456,15 @@ def render_ablation_figures(frame: pd.DataFrame, out_dir: Path) -> list:
                                      label=where or title)
                     for x in [xs[label] for label, _, is_ref in levels if is_ref]:
                         ax.axvline(x, color="0.75", linewidth=3, zorder=0)
-                    if metric != "accuracy":
-                        ax.set_yscale("log")
+                    if metric != "accuracy":  # linear: the ratios of an ablation stay within a few ×
+                        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.3g}×"))
                     ax.set_xticks(range(len(levels)))
-                    ax.set_xticklabels([_text(v) for _, v, _ in levels], fontsize=7, rotation=30 if not ordered
-                                       else 0)
-                    ax.tick_params(axis="y", labelsize=7)
+                    # a product's tick is its values in key order (the title names the keys): 2/4
+                    ax.set_xticklabels(["/".join(value_text(x) for x in v.values()) if isinstance(v, dict)
+                                        else _text(v) for _, v, _ in levels], fontsize=7)
+                    ax.tick_params(axis="both", which="both", labelsize=6.5)
                     if i == 0:
-                        ax.set_title(factor, fontsize=9)
+                        ax.set_title(factor.replace(PRODUCT_JOIN, " / "), fontsize=9)
                     if j == 0:
                         ax.set_ylabel(f"{title}\n" + ("Δ pt" if metric == "accuracy" else "× reference"),
                                       fontsize=8)
@@ -471,7 +484,7 @@ def render_ablation_figures(frame: pd.DataFrame, out_dir: Path) -> list:
             plt.close(fig)
         figures.append(Figure(name, f"Factors of {ref}",
                               "Each metric against each factor's value, as a change from the reference (the grey "
-                              "band; dotted: no change): ratios on a log scale, accuracy in points, bars the 95% "
+                              "band; dotted: no change): ratios, accuracy in points, bars the 95% "
                               "intervals; ordered factors as lines, categorical ones as points; one colour per "
                               "H×W · pass.", png, svg))
     return figures
