@@ -10,7 +10,8 @@ from attnbench.stats import proportion_diff_interval, proportion_interval
 
 
 def test_wilson_by_hand():
-    # k = 8, n = 10, z = 1.959964: centre = (0.8 + z²/20) / (1 + z²/10), half = z / (1 + z²/10) · sqrt(0.016 + z²/400)
+    # k = 8, n = 10, z = 1.959964: centre = (0.8 + z²/20) / (1 + z²/10),
+    # half = z / (1 + z²/10) · sqrt(0.016 + z²/400)
     z = 1.959963984540054
     centre = (0.8 + z * z / 20) / (1 + z * z / 10)
     half = z / (1 + z * z / 10) * math.sqrt(0.8 * 0.2 / 10 + z * z / 400)

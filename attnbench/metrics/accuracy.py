@@ -22,9 +22,9 @@ Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, 
 (training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
 ``acc_world_size`` (training processes), ``acc_resumed_from_epoch`` (epochs a checkpoint held when it started),
 ``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_val_images`` (validation images: the top-1's denominator),
-``acc_loss_curve`` (training loss per epoch), ``acc_top1_curve`` (validation top-1 per evaluated epoch), ``acc_threads`` (torch threads of each training
-process, also those of the model-latency column), ``acc_threads_how`` (``set``, ``auto-probe``, ``auto-loaded``,
-``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
+``acc_loss_curve`` (training loss per epoch), ``acc_top1_curve`` (validation top-1 per evaluated epoch),
+``acc_threads`` (torch threads of each training process, also those of the model-latency column),
+``acc_threads_how`` (``set``, ``auto-probe``, ``auto-loaded``, ``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
 candidate, ms; None without a probe), ``acc_reused`` (true when a finished job's checkpoint was reused and nothing
 was trained now; its throughput is then the stored one), ``model_macs_fvcore``, ``model_latency_ms_median``.
 
