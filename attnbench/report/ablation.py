@@ -104,9 +104,9 @@ def _factors(part: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(part["factor"].dropna()))
 
 
-def _reference_value(ref_rows: pd.DataFrame, factor: str) -> tuple[bool, Any]:
+def _config_value(rows: pd.DataFrame, factor: str) -> tuple[bool, Any]:
     """(known, value) of the factor in the config of the rows' first (a product: a mapping of its keys)."""
-    config = ref_rows["config"].iloc[0] if len(ref_rows) else {}
+    config = rows["config"].iloc[0] if len(rows) else {}
     config = config if isinstance(config, dict) else {}
     keys = factor.split(PRODUCT_JOIN)
     if not all(k in config for k in keys):
@@ -130,8 +130,8 @@ def _levels(part: pd.DataFrame, factor: str, ref: str) -> list[tuple[str, Any, b
     its value, or first when its value is not in its config), else reference first then suite order."""
     variants = part[part["factor"] == factor].drop_duplicates("label")
     # the value from the row's config: pandas turns a column of 2s and nulls into 2.0s
-    levels = [(str(r["label"]), _reference_value(variants.loc[[i]], factor)[1], False) for i, r in variants.iterrows()]
-    known, value = _reference_value(part[part["label"] == ref], factor)
+    levels = [(str(r["label"]), _config_value(variants.loc[[i]], factor)[1], False) for i, r in variants.iterrows()]
+    known, value = _config_value(part[part["label"] == ref], factor)
     if _ordered([v for _, v, _ in levels]) and known and _ordered([value]):
         return sorted(levels + [(ref, value, True)], key=lambda t: t[1])
     if _ordered([v for _, v, _ in levels]):
@@ -453,11 +453,11 @@ def render_ablation_figures(frame: pd.DataFrame, out_dir: Path) -> list:
                         color = colors.get(where, "0.2")
                         ax.errorbar(x, y, yerr=err, color=color, marker="o", markersize=3.5, capsize=2,
                                      linewidth=1.2 if ordered else 0, elinewidth=0.8,
-                                     label=where or title)
+                                     label=where or "_nolegend_")  # one series per panel: no legend
                     for x in [xs[label] for label, _, is_ref in levels if is_ref]:
                         ax.axvline(x, color="0.75", linewidth=3, zorder=0)
                     if metric != "accuracy":  # linear: the ratios of an ablation stay within a few ×
-                        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.3g}×"))
+                        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.4g}×"))
                     ax.set_xticks(range(len(levels)))
                     # a product's tick is its values in key order (the title names the keys): 2/4
                     ax.set_xticklabels(["/".join(value_text(x) for x in v.values()) if isinstance(v, dict)
