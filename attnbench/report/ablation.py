@@ -339,8 +339,9 @@ def _tables(run_id: str, ref: str, part: pd.DataFrame, several_runs: bool) -> li
     return tables
 
 
-_SUMMARY_METRICS = (("latency", "latency"), ("memory", "peak memory"), ("macs", "MACs"), ("params", "params"),
-                    ("model_macs", "model MACs"), ("model_params", "model params"), ("accuracy", "top-1"))
+#: the summary's and the figure's order: what was trained first, then time, memory and the counts
+_SUMMARY_METRICS = (("accuracy", "top-1"), ("latency", "latency"), ("memory", "peak memory"), ("macs", "MACs"),
+                    ("params", "params"), ("model_macs", "model MACs"), ("model_params", "model params"))
 
 
 def _largest(found: list[Effect]) -> Effect:
