@@ -59,6 +59,9 @@ class Cell:
     kind: str = "attention"
     #: the cell's seed when the suite lists ``seeds`` (else None: the suite's ``seed``, not part of the identity)
     seed: Optional[int] = None
+    #: the factor columns of an ablation's cell (:data:`attnbench.factors.FACTOR_COLUMNS`); not part of the
+    #: identity, so ``cell_id`` is the same whether a variant was written by hand or by ``vary``
+    factor: Optional[dict[str, Any]] = dataclasses.field(default=None, hash=False, compare=False)
 
     @property
     def tokens(self) -> int:
@@ -84,9 +87,17 @@ class Cell:
 
     @classmethod
     def from_identity(cls, data: dict[str, Any]) -> "Cell":
-        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("kind", "seed")]
+        """The cell of its identity columns; the factor columns too when ``data`` has them (:meth:`record`)."""
+        from .factors import FACTOR_COLUMNS
+
+        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("kind", "seed", "factor")]
+        factor = {k: data[k] for k in FACTOR_COLUMNS if k in data} or None
         return cls(**{k: data["pass" if k == "pass_" else k] for k in keys}, kind=data.get("kind") or "attention",
-                   seed=data.get("seed"))
+                   seed=data.get("seed"), factor=factor)
+
+    def record(self) -> dict[str, Any]:
+        """The identity columns and the factor columns: what a batch job needs to write this cell's row."""
+        return {**self.identity(), **(self.factor or {})}
 
     def key_text(self, key: str) -> str:
         """The text a filter pattern is matched against for ``key``."""
@@ -178,12 +189,18 @@ class Expansion:
 
     def baselines(self, label: str) -> dict[str, Cell]:
         """cell_id -> the cell of ``label`` at the same shape, batch, dtype, device, pass and mode, for every
-        runnable cell that has one (the baseline's own cells excluded): what the paired latency is timed against."""
+        runnable cell that has one (the baseline's own cells excluded): what the paired latency is timed against.
+        A factor's variant is timed against its reference instead (its ``factor_reference``)."""
         def key(c: Cell) -> tuple:
             return (c.height, c.width, c.batch, c.dtype, c.device, c.pass_, c.mode, c.seed)
 
-        base = {key(c): c for c in self.cells if c.label == label}
-        return {c.cell_id: base[key(c)] for c in self.cells if c.label != label and key(c) in base}
+        def against(c: Cell) -> str:
+            ref = (c.factor or {}).get("factor_reference")
+            return ref if ref and not c.factor.get("is_reference") else label
+
+        cells = {(c.label, key(c)): c for c in self.cells}
+        return {c.cell_id: cells[(against(c), key(c))] for c in self.cells
+                if c.label != against(c) and (against(c), key(c)) in cells}
 
 
 def _axis_blocks(suite: Suite) -> list[list[str]]:
@@ -233,8 +250,9 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
                 if batch is None:
                     continue
             (h, w) = combo["resolution"]
+            factor = entry.factor_columns() if hasattr(entry, "factor_columns") else None
             cell = Cell(suite.name, entry.name, entry.display, dict(entry.config), h, w, batch,
-                        combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind, seed=seed)
+                        combo["dtype"], concrete, combo["pass"], combo["mode"], kind=suite.kind, seed=seed, factor=factor)
             if cell.cell_id in seen:
                 continue
             seen.add(cell.cell_id)

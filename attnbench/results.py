@@ -82,6 +82,7 @@ def make_row(cell: "Cell", run_id: str, *, status: str, error: Optional[str] = N
         raise ValueError(f"status={status!r} is not one of {STATUSES}")
     row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell.cell_id}
     row.update(cell.identity())
+    row.update(getattr(cell, "factor", None) or {})  # an ablation's factor columns (attnbench.factors)
     row.update(status=status, error=error, error_stage=error_stage, started_at=started_at,
                duration_s=round(duration_s, 6))
     for key, value in (columns or {}).items():

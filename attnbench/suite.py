@@ -62,12 +62,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
+#: the characters of a label (``=`` for the variants of a factor, ``dbra-topk=8``)
+LABEL_PATTERN = r"^[A-Za-z0-9_.:+\-=]+$"
+#: config key -> the values a factor takes (:mod:`attnbench.factors`)
+FactorValues = Optional[dict[str, Annotated[list[Any], Field(min_length=1)]]]
+
+
 class AttentionEntry(_Model):
-    """One attention of the sweep: what to build and how to call it in tables."""
+    """One attention of the sweep: what to build and how to call it in tables; ``vary``/``vary_product`` make it
+    the reference of an ablation (its variants: :func:`attnbench.factors.expand_entries`)."""
 
     name: str = Field(min_length=1)
-    label: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.:+\-]+$")
+    label: Optional[str] = Field(default=None, pattern=LABEL_PATTERN)
     config: dict[str, Any] = {}
+    vary: FactorValues = None
+    vary_product: FactorValues = None
 
     @property
     def display(self) -> str:
@@ -155,8 +164,11 @@ class Suite(_Model):
 
     @property
     def entries(self) -> list[AttentionEntry]:
-        """The suite's entries, attentions or models, in suite order."""
-        return list(self.models if self.models is not None else self.attentions or [])
+        """The suite's entries, attentions or models, in suite order, each ``vary``/``vary_product`` expanded into
+        its reference and variants (:class:`attnbench.factors.FactorEntry`)."""
+        from .factors import expand_entries
+
+        return expand_entries(list(self.models if self.models is not None else self.attentions or []), self.defaults)
 
     @property
     def entries_key(self) -> str:
@@ -173,6 +185,10 @@ class Suite(_Model):
         for key in ("attentions", "models", "seeds"):
             if data.get(key) is None:
                 data.pop(key, None)
+            for entry in data.get(key) or []:  # a suite without factors stores what it always stored
+                for field in ("vary", "vary_product"):
+                    if entry.get(field) is None:
+                        entry.pop(field, None)
         return data
 
 
@@ -281,8 +297,8 @@ def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
     """Validate suite data; with ``check_attentions``, also resolve names, merge ``defaults`` and check configs
     (of the attentions, or of the models of a model suite).
 
-    A model suite without a ``baseline`` key takes its first model as the baseline (an attention suite keeps the
-    default ``mhsa``).
+    A model suite without a ``baseline`` key takes its first model as the baseline; an attention suite takes its
+    first entry with ``vary``/``vary_product`` (an ablation's reference), else the default ``mhsa``.
 
     Raises:
         SuiteError: listing every problem found, one line each: ``source: key.path: what was expected``.
@@ -297,6 +313,8 @@ def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
         _raise(source, nodes, pydantic_errors(e))
     if suite.models and "baseline" not in data:
         suite = suite.model_copy(update={"baseline": suite.models[0].display})
+    elif "baseline" not in data and (refs := [e for e in suite.attentions or [] if e.vary or e.vary_product]):
+        suite = suite.model_copy(update={"baseline": refs[0].display})  # an ablation: its first reference
     errors = structural_errors(suite)
     if errors:
         _raise(source, nodes, errors)

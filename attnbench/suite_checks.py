@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
+from .factors import factor_errors
 from .hints import import_path_hint
 from .suite import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
 
@@ -110,13 +111,21 @@ def structural_errors(suite: Suite) -> Errors:
         return [("models", "a suite lists either 'attentions' or 'models', not both; put the models in a suite "
                  "of their own")]
     key = suite.entries_key
+    raw = list(suite.models if suite.models is not None else suite.attentions)
+    errors += factor_errors(raw, key)
+    if suite.models is not None:
+        errors += [(f"models[{i}].vary", "factors (vary, vary_product) are for attention entries; list each model "
+                    "config as its own entry") for i, e in enumerate(raw) if e.vary or e.vary_product]
+    if errors:
+        return errors
     seen: dict[str, int] = {}
     for i, entry in enumerate(suite.entries):
-        label = entry.display
+        label, origin = entry.display, getattr(entry, "origin", i)
         if label in seen:
-            errors.append((f"{key}[{i}].label", f"duplicate label {label!r} (also {key}[{seen[label]}]); "
+            where = "label" if getattr(entry, "factor", None) is None else f"vary.{entry.factor}"
+            errors.append((f"{key}[{origin}].{where}", f"duplicate label {label!r} (also {key}[{seen[label]}]); "
                            "give each entry a distinct label"))
-        seen.setdefault(label, i)
+        seen.setdefault(label, origin)
     if suite.baseline not in seen:
         errors.append(("baseline", f"expected the label of one of this suite's {key} ({', '.join(seen)}), "
                        f"got {suite.baseline!r}{did_you_mean(suite.baseline, list(seen))}"))
@@ -251,6 +260,14 @@ def attention_errors(suite: Suite) -> Errors:
                                f"{did_you_mean(key, sorted(keys))} (allowed: {', '.join(sorted(keys))})"))
             elif (msg := _type_error(cls, key, value)) is not None:
                 errors.append((f"attentions[{i}].config.{key}", msg))
+        for field in ("vary", "vary_product"):  # a factor's key and values, checked like config's
+            for key, values in (getattr(entry, field) or {}).items():
+                if keys is not None and key not in keys:
+                    errors.append((f"attentions[{i}].{field}.{key}", f"{entry.name} has no parameter {key!r}"
+                                   f"{did_you_mean(key, sorted(keys))} (allowed: {', '.join(sorted(keys))})"))
+                    continue
+                errors += [(f"attentions[{i}].{field}.{key}[{j}]", msg) for j, value in enumerate(values)
+                           if (msg := _type_error(cls, key, value)) is not None]
         for key, value in suite.defaults.items():
             if key not in entry.config and (keys is None or key in keys):
                 if (msg := _type_error(cls, key, value)) is not None:

@@ -146,7 +146,9 @@ def _accepted(name: str) -> Optional[set[str]]:
 
 def apply_overrides(slots: Sequence[Sequence[SlotSpec]], overrides: Optional[Mapping[str, Any]]
                     ) -> list[list[SlotSpec]]:
-    """``overrides`` merged into every slot whose attention takes the key; a key no slot takes raises.
+    """``overrides`` merged into every slot whose attention takes the key; a key no slot takes raises. A ``topk``
+    is capped at the slot's ``n_win²`` (a late stage of a small image has fewer regions than an early one), as the
+    presets' per-stage top-k are, so one top-k can be varied across a whole backbone.
 
     ``dim`` is set per stage by the backbone and cannot be overridden.
     """
@@ -161,6 +163,9 @@ def apply_overrides(slots: Sequence[Sequence[SlotSpec]], overrides: Optional[Map
             keys = _accepted(name)
             take = {k: v for k, v in overrides.items() if keys is None or k in keys}
             used |= set(take)
+            n_win = take.get("n_win", cfg.get("n_win"))
+            if isinstance(take.get("topk"), int) and isinstance(n_win, int):
+                take["topk"] = min(take["topk"], n_win * n_win)  # as the presets: at most every region
             new_stage.append((name, {**cfg, **take}))
         out.append(new_stage)
     unused = sorted(set(overrides) - used)

@@ -304,6 +304,7 @@ def run_job(job: Job, log=None) -> Optional[dict[str, Any]]:
     params = sum(p.numel() for p in model.parameters())
     return {**result, "reused": result.get("resumed_from", 0) >= result.get("epochs", 0) > 0,
             "model": job.model_name() if s.model != "swap" else f"swap:{s.macro}:{job.attention}",
-            "dataset": label, "params": params, "num_classes": len(classes), "out_dir": str(job.out_dir()),
+            "dataset": label, "params": params, "num_classes": len(classes),
+            "out_dir": str(job.out_dir()),
             "world_size": info.world_size, "threads": choice.threads, "threads_how": choice.how,
             "threads_probe_ms": choice.probe_ms}

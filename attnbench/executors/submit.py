@@ -175,7 +175,7 @@ class _Parent:
             executor = _make_executor(self.cluster, self.run_dir, self.section, params)
             baselines = {c.cell_id: self.p.baselines[c.cell_id].identity() for c in job.cells
                          if c.cell_id in self.p.baselines}
-            fn = ShardJob(str(self.run_dir), job.name, [c.identity() for c in job.cells], self.spec,
+            fn = ShardJob(str(self.run_dir), job.name, [c.record() for c in job.cells], self.spec,
                           isolate=self.isolate, baselines=baselines, parent_pid=self.parent_pid)
             try:
                 with _sigint_ignored(self.cluster == "local"):

@@ -21,10 +21,10 @@ Method (settings: ``settings.accuracy``, see :class:`attnbench.accuracy.job.Accu
 Columns: ``acc_top1``, ``acc_top5`` (%, final epoch), ``acc_train_loss_final``, ``acc_train_throughput_img_s``
 (training images / summed epoch wall time, data loading included, all processes), ``acc_epochs``,
 ``acc_world_size`` (training processes), ``acc_resumed_from_epoch`` (epochs a checkpoint held when it started),
-``acc_dataset``, ``acc_model``, ``acc_params``, ``acc_loss_curve`` (training loss per epoch),
-``acc_top1_curve`` (validation top-1 per evaluated epoch), ``acc_threads`` (torch threads of each training
-process, also those of the model-latency column), ``acc_threads_how`` (``set``, ``auto-probe``, ``auto-loaded``,
-``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
+``acc_dataset``, ``acc_model``, ``acc_params``,
+``acc_loss_curve`` (training loss per epoch), ``acc_top1_curve`` (validation top-1 per evaluated epoch),
+``acc_threads`` (torch threads of each training process, also those of the model-latency column),
+``acc_threads_how`` (``set``, ``auto-probe``, ``auto-loaded``, ``auto-one-core``, ``auto-cuda``, ``auto-ddp``), ``acc_threads_probe_ms`` (the probe's median step time per
 candidate, ms; None without a probe), ``acc_reused`` (true when a finished job's checkpoint was reused and nothing
 was trained now; its throughput is then the stored one), ``model_macs_fvcore``, ``model_latency_ms_median``.
 Uncertainty (docs/accuracy.md): ``acc_val_n`` (validation images), ``acc_top1_ci_low``/``acc_top1_ci_high`` and
@@ -146,6 +146,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_world_size": int(result.get("world_size", 1)),
         "acc_resumed_from_epoch": int(result.get("resumed_from", 0)),
         "acc_params": int(result["params"]),
+        # the top-1's denominator: what an interval of the accuracy (stats.proportion_interval) needs
         "acc_loss_curve": [float(h["train_loss"]) for h in history],
         "acc_top1_curve": [float(h["top1"]) for h in history if "top1" in h],
         # a finished job found in the work folder is re-evaluated, not retrained: the row says so

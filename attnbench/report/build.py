@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .accuracy import accuracy_sections
+from .ablation import ablation
 from .derive import add_derived, missing_cells
 from .failures import failure_banners
 from .headline import accuracy_fronts, headline_sections, precision_notes, run_banners
@@ -38,6 +39,7 @@ class Report:
         paper: a model suite's paper table (``paper.paper_sections``), shown first; empty for attention suites.
         verdict_notes: sentences under the verdict (accuracy Pareto fronts).
         figures: the saved figures (empty when figures were not drawn).
+        ablation: the factors' tables, summary and figure (``ablation.Ablation``), shown first; None without factors.
     """
 
     title: str
@@ -56,6 +58,7 @@ class Report:
     #: the Why part under the verdict (``why.why_sections``): sentences and sections, empty without breakdown rows
     why: list[Section] = dataclasses.field(default_factory=list)
     why_notes: list[str] = dataclasses.field(default_factory=list)
+    ablation: object = None
 
 
 def resolve_run_dirs(run_dirs: tuple[str, ...] | list[str], runs_root: str | Path = "runs") -> list[Path]:
@@ -75,6 +78,10 @@ def make_report(runs: Runs):
     missing = missing_cells(frame, runs)
     cells = frame.groupby("run_id").size().to_dict()
     why, why_notes = why_sections(frame, runs.manifests)
+    factors = ablation(frame)
+    replaced = factors is not None and factors.replaces_verdict
+    if replaced:  # the accuracy-vs-cost fronts of the variants read under the ablation's summary
+        factors.summary += accuracy_fronts(frame)
     return Report(
         title=", ".join(runs.suite_names()),
         environment=environment_table(runs.manifests, cells, frame),
@@ -85,10 +92,12 @@ def make_report(runs: Runs):
         uncounted=uncounted_ops(frame),
         banners=failure_banners(frame) + run_banners(frame, runs),
         precision=precision_notes(frame, runs),
-        verdict=headline_sections(frame),
-        verdict_notes=accuracy_fronts(frame),
+        # variants of one attention are not competitors: their ablation tables answer instead of the verdict
+        verdict=[] if replaced else headline_sections(frame),
+        verdict_notes=[] if replaced else accuracy_fronts(frame),
         paper=paper_sections(frame, runs.manifests),
         why=why, why_notes=why_notes,
+        ablation=factors,
     ), frame, missing
 
 
@@ -120,6 +129,10 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
         from .figures import render_figures  # matplotlib is slow to import; tables alone do not need it
 
         report.figures = render_figures(frame, out, missing) + render_why_figures(frame, out, runs.manifests)
+        if report.ablation is not None:
+            from .ablation import render_ablation_figures
+
+            report.ablation.figures = render_ablation_figures(frame, out)
     from .accuracy import render_accuracy  # the training-loss curves (the table is report.sections' "accuracy")
 
     render_accuracy(list(run_dirs), out, figures)

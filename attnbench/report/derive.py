@@ -21,8 +21,8 @@ from .acc_uncertainty import add_accuracy_uncertainty
 from .load import Runs
 
 __all__ = [
-    "CELL_KEYS", "COUNT_KEYS", "PASS_FACTOR", "RATIO_COLUMNS", "DELTA_PREFIX", "add_derived", "baseline_mask",
-    "missing_cells", "numeric",
+    "CELL_KEYS", "COUNT_KEYS", "PASS_FACTOR", "RATIO_COLUMNS", "DELTA_PREFIX", "add_derived", "add_ratios",
+    "baseline_mask", "missing_cells", "numeric",
 ]
 
 #: the axes a per-cell metric is matched on against its baseline (within one run)
@@ -57,13 +57,19 @@ def add_derived(runs: Runs) -> pd.DataFrame:
     frame["achieved_gflops_s"] = frame["work_flops"] / (frame["latency_ms_median"] * 1e-3) / 1e9
     for column in ("macs_torch", "work_flops", "achieved_gflops_s"):
         frame[column] = frame[column].astype("float64")
+    add_ratios(frame)
+    return frame
+
+
+def add_ratios(frame: pd.DataFrame) -> None:
+    """Fill the ``<metric>_ratio``, ``acc_*_delta`` and latency-ratio columns against the rows ``is_baseline``
+    marks (the run's baseline here; an ablation's reference in :mod:`attnbench.report.ablation`)."""
     for column, keys in RATIO_COLUMNS.items():
         frame[f"{column}_ratio"] = frame[column].astype("float64") / _baseline_value(frame, column, keys)
     for column in [c for c in ("acc_top1", "acc_top5") if c in frame.columns]:  # the percentages only
         frame[f"{column}_delta"] = frame[column] - _baseline_value(frame, column, CELL_KEYS)
     _add_latency_intervals(frame)
     add_accuracy_uncertainty(frame, CELL_KEYS)  # the accuracy's intervals, seed spread and ties (acc_uncertainty.py)
-    return frame
 
 
 def numeric(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -35,6 +35,8 @@ def render_summary(report) -> str:
     parts += [f"> **Precision.** {note}\n" for note in report.precision]
     for section in getattr(report, "paper", []):
         parts += [f"## {section.title}", "", section.description, ""] + _tables(section.tables)
+    if getattr(report, "ablation", None) is not None:
+        parts += ablation_markdown(report.ablation)
     if report.verdict or report.verdict_notes:
         parts += ["## Verdict", ""]
         for section in report.verdict:
@@ -57,6 +59,16 @@ def render_summary(report) -> str:
         parts += ["## Cells without a value", "", md_table(report.missing), ""]
     parts += ["## Environment", "", md_table(report.environment), "", md_table(report.attentions), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def ablation_markdown(ablation) -> list[str]:
+    """The ablation section (:class:`attnbench.report.ablation.Ablation`): summary, figures, one table per factor."""
+    parts = ["## Ablation", ""] + [f"{text}\n" for text in ablation.summary]
+    for fig in ablation.figures:
+        parts += [f"![{fig.title}]({fig.png})", "", f"*{fig.description}*", ""]
+    for section in ablation.sections:
+        parts += [f"### {section.title}", "", section.description, ""] + _tables(section.tables)
+    return parts
 
 
 def legend() -> str:

@@ -151,3 +151,34 @@ def test_shipped_suites_load(suite):
     loaded = load_suite(REPO / "suites" / suite)
     assert "accuracy" in loaded.metrics and len(loaded.attentions) == 5
     accuracy.validate_settings(loaded.to_dict()["settings"]["accuracy"])
+
+
+@pytest.mark.slow  # two trainings and a report: about 100 s on the loaded 2-core machine
+def test_accuracy_ablation_suite_end_to_end(tmp_path):
+    """The shipped top-k ablation, shrunk (synthetic data, one epoch, top-k 4 and 1): one backbone per variant, the
+    factor columns and the validation count in the rows, and the top-1 difference with its interval in the report."""
+    import yaml
+
+    from attnbench import runner
+    from attnbench.report.ablation import ablation
+    from attnbench.report.build import make_report
+    from attnbench.report.load import load_runs
+    from attnbench.suite import load_suite
+
+    shipped = load_suite(REPO / "suites" / "dbra_ablation_accuracy.yaml")
+    assert shipped.labels() == ["dbra", "dbra-topk=1", "dbra-topk=2", "dbra-topk=16"]
+    accuracy.validate_settings(shipped.to_dict()["settings"]["accuracy"])
+    data = yaml.safe_load((REPO / "suites" / "dbra_ablation_accuracy.yaml").read_text())
+    data["attentions"][0]["vary"] = {"topk": [1]}
+    data["settings"]["accuracy"] = tiny_settings(tmp_path / "work", recipe={**FAST_RECIPE, "epochs": 1})
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps(data))
+    summary = runner.run(runner.plan(str(path), out=str(tmp_path / "run")), progress=False)
+    assert summary.counts == {"ok": 2}
+    rows = {r["label"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl").read_text().splitlines())}
+    assert rows["dbra"]["is_reference"] and rows["dbra-topk=1"]["factor"] == "topk"
+    assert rows["dbra-topk=1"]["acc_val_n"] == 16  # 8 synthetic classes x 2
+    frame = make_report(load_runs([tmp_path / "run"]))[1]
+    table = ablation(frame).sections[0].tables[0]
+    assert table.header[-1] == "top-1" and table.rows[0][0] == "1" and table.rows[1][0] == "4 (reference)"
+    assert " pt [" in table.rows[0][-1]  # the difference in points with its interval

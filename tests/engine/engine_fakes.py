@@ -169,3 +169,29 @@ def tiny_suite(**overrides) -> dict:
     }
     suite.update(overrides)
     return suite
+
+
+@dataclasses.dataclass(frozen=True)
+class DoublingConfig(TinyConfig):
+    """
+    Args:
+        work: how many times the projection runs: cost (MACs, time) grows in proportion, params do not.
+        inert: a knob that changes nothing (an ablation factor with no effect).
+    """
+
+    work: int = 1
+    inert: int = 1
+
+
+class Doubling(Tiny):
+    """A toy attention whose cost doubles with ``work`` 1 -> 2: the planted effect of the ablation tests."""
+
+    Config = DoublingConfig
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.config.work):
+            x = self.proj(x)
+        return x
+
+    def cost(self, H: int, W: int) -> Cost:
+        return Cost(macs={"projections": self.config.work * H * W * self.config.dim**2}, keys_per_query=1)

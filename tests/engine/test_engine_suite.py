@@ -210,7 +210,11 @@ def test_shipped_suites_load_and_cover_what_they_promise():
 
     ablation = load_suite(SUITES / "dbra_ablation.yaml")
     assert {e.name for e in ablation.attentions} == {"dbra"} and ablation.baseline == "dbra"
-    assert ablation.attentions[0].config == {"dim": 64, "num_heads": 2}
+    assert ablation.attentions[0].config == {"dim": 64, "num_heads": 2, "n_win": 7, "topk": 4, "n_groups": 1,
+                                             "offset_stride": 8, "offset_channels": 1, "lce_kernel": 5,
+                                             "auto_pad": True}  # the stage-1 defaults, written out: the reference
+    assert len(ablation.entries) == 11
+    assert "latency" not in ablation.settings  # the suite-wide latency rules
     assert not expand(ablation, cuda_available=False).skipped
 
     smoke = load_suite(SUITES / "smoke.yaml")
