@@ -2,10 +2,10 @@
 still need.
 
 Before each cell the runner asks :meth:`SuiteBudget.allowance`: the seconds left, times the cell's share of the
-expected work of the cells still to measure (its own and, paired, its baseline's:
+square roots of the expected work of the cells still to measure (its own and, paired, its baseline's:
 :func:`attnbench.cell_budget.expected_work`, MACs × batch × 3 for a training step from the probe's cost model; a
 cell without a cost model counts as the median cell). The allowance becomes
-the cell's ``budget_s`` (never more than ``max_time_s``, never less than ``floor_s``); the latency metric stops
+the cell's ``budget_s`` (never more than ``max_time_s``, never less than ``floor_s``, 1 s); the latency metric stops
 earlier when its interval reaches the target. After the cell, :meth:`SuiteBudget.spend` takes off what it really
 spent (``latency_spent_s``), so a cheap, certain cell that stopped early leaves its unspent seconds to the cells
 after it. Only runs that measure cells one after another share a budget (in this process or an isolated child);
@@ -13,6 +13,7 @@ batch executors run cells side by side and give each its ``max_time_s``.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Mapping, Optional, Sequence
 
@@ -29,10 +30,12 @@ class SuiteBudget:
         floor_s: the least one cell gets, even when the budget is spent (its minimum rounds still run).
     """
 
-    def __init__(self, total_s: float, work: Mapping[str, Optional[float]], max_s: float, floor_s: float = 0.5):
+    def __init__(self, total_s: float, work: Mapping[str, Optional[float]], max_s: float, floor_s: float = 1.0):
         known = [w for w in work.values() if w is not None and w > 0]
         typical = statistics.median(known) if known else 1.0
-        self.weights = {cid: (w if w is not None and w > 0 else typical) for cid, w in work.items()}
+        # the square root of the work: a cell 100x the work of another needs more time for the same rounds, but
+        # the cheap one needs its minimum epochs too (a share by work alone left cheap cells a fraction of a second)
+        self.weights = {cid: math.sqrt(w if w is not None and w > 0 else typical) for cid, w in work.items()}
         self.left_s, self.max_s, self.floor_s = float(total_s), float(max_s), float(floor_s)
         self._pending = dict(self.weights)
 

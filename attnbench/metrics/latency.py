@@ -15,7 +15,7 @@ Method:
        (1 <= k <= 1000) and records their mean, so a 0.1 ms call is not measured at the timer's granularity.
     4. **Rounds and epochs.** A round times one sample of the cell — and, paired, one of the baseline right after
        it (A B A B …; ``paired``, default on, when the runner passes the baseline's cell). Rounds come in
-       *epochs* of about ``epoch_s`` (0.2 s, at least one round); in eager mode each epoch of short calls
+       *epochs* of about ``epoch_s`` (0.1 s, at least one round); in eager mode each epoch of short calls
        (``short_call_s``) starts from freshly built modules at new addresses. The spread *between* epochs is
        what the interval is made of, so it carries the slow drifts, layout effects and load changes that make
        two processes disagree — the variation a within-process bootstrap misses.
@@ -27,9 +27,9 @@ Method:
        ``latency_samples_ms``, marked in ``latency_preempted_mask``, counted in ``latency_preempted``, and left out
        of every statistic (a paired round with either sample preempted is left out of the ratio).
     7. **Stop on the answer's uncertainty.** After each epoch, with at least ``min_repeats`` clean rounds and
-       ``min_epochs`` epochs: stop (``latency_stop = "target"``) when the 95% interval the reader uses — the
+       ``min_epochs`` epochs (4): stop (``latency_stop = "target"``) when the 95% interval the reader uses — the
        ratio's for a paired cell, the median's otherwise — is within ±``target_rel_ci`` (3%) of its estimate; or
-       (``"budget"``) when the cell's budget is spent: ``max_time_s``, or its share of the suite's
+       (``"budget"``) when the cell's budget is spent (and the minimum epochs and 5 clean rounds exist): ``max_time_s``, or its share of the suite's
        ``suite_budget_s`` (the runner passes it as ``budget_s``); or (``"max_repeats"``) at ``max_repeats``
        rounds. A machine so loaded that the clean rounds never come stops at three times the budget, after at
        least 5 rounds (``"budget_exhausted"``).
@@ -71,13 +71,13 @@ DEFAULTS: dict[str, Any] = {
     "target_rel_ci": uncertainty.TARGET_REL_CI,
     "noisy_rel_ci": uncertainty.NOISY_REL_CI,
     "min_repeats": 10,
-    "min_epochs": 3,
+    "min_epochs": 4,
     "min_time_s": 0.0,
     "max_repeats": 1000,
     "max_time_s": 10.0,
     "budget_s": None,
     "suite_budget_s": None,
-    "epoch_s": 0.2,
+    "epoch_s": 0.1,
     "short_call_s": 0.02,
     "preempt_fraction": uncertainty.PREEMPT_FRACTION,
     "min_block_s": 1e-3,
@@ -338,11 +338,11 @@ class Policy:
 
     target_rel_ci: float = uncertainty.TARGET_REL_CI
     min_repeats: int = 10
-    min_epochs: int = 3
+    min_epochs: int = 4
     min_time_s: float = 0.0
     max_repeats: int = 1000
     budget_s: float = 10.0
-    epoch_s: float = 0.2
+    epoch_s: float = 0.1
     preempt_fraction: float = uncertainty.PREEMPT_FRACTION
 
     @classmethod
@@ -399,7 +399,7 @@ def _stop_reason(r: Rounds, policy: Policy) -> str:
         interval = r.interval()
         if interval is not None and uncertainty.rel_half_width(interval) <= policy.target_rel_ci:
             return "target"
-    if r.spent_s >= policy.budget_s and clean >= MIN_SAMPLES and epochs >= min(policy.min_epochs, 2):
+    if r.spent_s >= policy.budget_s and clean >= MIN_SAMPLES and epochs >= policy.min_epochs:
         return "budget"
     if r.spent_s >= HARD_BUDGET_FACTOR * policy.budget_s and n >= MIN_SAMPLES:
         return "budget_exhausted"  # the clean rounds never came: preempted all along

@@ -12,8 +12,8 @@ from attnbench.results import read_rows
 
 
 def test_allowance_follows_the_work_still_to_do():
-    budget = SuiteBudget(10.0, {"a": 1.0, "b": 1.0, "c": 8.0}, max_s=6.0, floor_s=0.1)
-    assert budget.allowance("a") == pytest.approx(1.0)        # 10 s × 1/10
+    budget = SuiteBudget(10.0, {"a": 1.0, "b": 1.0, "c": 64.0}, max_s=6.0, floor_s=0.1)
+    assert budget.allowance("a") == pytest.approx(1.0)        # 10 s × √1 / (√1 + √1 + √64)
     budget.spend("a", 0.2)                                     # certain early: 0.8 s left over
     assert budget.allowance("b") == pytest.approx(9.8 / 9)     # the left-over shared with b and c
     budget.spend("b", 9.8 / 9)
@@ -23,8 +23,9 @@ def test_allowance_follows_the_work_still_to_do():
 
 
 def test_a_spent_budget_still_gives_the_floor_and_unknown_work_counts_as_typical():
-    budget = SuiteBudget(1.0, {"a": 4.0, "b": None, "c": 2.0}, max_s=10.0, floor_s=0.5)
-    assert budget.weights["b"] == 3.0  # the median of the known ones
+    budget = SuiteBudget(1.0, {"a": 16.0, "b": None, "c": 4.0}, max_s=10.0, floor_s=0.5)
+    assert budget.weights["b"] == pytest.approx(10.0 ** 0.5)  # the median of the known ones, 10
+    assert budget.weights["a"] == 4.0
     budget.spend("a", 5.0)
     assert budget.allowance("b") == 0.5 and budget.allowance("c") == 0.5
 
@@ -45,7 +46,8 @@ def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
     runner.run(p, progress=False, isolate=False, argv=["test"])
     rows = read_rows(tmp_path / "run")
     # replay the budget with what each cell really spent: every row got exactly its share at its turn
-    replay = SuiteBudget(0.6, {c.cell_id: runner._suite_budget(p).weights[c.cell_id] for c in p.to_run}, max_s=0.5)
+    replay = SuiteBudget(0.6, {c.cell_id: runner._suite_budget(p).weights[c.cell_id] ** 2 for c in p.to_run},
+                         max_s=0.5)
     for row in rows:
         assert row["latency_budget_s"] == pytest.approx(replay.allowance(row["cell_id"]))
         replay.spend(row["cell_id"], row["latency_spent_s"])
