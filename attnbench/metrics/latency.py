@@ -16,12 +16,12 @@ Method:
     4. **Rounds and epochs.** A round times one sample of the cell — and, paired, one of the baseline right after
        it (A B A B …; ``paired``, default on, when the runner passes the baseline's cell). Rounds come in
        *epochs* of about ``epoch_s`` (0.1 s, at least one round); in eager mode each epoch of short calls
-       (``short_call_s``) starts from freshly built modules at new addresses. The spread *between* epochs is
+       (``short_call_s``, 250 ms) starts from freshly built modules at new addresses. The spread *between* epochs is
        what the interval is made of, so it carries the slow drifts, layout effects and load changes that make
        two processes disagree — the variation a within-process bootstrap misses.
-    5. **Re-warm.** A sample of a short call (its block shorter than ``short_call_s``, 20 ms) follows one
-       untimed call of its own module, so neither contender's sample follows the other's call (which ran 15-20%
-       slower for short calls); longer calls skip it (measured: docs/metrics.md).
+    5. **Re-warm.** A sample of a short call (its block shorter than ``short_call_s``, 250 ms) follows one
+       untimed call of its own module, so neither contender's sample follows the other's call (without it the
+       ratios moved by 3-29% for calls of 2-55 ms); longer calls skip it (measured: docs/metrics.md).
     6. **Preempted samples.** On the CPU each sample records its process CPU time beside its wall time; a sample
        whose wall time exceeds its CPU time by more than ``preempt_fraction`` (0.10) of it was preempted: kept in
        ``latency_samples_ms``, marked in ``latency_preempted_mask``, counted in ``latency_preempted``, and left out
@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "budget_s": None,
     "suite_budget_s": None,
     "epoch_s": 0.1,
-    "short_call_s": 0.02,
+    "short_call_s": 0.25,
     "preempt_fraction": uncertainty.PREEMPT_FRACTION,
     "min_block_s": 1e-3,
     "processes": 1,
