@@ -120,3 +120,23 @@ def test_max_repeats_caps_even_an_uncertain_cell():
     r = sample_rounds([FakeContender([0.01] * 10 + [0.02] * 10)], Policy(**{**POLICY, "max_repeats": 45,
                                                                               "budget_s": 1e9}))
     assert r.stop == "max_repeats" and len(r.times[0]) == 45 and sum(r.epoch_sizes) == 45
+
+
+def test_pooled_processes_that_disagree_widen_the_interval():
+    """Two worker processes, each certain on its own (tight epochs), 10% apart: the pooled interval holds both."""
+    from attnbench.metrics.latency import merge_rows
+
+    def process_row(level):
+        a = [level * (1 + 0.001 * (i % 3)) for i in range(40)]
+        b = [1.0] * 40
+        row = summarize(a, epoch_sizes=[10] * 4)
+        row.update(summarize_paired(a, b, [False] * 40, [False] * 40, [10] * 4), paired_baseline="base",
+                   latency_noisy_rel_ci=0.10)
+        return finish_row(row, 0.10)
+
+    one, two = process_row(2.0), process_row(2.2)
+    assert one["paired_ratio_high"] < 2.01 and two["paired_ratio_low"] > 2.19  # each alone: ±0.1%
+    merged = merge_rows([one, two])
+    assert merged["latency_processes"] == 2 and merged["paired_rounds"] == 80
+    assert merged["paired_ratio_low"] <= 2.0 and merged["paired_ratio_high"] >= 2.2
+    assert merged["latency_ms_ci_low"] <= 2.0 and merged["latency_ms_ci_high"] >= 2.2
