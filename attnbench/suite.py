@@ -185,6 +185,7 @@ class Suite(_Model):
         for key in ("attentions", "models", "seeds"):
             if data.get(key) is None:
                 data.pop(key, None)
+        for key in ("attentions", "models"):
             for entry in data.get(key) or []:  # a suite without factors stores what it always stored
                 for field in ("vary", "vary_product"):
                     if entry.get(field) is None:
