@@ -438,8 +438,7 @@ def child_main(argv: Optional[list[str]] = None) -> int:
     runner = CellRunner.from_locations(spec)
     baseline = Cell.from_identity(spec["baseline"]) if spec.get("baseline") else None
     outcome = runner.measure(Cell.from_identity(spec["cell"]), baseline)
-    from .results import _jsonable, _strict
+    from .results import json_text
 
-    text = json.dumps(_strict(dataclasses.asdict(outcome)), default=_jsonable, allow_nan=False)
-    Path(args.outcome).write_text(text)
+    Path(args.outcome).write_text(json_text(dataclasses.asdict(outcome)))
     return 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+from .results import FAILED_STATUSES
+
 __all__ = ["REPEAT_STAGE", "SETTING", "REPEATS", "RepeatedFailures", "failure_kind", "retryable_ids",
            "is_repeat_skip"]
 
@@ -73,4 +75,4 @@ def retryable_ids(rows: Iterable[dict[str, Any]]) -> set[str]:
     for row in rows:
         if "cell_id" in row:
             latest[row["cell_id"]] = row
-    return {cid for cid, row in latest.items() if row.get("status") in ("failed", "oom") or is_repeat_skip(row)}
+    return {cid for cid, row in latest.items() if row.get("status") in FAILED_STATUSES or is_repeat_skip(row)}

@@ -1,9 +1,10 @@
 """"Did you mean" hints for the CLI's error messages: nearest names, suite files and sibling paths.
 
-Imports nothing beyond the standard library, so an error message with a hint costs no import time: the CLI checks
-its arguments with these before it imports torch (``docs/cli.md``). Closeness is :mod:`difflib`'s ratio (the
-share of matching characters); a name equal to one option but for case, or a prefix (three characters or more)
-of exactly one option, counts as a match too (``DBRA`` -> ``dbra``, ``rep`` -> ``report``).
+Imports nothing beyond the standard library and the file names of :mod:`attnbench.results`, so an error message
+with a hint costs no import time: the CLI checks its arguments with these before it imports torch
+(``docs/cli.md``). Closeness is :mod:`difflib`'s ratio (the share of matching characters); a name equal to one
+option but for case, or a prefix (three characters or more) of exactly one option, counts as a match too
+(``DBRA`` -> ``dbra``, ``rep`` -> ``report``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
+
+from .results import MANIFEST_FILE, RESULTS_FILE
 
 __all__ = ["closest", "did_you_mean", "suggest_suite", "suggest_sibling", "is_run_dir", "run_dir_hint",
            "check_run_dir", "check_run_dirs", "pattern_hint", "import_path_hint", "SUITE_SUFFIXES"]
@@ -110,7 +113,7 @@ def pattern_hint(pattern: str, names: Sequence[str]) -> str:
 
 def is_run_dir(path: Path) -> bool:
     """A directory `attnbench run` wrote (it holds results.jsonl or manifest.json)."""
-    return (path / "results.jsonl").exists() or (path / "manifest.json").exists()
+    return (path / RESULTS_FILE).exists() or (path / MANIFEST_FILE).exists()
 
 
 def run_dir_hint(given: str) -> str:

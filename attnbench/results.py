@@ -21,6 +21,7 @@ Row layout (the results contract, ``docs/engine.md``): identity columns first, t
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
@@ -35,14 +36,17 @@ from .errors import UserError
 if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here must stay light
     from .cells import Cell
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
+__all__ = ["SCHEMA_VERSION", "STATUSES", "FAILED_STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
            "CELLS_DIR", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
-           "read_manifest", "quarantine_manifest"]
+           "read_manifest", "quarantine_manifest", "METRIC_COLUMNS", "INT_COLUMNS", "FLOAT_COLUMNS", "now_iso",
+           "row_line", "json_text", "replace_atomically"]
 
 SCHEMA_VERSION = 1
 #: every status a row can have; all are final (``--resume`` does not run such a cell again)
 STATUSES = ("ok", "failed", "oom", "skipped")
+#: the statuses of a cell that ran and did not measure (a skipped cell was not run)
+FAILED_STATUSES = ("failed", "oom")
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "manifest.json"
 #: where :func:`repair` moves damaged lines of ``results.jsonl`` (appended, as the raw bytes)
@@ -61,6 +65,28 @@ IDENTITY_COLUMNS = ("suite", "attention", "label", "config", "height", "width", 
 #: the columns every row starts with, in this order; a metric column may not reuse one of these names
 ROW_HEAD = ("schema_version", "run_id", "cell_id") + IDENTITY_COLUMNS + (
     "status", "error", "error_stage", "started_at", "duration_s")
+#: the metric columns every reader shows, in order (a metric that did not run leaves them missing)
+METRIC_COLUMNS = (
+    "params", "params_trainable", "macs_fvcore", "flops_torch", "macs_analytic", "keys_per_query",
+    "flops_uncounted_ops", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr", "latency_n",
+    "latency_samples_ms", "latency_noisy", "latency_timer", "compile_time_s", "threads", "mem_peak_bytes",
+    "mem_method",
+)
+#: exact counts: a reader keeps them integral (pandas' nullable Int64 in the report: 1234, not 1234.0)
+INT_COLUMNS = (
+    "schema_version", "height", "width", "tokens", "batch", "params", "params_trainable", "macs_fvcore",
+    "flops_torch", "macs_analytic", "latency_n", "threads", "mem_peak_bytes",
+)
+#: real numbers among the columns above
+FLOAT_COLUMNS = (
+    "duration_s", "keys_per_query", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr",
+    "compile_time_s",
+)
+
+
+def now_iso() -> str:
+    """The time stamp of rows and manifests: UTC, ISO 8601, milliseconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _strict(value: Any) -> Any:
@@ -100,10 +126,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def json_text(value: Any) -> str:
+    """``value`` as compact strict JSON (NaN/inf as null; numpy scalars and tensors as numbers and lists)."""
+    return json.dumps(_strict(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable)
+
+
 def row_line(row: dict[str, Any]) -> bytes:
     """A row as one line of strict JSON (UTF-8, newline-terminated)."""
-    text = json.dumps(_strict(row), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable)
-    return (text + "\n").encode("utf-8")
+    return (json_text(row) + "\n").encode("utf-8")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -253,7 +283,7 @@ def repair(run_dir: str | Path) -> int:
         os.fsync(f.fileno())
     bad = {n for n, _, _ in scan.damaged}
     kept = [line for n, line in enumerate(path.read_bytes().split(b"\n"), start=1) if n not in bad and line.strip()]
-    _atomic_write(path, b"".join(line + b"\n" for line in kept))
+    replace_atomically(path, b"".join(line + b"\n" for line in kept))
     numbers = ", ".join(str(n) for n in sorted(bad))
     if scan.cut_last and len(bad) == 1:
         what = "dropping an incomplete last line left by a killed run"
@@ -270,8 +300,13 @@ def finished_ids(rows: Iterable[dict[str, Any]]) -> set[str]:
 
 # -- the manifest -------------------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically: a temporary file in the same directory, fsynced, then renamed."""
+def replace_atomically(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically: a temporary file in the same directory, fsynced, then renamed.
+
+    A reader (another process, another node on a shared file system) sees the old file or the new one, never a mix;
+    a crash mid-write leaves the old file and no stray temporary one.
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -287,7 +322,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Atomically replace ``manifest.json``."""
     text = json.dumps(_strict(manifest), indent=2, sort_keys=False, default=str) + "\n"
-    _atomic_write(Path(run_dir) / MANIFEST_FILE, text.encode("utf-8"))
+    replace_atomically(Path(run_dir) / MANIFEST_FILE, text.encode("utf-8"))
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from .cell_budget import CEILING_S
 from .cells import Cell, Expansion, count_cells, expand, parse_only
 from .errors import UserError, os_error_text
 from .results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
-                      finished_ids, make_row, quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
+                      finished_ids, make_row, now_iso, quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
 from .suite import Suite, load_suite, suite_from_dict
 
-__all__ = ["Plan", "Summary", "plan", "run", "now_iso", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
+__all__ = ["Plan", "Summary", "plan", "run", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
 
 #: a suite that expands to more cells than this is refused unless ``--max-cells`` allows it (a typo in an axis can
 #: make a grid of millions of cells: days of measuring, and gigabytes just to plan it)
@@ -36,10 +36,6 @@ MAX_CELLS = 10_000
 #: the longest per-cell time limit when the suite sets no ``settings.timeout_s`` (none for suites that train:
 #: ``accuracy``); each cell's own follows from its expected cost (:mod:`attnbench.cell_budget`)
 DEFAULT_TIMEOUT_S = CEILING_S
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from ..errors import UserError
 from ..executors.cli import _chosen, _overrides, executor_options, run_if_executor
 from ..hints import check_run_dir, suggest_suite
 from ..progress import format_seconds
+from ..results import FAILED_STATUSES, RESULTS_FILE, STATUSES
 from ..suite import SuiteError
 
 _ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
@@ -37,13 +38,13 @@ def print_plan(p, echo=click.echo) -> None:
 
 def print_summary(summary, echo=click.echo) -> None:
     counts = summary.counts
-    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "oom", "skipped"))
+    parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in STATUSES)
     echo(f"\n{parts} ({sum(counts.values())} cells in the run directory; {summary.ran} measured now "
          f"in {format_seconds(summary.elapsed_s)})")
     for what, status, error in summary.problems[:10]:
         echo(f"  {status}: {what}: {error}")
     if len(summary.problems) > 10:
-        echo(f"  ... and {len(summary.problems) - 10} more (see results.jsonl)")
+        echo(f"  ... and {len(summary.problems) - 10} more (see {RESULTS_FILE})")
     echo(f"run directory: {summary.run_dir}")
     echo(f"next: attnbench report {summary.run_dir}")
 
@@ -56,7 +57,7 @@ EXIT_CELLS_FAILED = 3
 def exit_if_cells_failed(counts: dict, run_dir, allow: bool) -> None:
     """Exit with :data:`EXIT_CELLS_FAILED` when the run directory holds failed or out-of-memory cells (so that
     ``attnbench run S && attnbench report R`` stops there), unless ``allow``."""
-    bad = sum(counts.get(k, 0) for k in ("failed", "oom"))
+    bad = sum(counts.get(k, 0) for k in FAILED_STATUSES)
     if bad and not allow:
         click.echo(f"error: {bad} cell(s) failed (exit {EXIT_CELLS_FAILED}); the report shows them as failed. "
                    f"Measure them again after a fix with: attnbench run --resume {run_dir} --retry-failed "
@@ -138,7 +139,7 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
     summary = runner.run(p, isolate=isolate, argv=["attnbench", *sys.argv[1:]], progress=not no_progress)
     if summary.interrupted:
         click.echo(f"\ninterrupted: {sum(summary.counts.values())} cells are saved in "
-                   f"{summary.run_dir / 'results.jsonl'}; finish the run with:\n"
+                   f"{summary.run_dir / RESULTS_FILE}; finish the run with:\n"
                    f"  attnbench run --resume {summary.run_dir}", err=True)
         sys.exit(130)
     print_summary(summary)

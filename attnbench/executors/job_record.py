@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .atomic import replace_atomically
+from ..results import now_iso, replace_atomically
 
 __all__ = ["STARTS_FILE", "PROGRESS_FILE", "PROGRESS_ENV", "record_start", "read_starts", "set_cell",
            "report_epoch", "read_progress", "count_tries", "remember_states", "progress_text"]
@@ -34,18 +34,12 @@ def _shard(run_dir: str | Path, job: str) -> Path:
     return shard_dir(run_dir, job)
 
 
-def _now() -> str:
-    from ..runner import now_iso
-
-    return now_iso()
-
-
 def record_start(run_dir: str | Path, job: str) -> None:
     """Append this start of ``job`` (its scheduler id and restart count) to its ``starts.jsonl``."""
     folder = _shard(run_dir, job)
     folder.mkdir(parents=True, exist_ok=True)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
-    line = json.dumps({"job_id": job_id, "restart": os.environ.get("SLURM_RESTART_COUNT"), "at": _now()})
+    line = json.dumps({"job_id": job_id, "restart": os.environ.get("SLURM_RESTART_COUNT"), "at": now_iso()})
     with open(folder / STARTS_FILE, "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
@@ -79,7 +73,7 @@ def set_cell(run_dir: str | Path, job: str, label: Optional[str]) -> None:
     """Record the cell the job measures now (None: between cells) and point the training loop at the file."""
     path = _shard(run_dir, job) / PROGRESS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, json.dumps({"cell": label, "epoch": None, "epochs": None, "at": _now()}).encode())
+    replace_atomically(path, json.dumps({"cell": label, "epoch": None, "epochs": None, "at": now_iso()}).encode())
     os.environ[PROGRESS_ENV] = str(path)
 
 
@@ -90,7 +84,7 @@ def report_epoch(epoch: int, epochs: int) -> None:
         return
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        data.update(epoch=epoch, epochs=epochs, at=_now())
+        data.update(epoch=epoch, epochs=epochs, at=now_iso())
         replace_atomically(Path(path), json.dumps(data).encode())
     except (OSError, ValueError):
         pass  # progress is a courtesy: never fail a training over it
@@ -120,6 +114,6 @@ def remember_states(ledger: dict[str, Any], raw: dict[str, str]) -> bool:
         for sub in job.get("submissions", []):
             state = raw.get(sub.get("job_id"))
             if state and state != "UNKNOWN" and sub.get("state") != state:
-                sub["state"], sub["state_at"] = state, _now()
+                sub["state"], sub["state_at"] = state, now_iso()
                 changed = True
     return changed

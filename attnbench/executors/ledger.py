@@ -25,8 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from ..results import finished_ids, read_rows
-from .atomic import replace_atomically
+from ..results import finished_ids, read_rows, replace_atomically
 from .job_record import count_tries, progress_text, read_progress, read_starts
 from .shards import rows_by_job
 

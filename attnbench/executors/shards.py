@@ -32,8 +32,8 @@ except ImportError:  # pragma: no cover - submitit missing: submitting fails wit
 
 from .. import machine_load
 from ..cells import Cell
-from ..results import RESULTS_FILE, STATUSES, ResultsWriter, _jsonable, _strict, finished_ids, make_row, read_rows
-from .atomic import replace_atomically
+from ..results import (RESULTS_FILE, STATUSES, ResultsWriter, finished_ids, make_row, now_iso, read_rows,
+                       replace_atomically, row_line)
 from .job_record import record_start, set_cell
 
 __all__ = ["SHARDS_DIR", "ShardJob", "shard_dir", "shard_rows", "merge_shards", "MergeResult"]
@@ -89,19 +89,7 @@ def _rewrite_with(path: Path, rows: list[dict[str, Any]]) -> None:
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):  # a line cut short by a killed in-process run: drop it, as the reader does
         old = old[: old.rfind(b"\n") + 1]
-    replace_atomically(path, old + "".join(_row_line(r) for r in rows).encode("utf-8"))
-
-
-def _row_line(row: dict[str, Any]) -> str:
-    """One row as :meth:`attnbench.results.ResultsWriter.append` writes it (strict JSON, NaN as null)."""
-    return json.dumps(_strict(row), separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=_jsonable) + "\n"
-
-
-def now_iso() -> str:
-    from ..runner import now_iso as _now
-
-    return _now()
+    replace_atomically(path, old + b"".join(row_line(r) for r in rows))
 
 
 class ShardJob(Checkpointable):

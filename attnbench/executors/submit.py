@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from ..errors import UserError
-from ..results import finished_ids, make_row, read_manifest, read_rows, write_manifest
+from ..results import finished_ids, make_row, now_iso, read_manifest, read_rows, write_manifest
 from ..runner import Summary
 from .config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
@@ -185,7 +185,7 @@ class _Parent:
                                 f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
             self.handles[str(handle.job_id)] = handle
             self._entry(job.name)["submissions"].append({
-                "job_id": str(handle.job_id), "submitted_at": _now(), "stdout": str(handle.paths.stdout),
+                "job_id": str(handle.job_id), "submitted_at": now_iso(), "stdout": str(handle.paths.stdout),
                 "stderr": str(handle.paths.stderr), "result": str(handle.paths.result_pickle),
                 "cells": len(job.cells)})
             self.say(f"[{self.cluster}] submitted {job.name} ({len(job.cells)} cells, {job.device}) "
@@ -269,12 +269,6 @@ def _main_thread_now() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _now() -> str:
-    from ..runner import now_iso
-
-    return now_iso()
-
-
 def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = None, *, wait: bool = True,
                       isolate: bool = False, argv: Optional[list[str]] = None, progress: bool = True,
                       stream: Optional[TextIO] = None) -> ExecutorSummary:
@@ -296,7 +290,7 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
 def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: bool, isolate: bool,
                 argv: Optional[list[str]], progress: bool, stream: Optional[TextIO]) -> ExecutorSummary:
     from ..execute import CellRunner
-    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated, now_iso
+    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated
 
     section = resolve_section(p, overrides)
     spec = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed).locations()

@@ -17,6 +17,7 @@ from typing import Optional
 import pandas as pd
 
 from ..failure_policy import REPEAT_STAGE
+from ..results import FAILED_STATUSES
 
 __all__ = ["failed_mask", "failure_banners", "failed_at", "with_failures", "failed_legend"]
 
@@ -28,7 +29,7 @@ def failed_mask(frame: pd.DataFrame) -> pd.Series:
     """True on the rows of failed cells (see the module docstring)."""
     status = frame["status"].astype(str)
     stage = frame["error_stage"].astype(str) if "error_stage" in frame else pd.Series("", index=frame.index)
-    return status.isin(["failed", "oom"]) | ((status == "skipped") & (stage == REPEAT_STAGE))
+    return status.isin(FAILED_STATUSES) | ((status == "skipped") & (stage == REPEAT_STAGE))
 
 
 def _why(rows: pd.DataFrame) -> str:
@@ -97,7 +98,7 @@ def failed_legend(cells: pd.DataFrame, colors: dict, markers: dict) -> dict:
         return {}
     from matplotlib.lines import Line2D  # only the figures need matplotlib (slow to import)
 
-    bad = cells[failed_mask(cells)] if "error_stage" in cells else cells[cells["status"].isin(["failed", "oom"])]
+    bad = cells[failed_mask(cells)] if "error_stage" in cells else cells[cells["status"].isin(FAILED_STATUSES)]
     out = {}
     for series in dict.fromkeys(bad["series"].dropna()):
         out[f"{series}: {FAILED}"] = Line2D([], [], color=colors.get(series, "0.3"), marker=markers.get(series, "o"),

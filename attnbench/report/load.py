@@ -25,8 +25,6 @@ from ..errors import UserError
 from ..results import MANIFEST_FILE, RESULTS_FILE, read_results_file
 
 __all__ = [
-    "IDENTITY_COLUMNS",
-    "METRIC_COLUMNS",
     "Runs",
     "find_latest_run",
     "load_runs",
@@ -34,31 +32,6 @@ __all__ = [
     "read_results",
     "to_csv_frame",
 ]
-
-
-#: the columns that say which cell a row is, in the contract's order
-IDENTITY_COLUMNS = (
-    "schema_version", "run_id", "cell_id", "suite", "attention", "label", "config", "height", "width", "tokens",
-    "batch", "dtype", "device", "pass", "mode", "status", "error", "started_at", "duration_s",
-)
-
-#: the metric columns of the contract, in order; a metric that did not run leaves NaN
-METRIC_COLUMNS = (
-    "params", "params_trainable", "macs_fvcore", "flops_torch", "macs_analytic", "keys_per_query",
-    "flops_uncounted_ops", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr", "latency_n",
-    "latency_samples_ms", "latency_noisy", "latency_timer", "compile_time_s", "threads", "mem_peak_bytes",
-    "mem_method",
-)
-
-#: exact counts: stored as pandas' nullable Int64 so the CSV shows 1234, not 1234.0
-_INT_COLUMNS = (
-    "schema_version", "height", "width", "tokens", "batch", "params", "params_trainable", "macs_fvcore",
-    "flops_torch", "macs_analytic", "latency_n", "threads", "mem_peak_bytes",
-)
-_FLOAT_COLUMNS = (
-    "duration_s", "keys_per_query", "latency_ms_median", "latency_ms_q1", "latency_ms_q3", "latency_ms_iqr",
-    "compile_time_s",
-)
 
 
 @dataclasses.dataclass
@@ -151,7 +124,7 @@ def load_runs(run_dirs: Iterable[str | Path]) -> Runs:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Contract columns in order with missing ones as NaN, typed, one row per (run, cell)."""
     frame = frame.copy()
-    for column in IDENTITY_COLUMNS + METRIC_COLUMNS:
+    for column in results.ROW_HEAD + results.METRIC_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
     if frame["cell_id"].notna().any():
@@ -159,9 +132,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         # a cell run again (resume, retry) appears twice: its last row is the current answer
         dup = keyed & frame.duplicated(["run_id", "cell_id"], keep="last")
         frame = frame.loc[~dup].reset_index(drop=True)
-    for column in _INT_COLUMNS:
+    for column in results.INT_COLUMNS:
         frame[column] = _to_int(frame[column])
-    for column in _FLOAT_COLUMNS:
+    for column in results.FLOAT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     missing_tokens = frame["tokens"].isna()
     frame.loc[missing_tokens, "tokens"] = frame.loc[missing_tokens, "height"] * frame.loc[missing_tokens, "width"]
@@ -174,8 +147,8 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     for column in [c for c in frame.columns
                    if c.startswith(("macs_analytic_", "acc_")) and c not in text_columns]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    extra = sorted(c for c in frame.columns if c not in IDENTITY_COLUMNS + METRIC_COLUMNS)
-    return frame[list(IDENTITY_COLUMNS + METRIC_COLUMNS) + extra]
+    extra = sorted(c for c in frame.columns if c not in results.ROW_HEAD + results.METRIC_COLUMNS)
+    return frame[list(results.ROW_HEAD + results.METRIC_COLUMNS) + extra]
 
 
 def _to_int(series: pd.Series) -> pd.Series:

@@ -12,13 +12,13 @@ job's. No match is a one-line error that lists where it looked.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import UserError
+from ..results import MANIFEST_FILE, RESULTS_FILE, read_manifest, read_rows
 
 __all__ = ["ModelSource", "from_run", "from_official", "random_init", "locate_checkpoint"]
 
@@ -41,12 +41,9 @@ class ModelSource:
 
 
 def _read_run(run_dir: Path) -> tuple[dict, list[dict]]:
-    manifest_path, results_path = run_dir / "manifest.json", run_dir / "results.jsonl"
-    if not manifest_path.exists() or not results_path.exists():
-        raise UserError(f"--run {run_dir}: not a run directory (expected manifest.json and results.jsonl in it)")
-    manifest = json.loads(manifest_path.read_text())
-    rows = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    return manifest, rows
+    if not (run_dir / MANIFEST_FILE).exists() or not (run_dir / RESULTS_FILE).exists():
+        raise UserError(f"--run {run_dir}: not a run directory (expected {MANIFEST_FILE} and {RESULTS_FILE} in it)")
+    return read_manifest(run_dir), read_rows(run_dir)
 
 
 def _row_paths(row: dict) -> list[Path]:

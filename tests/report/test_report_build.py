@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from attnbench.cli import main
 from attnbench.report import load_runs
-from attnbench.report.load import IDENTITY_COLUMNS
+from attnbench.results import ROW_HEAD
 
 from report_fixtures import fixture_rows, manifest, write_run
 
@@ -67,7 +67,7 @@ def test_results_csv_is_one_row_per_cell_identity_first(report_dir):
     with open(report_dir / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12
-    assert list(rows[0])[: len(IDENTITY_COLUMNS)] == list(IDENTITY_COLUMNS)
+    assert list(rows[0])[: len(ROW_HEAD)] == list(ROW_HEAD)
     by_key = {(r["label"], r["height"], r["pass"]): r for r in rows}
     bra = by_key[("bra", "16", "forward")]
     assert float(bra["latency_ms_median_ratio"]) == pytest.approx(0.8)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from attnbench.errors import UserError
-from attnbench.report.load import IDENTITY_COLUMNS, find_latest_run, load_runs, read_results, to_csv_frame
+from attnbench.results import ROW_HEAD
+from attnbench.report.load import find_latest_run, load_runs, read_results, to_csv_frame
 
 from report_fixtures import fixture_rows, make_row, manifest, write_run
 
@@ -45,7 +46,7 @@ def test_frame_has_contract_columns_in_order_and_missing_metrics_as_nan(tmp_path
     rows = [{k: v for k, v in r.items() if not k.startswith("mem_")} for r in fixture_rows()]
     runs = load_runs([write_run(tmp_path / "run", rows, manifest())])
     frame = runs.frame
-    assert list(frame.columns[: len(IDENTITY_COLUMNS)]) == list(IDENTITY_COLUMNS)
+    assert list(frame.columns[: len(ROW_HEAD)]) == list(ROW_HEAD)
     assert frame["mem_peak_bytes"].isna().all()
     assert frame["params"].dtype == "Int64"
     ok = frame[frame["status"] == "ok"]
