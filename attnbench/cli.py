@@ -11,8 +11,8 @@ import warnings
 import click
 
 from . import __version__
-from .errors import UserError, os_error_text
-from .hints import closest
+from .core.errors import UserError, os_error_text
+from .core.hints import closest
 
 #: command name -> module under attnbench.commands
 COMMANDS = {

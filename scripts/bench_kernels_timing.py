@@ -96,7 +96,7 @@ def graph_ms(fn, calls: int = 20, samples: int = 10) -> float:
 
 class CellTimeout(BaseException):
     """A cell ran past its time limit. A BaseException, so that library code catching Exception (a compiler's
-    fallback path) does not swallow it. (The engine's ``attnbench.execute._deadline`` does the same for suite cells
+    fallback path) does not swallow it. (The engine's ``attnbench.engine.execute._deadline`` does the same for suite cells
     with a TimeoutError; the GPU check must not import the engine, which needs more than torch and triton.)"""
 
 

@@ -4,7 +4,7 @@ For each attention, the module of this checkout (with its ``attentions.profiling
 module from a base revision without them (``--base``, default ``main``; its ``attentions/`` package is exported
 with ``git archive`` and imported under another name), with the same weights and input, are timed in rounds
 A B A B ... (each sample a block of back-to-back forward calls of at least ``--min-block-ms``). Every round gives
-one ratio A/B; the median ratio and its 95% bootstrap interval (attnbench.stats.paired_ratio) say the cost of the
+one ratio A/B; the median ratio and its 95% bootstrap interval (attnbench.core.stats.paired_ratio) say the cost of the
 scopes. The noise floor is the same procedure on two instances of this checkout's module (A/A'): an overhead
 is measurable only if it stands out of that.
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import attentions  # noqa: E402
-from attnbench import stats  # noqa: E402
+from attnbench.core import stats  # noqa: E402
 
 CONFIGS = {"mhsa": {}, "bra": {"auto_pad": True}, "dbra": {"auto_pad": True}, "dat": {}, "agent": {}}
 BASE_PACKAGE = "attentions_base"

@@ -17,7 +17,7 @@ import statistics as st
 import torch
 
 import attentions
-from attnbench import uncertainty
+from attnbench.core import uncertainty
 from attnbench.metrics._passes import Step
 from attnbench.metrics.latency import _Contender, _cpu_timer
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnbench import machine_load, uncertainty  # noqa: E402
-from attnbench.results import read_manifest, read_rows  # noqa: E402
+from attnbench.core import machine_load, uncertainty  # noqa: E402
+from attnbench.core.results import read_manifest, read_rows  # noqa: E402
 
 
 def _ok(rows):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import attentions
-from attnbench.execute import build_module
-from attnbench.slowdown import Slowed, factor_for
+from attnbench.engine.execute import build_module
+from attnbench.engine.slowdown import Slowed, factor_for
 
 
 def test_spec_parsing():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import uncertainty
+from attnbench.core import uncertainty
 from attnbench.metrics.latency import finish_row, summarize, summarize_paired
 from attnbench.report.load import load_runs
 

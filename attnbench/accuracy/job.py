@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from ..results import RUN_DIR_ENV
+from ..core.results import RUN_DIR_ENV
 
 __all__ = ["AccuracySettings", "Job", "make_job", "run_job", "build_model", "build_datasets", "default_work_root",
            "code_digest", "data_digest", "WORK_ENV", "RUN_DIR_ENV"]

@@ -16,7 +16,7 @@ machine at the time of the run, so ``auto`` measures it instead of guessing.
 3. **A process default of one thread** (one usable core, or ``OMP_NUM_THREADS=1``): 1. (``auto-one-core``)
 4. **A loaded machine**: the other work is estimated as the larger of the processes other than this one that
    are running right now and the 1-minute load average less one (this process's own share), both read from
-   ``/proc`` by :mod:`attnbench.machine_load`; the free threads F are the machine's cores less that, rounded
+   ``/proc`` by :mod:`attnbench.core.machine_load`; the free threads F are the machine's cores less that, rounded
    down, and at most the process default (a batch job confined to a few cores of a busy node keeps its own).
    F < 2: 1, without a probe. Contended threads are the case where more threads are
    catastrophically slower (measured here: 10-100x per training step), and a probe would pay for those slow
@@ -47,7 +47,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..torch_threads import use_threads  # re-exported: the accuracy code imports it from here
+from ..core.torch_threads import use_threads  # re-exported: the accuracy code imports it from here
 
 __all__ = ["ThreadChoice", "check_threads", "choose_threads", "use_threads", "usable_cores", "other_load", "probe",
            "PROBE_BUDGET_S", "PROBE_ROUNDS", "PROBE_MAX_BATCH", "TIE_FRACTION", "DROP_FACTOR"]
@@ -99,7 +99,7 @@ def usable_cores() -> int:
 def other_load() -> float:
     """Busy cores other than this process's, approximately: the larger of the other processes running now and
     the 1-minute load average less one (0 where ``/proc`` and the load average are unavailable)."""
-    from ..machine_load import sample
+    from ..core.machine_load import sample
 
     now = sample()
     return max(float(now["busy"] or 0), float(now["load"] or 0) - 1.0, 0.0)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..executors.job_record import report_epoch
+from ..core.job_record import report_epoch
 from .recipe import Recipe, make_criterion, make_mixup, make_optimizer, make_scheduler
 
 __all__ = ["DistInfo", "init_distributed", "fit", "evaluate", "seed_epoch", "CHECKPOINT", "CheckpointMismatch"]

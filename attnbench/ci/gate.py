@@ -26,8 +26,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .. import stats
-from ..errors import UserError
+from ..core import stats
+from ..core.errors import UserError
 from . import pbjson, verdicts
 from .cases import Case
 from .costs import deterministic_columns

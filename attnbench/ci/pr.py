@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .. import stats
-from ..errors import UserError
+from ..core import stats
+from ..core.errors import UserError
 from . import pbjson, verdicts
 from .cases import Case
 from .timing import BLOCK_S, ROUNDS, block_calls, paired_rounds

@@ -5,7 +5,7 @@ alternation in the same job moves much less (Kalibera & Jones, ISMM 2013; asv ``
 block of calls of each contender back to back, the order alternating between rounds (A B, B A, A B, …) so neither
 side always runs right after the other. Blocks are sized to about ``block_s`` each so that a single scheduler slice
 lands in both sides' blocks of a round with similar weight, and so that a sub-millisecond case is not timed per
-call against a coarse clock. The per-round ratio is the paired statistic (:func:`attnbench.stats.paired_ratio`).
+call against a coarse clock. The per-round ratio is the paired statistic (:func:`attnbench.core.stats.paired_ratio`).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Comparison rows of the CI gate and the PR mode, and their Markdown table (for a PR comment).
 
-Time uses the team's rule, :func:`attnbench.stats.detect_change` (past the threshold **and** statistically clear;
+Time uses the team's rule, :func:`attnbench.core.stats.detect_change` (past the threshold **and** statistically clear;
 verdicts ``slower``/``faster``, ``slower?``/``faster?`` when not clear, ``same``); only ``slower`` fails. FLOPs
 and peak memory are exact counts: in the gate any difference from the baseline fails (``changed``, a win too, so
 the baseline is refreshed on purpose — the rule of ``tests/test_regression_gate.py``); in the PR mode only an
@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-from ..stats import Change, Interval
+from ..core.stats import Change, Interval
 
 __all__ = ["Row", "time_row", "count_rows", "missing_row", "render_markdown", "rows_json", "exit_code"]
 

@@ -16,7 +16,7 @@ def _device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from attnbench.errors import UserError
+        from attnbench.core.errors import UserError
 
         raise UserError("--device cuda: no CUDA device is available")
     return device
@@ -53,7 +53,7 @@ def command(base_ref, baseline, update_baseline, patterns, threshold, rounds, bl
     compared exactly. PR mode (--base REF): base and head run interleaved in two worker processes; the per-round
     head/base ratio decides. Prints a Markdown table; exit 1 on a regression, 2 on bad input.
     """
-    from attnbench.errors import UserError
+    from attnbench.core.errors import UserError
 
     # the checks that need no torch come first (attnbench.ci imports it)
     if base_ref and update_baseline:

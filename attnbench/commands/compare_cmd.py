@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..hints import check_run_dirs
+from ..core.hints import check_run_dirs
 
 __all__ = ["command"]
 
@@ -32,7 +32,7 @@ def command(base_run: str, new_run: str, threshold: float, absolute: bool, fmt: 
     cell in common. Says when either run was measured under load.
     """
     check_run_dirs((base_run, new_run))  # before pandas is imported
-    from attnbench.compare import compare_runs, render
+    from attnbench.report.compare import compare_runs, render
 
     comparison = compare_runs(base_run, new_run, threshold / 100, "absolute" if absolute else "paired")
     click.echo(render(comparison, fmt, changed_only), nl=False)

@@ -5,8 +5,8 @@ import importlib
 
 import click
 
-from ..errors import UserError
-from ..hints import pattern_hint
+from ..core.errors import UserError
+from ..core.hints import pattern_hint
 
 __all__ = ["command", "describe_attentions"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..hints import check_run_dirs
+from ..core.hints import check_run_dirs
 
 __all__ = ["command"]
 

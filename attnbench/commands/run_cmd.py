@@ -7,12 +7,12 @@ from typing import Optional
 
 import click
 
-from ..errors import UserError
-from ..executors.cli import _chosen, _overrides, executor_options, run_if_executor
-from ..hints import check_run_dir, suggest_suite
-from ..progress import format_seconds
-from ..results import FAILED_STATUSES, RESULTS_FILE, STATUSES
-from ..suite import SuiteError
+from ..core.errors import UserError
+from ..engine.executors.cli import _chosen, _overrides, executor_options, run_if_executor
+from ..core.hints import check_run_dir, suggest_suite
+from ..engine.progress import format_seconds
+from ..core.results import FAILED_STATUSES, RESULTS_FILE, STATUSES
+from ..suite.schema import SuiteError
 
 _ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
               "height, width, tokens, batch, dtype, device, pass, mode, cell_id; shell globs; '|' separates "
@@ -121,7 +121,7 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
     if resume:
         check_run_dir(resume, "--resume")
     _check_executor_flags(executor, resume)
-    from .. import runner  # torch only after the checks above (and the suite structure, in runner.plan)
+    from ..engine import runner  # torch only after the checks above (and the suite structure, in runner.plan)
 
     p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells,
                     retry_failed=retry_failed)

@@ -11,10 +11,10 @@ __all__ = ["command"]
 def _remember(path: Path, statuses) -> None:
     """Record the states the scheduler reports now in the ledger, when no attnbench process is writing the run
     (a parent that runs records them itself): a job Slurm forgets later keeps its last known state."""
-    from ..errors import UserError
-    from ..executors.job_record import remember_states
-    from ..executors.ledger import read_ledger, write_ledger
-    from ..run_lock import RunLock
+    from ..core.errors import UserError
+    from ..core.job_record import remember_states
+    from ..engine.executors.ledger import read_ledger, write_ledger
+    from ..engine.run_lock import RunLock
 
     try:
         lock = RunLock(path).acquire()
@@ -37,13 +37,13 @@ def command(run_dir: str) -> None:
     `attnbench run --resume RUN_DIR`. When no attnbench run holds RUN_DIR, the scheduler's states are recorded in
     its jobs.json, so a job the scheduler forgets later keeps its last known state.
     """
-    from ..errors import UserError
-    from ..hints import check_run_dir
+    from ..core.errors import UserError
+    from ..core.hints import check_run_dir
 
     check_run_dir(run_dir)
-    from ..executors.ledger import job_statuses, read_ledger
-    from ..executors.shards import rows_by_job
-    from ..results import MANIFEST_FILE, finished_ids, read_manifest, read_rows
+    from ..engine.executors.ledger import job_statuses, read_ledger
+    from ..engine.executors.shards import rows_by_job
+    from ..core.results import MANIFEST_FILE, finished_ids, read_manifest, read_rows
 
     path = Path(run_dir)
     if not (path / MANIFEST_FILE).exists():

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..errors import UserError
-from ..hints import check_run_dir, closest, suggest_sibling
+from ..core.errors import UserError
+from ..core.hints import check_run_dir, closest, suggest_sibling
 
 __all__ = ["command"]
 

@@ -29,7 +29,7 @@ candidate, ms; None without a probe), ``acc_reused`` (true when a finished job's
 was trained now; its throughput is then the stored one), ``model_macs_fvcore``, ``model_latency_ms_median``.
 Uncertainty (docs/accuracy.md): ``acc_val_n`` (validation images), ``acc_top1_ci_low``/``acc_top1_ci_high`` and
 ``acc_top5_ci_low``/``acc_top5_ci_high`` (the 95% Wilson score interval, in percent like ``acc_top1``),
-``acc_top1_correct`` (per-image top-1 correctness in validation order, packed: :mod:`attnbench.correct_bits`), and
+``acc_top1_correct`` (per-image top-1 correctness in validation order, packed: :mod:`attnbench.core.correct_bits`), and
 ``acc_seed`` (the training seed: the suite's ``seed``, or the cell's from a ``seeds`` list).
 
 Jobs live in the run directory (``RUN_DIR/accuracy/jobs/<attention>-<key>``, unless ``work_dir`` names a shared
@@ -109,8 +109,8 @@ def model_cost(model: torch.nn.Module, img_size: int, device: torch.device, batc
 
 def uncertainty_columns(top1_correct: list, top5: float, n: int) -> dict[str, Any]:
     """``acc_val_n``, the 95% Wilson intervals of top-1 and top-5 (percent) and the packed per-image flags."""
-    from ..correct_bits import encode_bits
-    from ..stats import proportion_interval
+    from ..core.correct_bits import encode_bits
+    from ..core.stats import proportion_interval
 
     if len(top1_correct) != n:
         raise RuntimeError(f"the evaluation returned {len(top1_correct)} per-image flags for {n} validation images")

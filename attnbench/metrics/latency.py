@@ -38,8 +38,8 @@ Method:
 
 Statistics (:func:`summarize`, over the clean samples, ms): median, q1, q3, iqr; the median's 95% interval
 (``latency_ms_ci_low/high``) and the paired ratio's (``paired_ratio_low/high``) come from
-:func:`attnbench.stats.epoch_interval`. ``latency_noisy`` and ``latency_noisy_reason`` come from the one noisy rule
-(:func:`attnbench.uncertainty.noisy_reason`): the reader's interval wider than ±``noisy_rel_ci`` (10%), or fewer
+:func:`attnbench.core.stats.epoch_interval`. ``latency_noisy`` and ``latency_noisy_reason`` come from the one noisy rule
+(:func:`attnbench.core.uncertainty.noisy_reason`): the reader's interval wider than ±``noisy_rel_ci`` (10%), or fewer
 than 5 clean samples. ``threads`` is ``torch.get_num_threads()`` while timing.
 
 Model cells (a whole backbone on a batch of images) also get ``throughput_img_s`` = batch / median latency in
@@ -55,8 +55,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .. import stats, uncertainty
-from ..torch_threads import use_threads
+from ..core import stats, uncertainty
+from ..core.torch_threads import use_threads
 from ._passes import Step, first_call, maybe_compile
 from ._settings import merge_settings
 from .base import MetricContext
@@ -107,7 +107,7 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 
 def is_noisy(row: dict[str, Any]) -> bool:
-    """The noisy flag of a finished row: :func:`attnbench.uncertainty.is_noisy` (the one rule)."""
+    """The noisy flag of a finished row: :func:`attnbench.core.uncertainty.is_noisy` (the one rule)."""
     return uncertainty.is_noisy(row)
 
 
@@ -525,7 +525,7 @@ def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     if baseline is not None:
         contenders.append(_contender(baseline, s, time_call, first=False)[0])
     policy = Policy.from_settings(s)
-    if s["processes"] > 1:  # this process takes its share; the others run in attnbench.execute's workers
+    if s["processes"] > 1:  # this process takes its share; the others run in attnbench.engine.execute's workers
         policy.budget_s /= s["processes"]
     rounds = sample_rounds(contenders, policy)
     row.update(summarize([t * 1e3 for t in rounds.times[0]], rounds.preempted[0], rounds.epoch_sizes))

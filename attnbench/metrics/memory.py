@@ -32,7 +32,7 @@ import torch
 from ._cpu_memory import METHOD as CPU_METHOD
 from ._cpu_memory import cpu_peak_bytes
 from ._passes import Step, first_call, maybe_compile
-from ..torch_threads import use_threads
+from ..core.torch_threads import use_threads
 from ._settings import read_settings
 from .base import MetricContext
 

@@ -2,7 +2,7 @@
 names the factors with a clear effect, and a small-multiples figure.
 
 A run has factors when its rows carry ``factor_reference`` (``vary``/``vary_product`` in the suite,
-:mod:`attnbench.factors`). For each reference (per run) and each of its factors, a table: one row per value, the
+:mod:`attnbench.suite.factors`). For each reference (per run) and each of its factors, a table: one row per value, the
 reference's row marked, and per metric the variant's value with its change from the reference at the same cell:
 
 - params and MACs (fvcore, batch 1, forward; per H×W when they differ across grids): exact counts, a ratio;
@@ -12,7 +12,7 @@ reference's row marked, and per metric the variant's value with its change from 
   medians with a bootstrap interval;
 - peak memory (per H×W · pass): a ratio (a deterministic count);
 - accuracy (rows with ``acc_top1``): the difference in points with Newcombe's 95% interval for two independent
-  proportions (:func:`attnbench.stats.proportion_diff_interval`) over the ``acc_val_n`` validation images;
+  proportions (:func:`attnbench.core.stats.proportion_diff_interval`) over the ``acc_val_n`` validation images;
   the trained model's params and MACs beside it when the rows have them.
 
 An interval that holds "no change" (1×, or 0 points) reads **no clear effect**; counts change or stay the same.
@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from .. import stats
-from ..factors import PRODUCT_JOIN, value_text
+from ..core import stats
+from ..suite.factors import PRODUCT_JOIN, value_text
 from .derive import add_ratios, numeric
 from .tables import Section, Table, fmt_count, fmt_num
 

@@ -3,20 +3,20 @@ figures of a report say about top-1/top-5.
 
 One attention's accuracy in one comparison (one run, one cell context; :func:`estimates`): the mean over its
 training seeds, their spread (sample standard deviation, the per-seed values) and the 95% Wilson score interval of
-its validation accuracy (:func:`attnbench.stats.proportion_interval`; with several seeds, at the mean count).
+its validation accuracy (:func:`attnbench.core.stats.proportion_interval`; with several seeds, at the mean count).
 
 Two attentions (:func:`compare`, difference a − b in points):
 
 - **paired** when both rows carry per-image correctness (``acc_top1_correct``) over the same number of validation
   images: the 2×2 table of (both right, only a, only b, both wrong), summed over the seeds both have; McNemar's
-  test on the discordant images (:func:`attnbench.stats.mcnemar`) and Newcombe's paired interval of the difference
-  (:func:`attnbench.stats.paired_proportion_diff_interval`);
+  test on the discordant images (:func:`attnbench.core.stats.mcnemar`) and Newcombe's paired interval of the difference
+  (:func:`attnbench.core.stats.paired_proportion_diff_interval`);
 - **unpaired** otherwise (old rows, top-5): the correct counts (``acc_top1 · acc_val_n``, summed over seeds) and
-  Newcombe's hybrid score interval (:func:`attnbench.stats.proportion_diff_interval`);
+  Newcombe's hybrid score interval (:func:`attnbench.core.stats.proportion_diff_interval`);
 - **no interval** when a row lacks ``acc_val_n``: nothing can be said about noise; only equal values tie.
 
 With two or more seeds on both sides the seed-to-seed spread is used too: the Welch t-interval of the per-seed
-accuracies (:func:`attnbench.stats.welch_diff_interval`). **Tie** ("indistinguishable"): an interval of the
+accuracies (:func:`attnbench.core.stats.welch_diff_interval`). **Tie** ("indistinguishable"): an interval of the
 difference holds 0 — the image-level one, or the seed-level one when there is one. A difference is called only
 when every available interval excludes 0.
 """
@@ -29,13 +29,13 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import stats
-from ..correct_bits import decode_bits, paired_counts
+from ..core import stats
+from ..core.correct_bits import decode_bits, paired_counts
 
 __all__ = ["AccEstimate", "AccDiff", "accuracy_front", "compare", "estimates", "fmt_acc", "fmt_acc_diff",
            "most_accurate", "add_accuracy_uncertainty", "BITS_COLUMN"]
 
-#: the packed per-image top-1 correctness (:mod:`attnbench.correct_bits`)
+#: the packed per-image top-1 correctness (:mod:`attnbench.core.correct_bits`)
 BITS_COLUMN = "acc_top1_correct"
 #: the report's accuracy columns (percent)
 ACC_COLUMNS = ("acc_top1", "acc_top5")

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from ..results import read_rows
+from ..core.results import read_rows
 from .load import read_manifest
 
 __all__ = ["ACC_PERCENT_COLUMNS", "ACC_NON_PERCENT_COLUMNS", "accuracy_rows", "accuracy_table", "render_accuracy",
@@ -58,7 +58,7 @@ def accuracy_rows(run_dirs: list[str | Path]) -> pd.DataFrame:
 
 
 def _quiet_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's rows through the one reader (:mod:`attnbench.results`); its warnings were already shown by the
+    """The run's rows through the one reader (:mod:`attnbench.core.results`); its warnings were already shown by the
     main table's load, so they are not repeated here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

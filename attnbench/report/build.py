@@ -118,7 +118,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, 
     """Write the report of ``run_dirs`` into ``out_dir`` (default ``reports/<suite>``); returns ``out_dir``.
 
     Raises:
-        attnbench.errors.UserError: a run directory is missing or holds no results.
+        attnbench.core.errors.UserError: a run directory is missing or holds no results.
     """
     runs = load_runs(run_dirs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)

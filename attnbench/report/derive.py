@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from ..core import stats
 from .acc_uncertainty import add_accuracy_uncertainty
 from .load import Runs
 
@@ -88,12 +88,12 @@ def _add_latency_intervals(frame: pd.DataFrame) -> None:
 
     ``latency_ci_low``/``latency_ci_high``: the 95% interval of the median in ms — the row's own
     ``latency_ms_ci_low``/``latency_ms_ci_high`` when it has them, else the order-statistic interval of its raw
-    samples (:func:`attnbench.stats.median_interval`), else the median alone.
+    samples (:func:`attnbench.core.stats.median_interval`), else the median alone.
 
     ``latency_ratio`` with ``latency_ratio_low``/``latency_ratio_high`` and ``latency_ratio_method``: the ratio to
     the baseline at the same cell keys. ``paired`` is the run's interleaved measurement (``paired_ratio`` and its
     bootstrap interval, when the row has one against this baseline); ``medians`` is the ratio of the two medians
-    with the bootstrap interval of two independent sample sets (:func:`attnbench.stats.ratio_of_medians`; no
+    with the bootstrap interval of two independent sample sets (:func:`attnbench.core.stats.ratio_of_medians`; no
     interval without raw samples); ``baseline`` marks the baseline itself (1, exactly).
     """
     median = numeric(frame, "latency_ms_median")

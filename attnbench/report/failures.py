@@ -2,7 +2,7 @@
 figures put where a failed cell would have competed.
 
 A cell **failed** when its row is ``failed`` or ``oom``, or it was not measured because its attention had already
-failed the same way twice (``skipped`` with ``error_stage: repeated_failure``, :mod:`attnbench.failure_policy`).
+failed the same way twice (``skipped`` with ``error_stage: repeated_failure``, :mod:`attnbench.engine.failure_policy`).
 Cells a suite excluded or an attention cannot take (``skipped`` by the probe) are not failures: they are listed
 with the cells without a value.
 
@@ -16,8 +16,8 @@ from typing import Optional
 
 import pandas as pd
 
-from ..failure_policy import REPEAT_STAGE
-from ..results import FAILED_STATUSES
+from ..engine.failure_policy import REPEAT_STAGE
+from ..core.results import FAILED_STATUSES
 
 __all__ = ["failed_mask", "failure_banners", "failed_at", "with_failures", "failed_legend"]
 

@@ -1,6 +1,6 @@
 """The top of the report: warning banners, then the verdict (``verdict.py``) as tables of plain strings.
 
-Banners (:func:`run_banners`): a run measured under load (the one load rule, :func:`attnbench.machine_load.judge`,
+Banners (:func:`run_banners`): a run measured under load (the one load rule, :func:`attnbench.core.machine_load.judge`,
 over its rows: preempted samples, other running processes, the load average), and an incomplete run (interrupted, no end time,
 or fewer rows than the cells it planned).
 """
@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from .. import machine_load
+from ..core import machine_load
 from .acc_uncertainty import accuracy_front, estimates, most_accurate
 from .derive import numeric
 from .failures import failed_at, with_failures
@@ -28,7 +28,7 @@ _QUANTITY_TITLE = {"latency": "latency", "memory": "peak memory"}
 # ----------------------------------------------------------------------------------------------------- banners
 
 def _load_banner(run_id: str, manifest: dict, rows: pd.DataFrame) -> str | None:
-    """The under-load warning, by the one load rule (:func:`attnbench.machine_load.summarize`) over the rows."""
+    """The under-load warning, by the one load rule (:func:`attnbench.core.machine_load.summarize`) over the rows."""
     load = machine_load.summarize(rows.to_dict("records"))
     if not load["under_load"]:
         return None

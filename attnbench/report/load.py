@@ -4,7 +4,7 @@ A run directory is what ``attnbench run`` writes (the results contract): ``resul
 per finished cell, appended as cells finish, and ``manifest.json`` the environment and the resolved suite. This
 module reads only those files, so a report renders on a machine without torch, years after the run.
 
-The files are read through :mod:`attnbench.results`, the one owner of the format. Tolerated, because a run may be
+The files are read through :mod:`attnbench.core.results`, the one owner of the format. Tolerated, because a run may be
 killed mid-write or a disk may fill: damaged lines of ``results.jsonl`` (skipped, with one warning naming their line
 numbers), a missing or corrupt ``manifest.json`` (the report then lacks the environment, with a warning), and a
 cell that appears twice in one run (the last row wins, as with ``--resume``).
@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .. import results, uncertainty
-from ..errors import UserError
-from ..results import MANIFEST_FILE, RESULTS_FILE, read_results_file
+from ..core import results, uncertainty
+from ..core.errors import UserError
+from ..core.results import MANIFEST_FILE, RESULTS_FILE, read_results_file
 
 __all__ = [
     "Runs",
@@ -68,7 +68,7 @@ class Runs:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """The rows of one ``results.jsonl`` (:func:`attnbench.results.read_results_file`): damaged lines -- a cut-off
+    """The rows of one ``results.jsonl`` (:func:`attnbench.core.results.read_results_file`): damaged lines -- a cut-off
     last line, bytes that are not UTF-8, a corrupt line anywhere -- are skipped with one warning naming them.
 
     Raises:
@@ -160,7 +160,7 @@ def _to_int(series: pd.Series) -> pd.Series:
 
 
 def _noisy(frame: pd.DataFrame) -> pd.Series:
-    """The one noisy rule (:func:`attnbench.uncertainty.is_noisy`) on every row, old rows included, so the report
+    """The one noisy rule (:func:`attnbench.core.uncertainty.is_noisy`) on every row, old rows included, so the report
     never disagrees with the metric or ``compare`` about a cell."""
     if frame.empty:
         return pd.Series([], dtype=bool, index=frame.index)

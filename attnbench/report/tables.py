@@ -22,7 +22,7 @@ from .verdict import accuracy_winner, exact_winners, latency_winner
 __all__ = ["METRICS", "MetricSpec", "Section", "Table", "build_sections", "fmt_count", "fmt_num",
            "fmt_ratio", "missing_table"]
 
-#: the mark of a noisy latency (attnbench.uncertainty.is_noisy)
+#: the mark of a noisy latency (attnbench.core.uncertainty.is_noisy)
 NOISY_MARK = "~"
 _CONTEXT_AXES = ("device", "dtype", "mode", "pass", "batch")
 _PASS_ORDER = {"forward": 0, "forward_backward": 1}

@@ -10,7 +10,7 @@ Pure functions over the report's frame (``derive.add_derived``); the rendering i
 - **Crossover** (:func:`crossovers`): the first resolution from which an attention's ratio to the baseline is below
   1 — for latency, its whole interval below 1 — at that resolution and at every larger one of the sweep.
 - **Scaling exponents** (:func:`scaling_exponents`): the log-log slope k of cost ∝ tokensᵏ
-  (:func:`attnbench.stats.loglog_fit`, with its t-interval), for latency, memory and MACs, beside the slope of the
+  (:func:`attnbench.core.stats.loglog_fit`, with its t-interval), for latency, memory and MACs, beside the slope of the
   module's own cost model (``macs_analytic``) over the same grids, the attention term's exponent from
   ``keys_per_query`` (cost ∝ N · keys, so k = 1 + slope of keys_per_query) and the asymptotic theory
   (:data:`THEORY`). The cost model fitted over a small range sits between the linear projections and the
@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from ..core import stats
 from .acc_uncertainty import estimates, most_accurate
 from .derive import numeric
 
@@ -244,7 +244,7 @@ def _fit(rows: pd.DataFrame, column: str) -> Optional[stats.Fit]:
 
 
 def scaling_exponents(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (context, series, quantity) with ``fit`` (:class:`attnbench.stats.Fit` or None).
+    """One row per (context, series, quantity) with ``fit`` (:class:`attnbench.core.stats.Fit` or None).
 
     Quantities: ``latency`` and ``memory`` per context (:data:`CONTEXT`); ``macs_fvcore``, ``macs_analytic`` and
     ``attention_term`` per (run, series), whose context columns other than ``run_id`` are None. The attention

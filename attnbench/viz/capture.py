@@ -14,7 +14,7 @@ import torch
 import attentions
 from attentions.inspect import Record
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["capture", "erf", "num_stages"]
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["VizImage", "load_images", "SKIMAGE_PHOTOS", "IMAGE_SUFFIXES"]
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .capture import capture, erf, num_stages
 from .figures import Column, detail, save, side_by_side
 from .images import VizImage

@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import UserError
-from ..results import MANIFEST_FILE, RESULTS_FILE, read_manifest, read_rows
+from ..core.errors import UserError
+from ..core.results import MANIFEST_FILE, RESULTS_FILE, read_manifest, read_rows
 
 __all__ = ["ModelSource", "from_run", "from_official", "random_init", "locate_checkpoint"]
 

@@ -18,11 +18,11 @@ pytest.importorskip("torchvision", reason="the accuracy extra (timm, torchvision
 
 from accuracy_helpers import FAST_RECIPE  # noqa: E402
 
-from attnbench import runner  # noqa: E402
-from attnbench.executors.ledger import read_ledger  # noqa: E402
-from attnbench.executors.shards import shard_dir  # noqa: E402
-from attnbench.executors.submit import run_with_executor  # noqa: E402
-from attnbench.results import read_rows  # noqa: E402
+from attnbench.engine import runner  # noqa: E402
+from attnbench.engine.executors.ledger import read_ledger  # noqa: E402
+from attnbench.engine.executors.shards import shard_dir  # noqa: E402
+from attnbench.engine.executors.submit import run_with_executor  # noqa: E402
+from attnbench.core.results import read_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # executor_fakes (waiting, processes)

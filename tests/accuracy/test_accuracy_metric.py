@@ -68,8 +68,8 @@ def test_measure_returns_the_accuracy_columns(tmp_path):
 def _check_uncertainty_columns(cols: dict, settings: dict, ckpt: dict) -> None:
     """acc_val_n, the Wilson intervals and the per-image bits, against the trained model scored image by image."""
     from attnbench.accuracy.job import build_datasets, build_model, make_job
-    from attnbench.correct_bits import decode_bits
-    from attnbench.stats import proportion_interval
+    from attnbench.core.correct_bits import decode_bits
+    from attnbench.core.stats import proportion_interval
 
     n = 8 * settings["synthetic_val_per_class"]
     assert cols["acc_val_n"] == n and cols["acc_seed"] == 3
@@ -103,7 +103,7 @@ def test_model_template_picks_a_preset_per_attention(tmp_path):
 
 def test_accuracy_suite_end_to_end(tmp_path):
     """A two-attention suite through the runner: rows in results.jsonl carry the accuracy columns."""
-    from attnbench import runner
+    from attnbench.engine import runner
 
     suite = {"name": "acc_tiny", "attentions": [{"name": "mhsa"}, {"name": "agent"}],
              "axes": {"resolution": [8], "device": ["cpu"]}, "metrics": ["params", "accuracy"],
@@ -126,7 +126,7 @@ def test_accuracy_suite_end_to_end(tmp_path):
 
 def test_seeds_train_one_job_per_seed(tmp_path):
     """``seeds: [0, 1]``: one training per seed, each row records its seed; the report folds them into mean ± sd."""
-    from attnbench import runner
+    from attnbench.engine import runner
     from attnbench.report.build import build_report
 
     suite = {"name": "acc_seeds", "attentions": [{"name": "mhsa"}], "seeds": [0, 1],
@@ -146,7 +146,7 @@ def test_seeds_train_one_job_per_seed(tmp_path):
 
 @pytest.mark.parametrize("suite", ["accuracy_smoke.yaml", "accuracy_subset.yaml"])
 def test_shipped_suites_load(suite):
-    from attnbench.suite import load_suite
+    from attnbench.suite.schema import load_suite
 
     loaded = load_suite(REPO / "suites" / suite)
     assert "accuracy" in loaded.metrics and len(loaded.attentions) == 5
@@ -159,11 +159,11 @@ def test_accuracy_ablation_suite_end_to_end(tmp_path):
     factor columns and the validation count in the rows, and the top-1 difference with its interval in the report."""
     import yaml
 
-    from attnbench import runner
+    from attnbench.engine import runner
     from attnbench.report.ablation import ablation
     from attnbench.report.build import make_report
     from attnbench.report.load import load_runs
-    from attnbench.suite import load_suite
+    from attnbench.suite.schema import load_suite
 
     shipped = load_suite(REPO / "suites" / "dbra_ablation_accuracy.yaml")
     assert shipped.labels() == ["dbra", "dbra-topk=1", "dbra-topk=2", "dbra-topk=16"]

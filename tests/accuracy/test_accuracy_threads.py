@@ -101,7 +101,7 @@ def test_probe_decision(monkeypatch, medians, pick):
 @pytest.mark.parametrize("sample, load", [({"load": 3.5, "busy": 1}, 2.5), ({"load": 0.4, "busy": 2}, 2.0),
                                           ({"load": None, "busy": None}, 0.0)])
 def test_other_load_reads_the_machine(monkeypatch, sample, load):
-    from attnbench import machine_load
+    from attnbench.core import machine_load
 
     monkeypatch.setattr(machine_load, "sample", lambda: sample)
     assert th.other_load() == load

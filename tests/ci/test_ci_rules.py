@@ -7,7 +7,7 @@ import json
 import pytest
 
 from attnbench.ci import cases, gate, timing, verdicts
-from attnbench.errors import UserError
+from attnbench.core.errors import UserError
 
 
 def test_slowdown_spec_matches_globs_and_rejects_junk():

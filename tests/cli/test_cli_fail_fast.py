@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from attnbench import hints
+from attnbench.core import hints
 from attnbench.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ import yaml
 
 import engine_fakes as fakes
 
-from attnbench import execute, metrics
+from attnbench.engine import execute
+from attnbench import metrics
 
 
 @pytest.fixture

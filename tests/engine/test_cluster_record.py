@@ -11,12 +11,13 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import runner
+from attnbench.engine import runner
 from attnbench.cli import main
-from attnbench.executors import job_record, ledger
-from attnbench.executors.ledger import job_statuses, read_ledger, write_ledger
-from attnbench.executors.shards import shard_dir
-from attnbench.results import ResultsWriter, make_row, write_manifest
+from attnbench.core import job_record
+from attnbench.engine.executors import ledger
+from attnbench.engine.executors.ledger import job_statuses, read_ledger, write_ledger
+from attnbench.engine.executors.shards import shard_dir
+from attnbench.core.results import ResultsWriter, make_row, write_manifest
 
 
 @pytest.fixture
@@ -82,8 +83,8 @@ def test_status_is_running_not_done_while_the_scheduler_still_runs_the_job(slurm
 
 
 def test_tries_count_requeues_and_resubmissions(slurm, fake_metrics, write_suite, tmp_path, monkeypatch):
-    from attnbench.executors.config import ExecutorSection
-    from attnbench.executors.submit import _Parent
+    from attnbench.suite.executor_config import ExecutorSection
+    from attnbench.engine.executors.submit import _Parent
 
     p, run_dir = a_run(tmp_path, write_suite, rows=3)
     # the job started, was pre-empted and re-queued by Slurm under the same id, started again

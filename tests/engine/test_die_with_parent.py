@@ -13,7 +13,7 @@ import yaml
 
 import executor_fakes as xfakes
 
-from attnbench.parent_watch import process_alive, watch_parent
+from attnbench.engine.parent_watch import process_alive, watch_parent
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +29,7 @@ def _cell_children(pid: int) -> list[int]:
     out = []
     for child in xfakes.children(pid):
         try:
-            if b"attnbench.runner" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"attnbench.engine.runner" in Path(f"/proc/{child}/cmdline").read_bytes():
                 out.append(child)
         except OSError:
             pass
@@ -66,7 +66,7 @@ def test_sigkill_of_the_run_takes_its_isolated_cell_child_with_it(tmp_path):
 
 def test_watch_parent_kills_this_process_when_the_watched_one_ends(tmp_path):
     """What a local job's task runs (its parent is submitit's controller, so it watches the attnbench pid)."""
-    code = ("import sys, time; sys.path.insert(0, %r); from attnbench.parent_watch import watch_parent; "
+    code = ("import sys, time; sys.path.insert(0, %r); from attnbench.engine.parent_watch import watch_parent; "
             "watch_parent(int(sys.argv[1]), 0.1); time.sleep(60)" % str(xfakes.ROOT))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     watcher = subprocess.Popen([sys.executable, "-c", code, str(sleeper.pid)])

@@ -6,9 +6,9 @@ import pytest
 
 import engine_fakes as fakes
 
-from attnbench import runner
-from attnbench.budget import SuiteBudget
-from attnbench.results import read_rows
+from attnbench.engine import runner
+from attnbench.engine.budget import SuiteBudget
+from attnbench.core.results import read_rows
 
 
 def test_allowance_follows_the_work_still_to_do():

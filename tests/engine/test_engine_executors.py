@@ -15,12 +15,13 @@ from click.testing import CliRunner
 import engine_fakes as fakes
 import executor_fakes as xfakes
 
-from attnbench import metrics, runner
+from attnbench import metrics
+from attnbench.engine import runner
 from attnbench.cli import main
-from attnbench.executors.ledger import read_ledger
-from attnbench.executors.shards import ShardJob, merge_shards, shard_dir, shard_rows
-from attnbench.executors.submit import run_with_executor
-from attnbench.results import ResultsWriter, read_manifest, read_rows
+from attnbench.engine.executors.ledger import read_ledger
+from attnbench.engine.executors.shards import ShardJob, merge_shards, shard_dir, shard_rows
+from attnbench.engine.executors.submit import run_with_executor
+from attnbench.core.results import ResultsWriter, read_manifest, read_rows
 
 EXACT = ("fake_params", "fake_tokens", "fake_batch", "fake_trip")
 
@@ -101,7 +102,7 @@ def test_a_restarted_job_measures_only_its_missing_cells(fake_metrics, write_sui
     """What a re-queued job does (run here in-process: the job is a plain callable)."""
     path = write_suite(fakes.tiny_suite())
     p = plan(path, tmp_path / "run")
-    from attnbench.execute import CellRunner
+    from attnbench.engine.execute import CellRunner
 
     job = ShardJob(str(tmp_path / "run"), "job-0000", [c.identity() for c in p.to_run],
                    CellRunner(["shape", "trip"], {}, 0).locations())
@@ -193,9 +194,9 @@ def test_executor_flags_need_an_executor_and_bad_values_are_one_line(fake_metric
 
 
 def test_job_grouping_keeps_gpu_and_cpu_apart_and_follows_the_budget():
-    from attnbench.cells import Cell
-    from attnbench.executors.config import ExecutorSection
-    from attnbench.executors.grouping import group_cells, job_parameters
+    from attnbench.suite.cells import Cell
+    from attnbench.suite.executor_config import ExecutorSection
+    from attnbench.engine.executors.grouping import group_cells, job_parameters
 
     cells = [Cell("s", "a", "a", {"dim": 8}, h, h, 1, "float32", dev, "forward", "eager")
              for h in (4, 6, 8) for dev in ("cpu", "cuda")]
@@ -220,8 +221,8 @@ def test_job_grouping_keeps_gpu_and_cpu_apart_and_follows_the_budget():
 def test_slurm_jobs_that_cannot_start_are_reported_once(monkeypatch):
     """A job pending for a reason waiting never clears (two tasks on a one-CPU node: PartitionConfig) gets one
     warning naming the job, the reason and the fix; jobs merely waiting for resources get none."""
-    from attnbench.executors import ledger, submit
-    from attnbench.executors.ledger import JobStatus
+    from attnbench.engine.executors import ledger, submit
+    from attnbench.engine.executors.ledger import JobStatus
 
     calls = []
 

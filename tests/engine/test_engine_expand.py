@@ -11,10 +11,10 @@ import pytest
 
 import engine_fakes as fakes
 
-from attnbench.cells import Cell, expand, parse_only
-from attnbench.errors import UserError
-from attnbench.probe import Probe
-from attnbench.suite import suite_from_dict
+from attnbench.suite.cells import Cell, expand, parse_only
+from attnbench.core.errors import UserError
+from attnbench.suite.probe import Probe
+from attnbench.suite.schema import suite_from_dict
 
 TINY = fakes.dotted("Tiny")
 
@@ -169,6 +169,6 @@ def test_only_errors(expr, message):
 
 def test_suite_and_cells_do_not_import_torch():
     """The schema and the expansion are pure (architecture.md): checking a suite's structure needs no torch."""
-    code = "import sys, attnbench.suite, attnbench.cells; print('torch' in sys.modules)"
+    code = "import sys, attnbench.suite.schema, attnbench.suite.cells; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,10 +6,10 @@ import pytest
 
 import engine_fakes as fakes
 
-from attnbench import runner
-from attnbench.cells import Cell, expand
-from attnbench.results import read_rows
-from attnbench.suite import SuiteError, load_suite, suite_from_dict
+from attnbench.engine import runner
+from attnbench.suite.cells import Cell, expand
+from attnbench.core.results import read_rows
+from attnbench.suite.schema import SuiteError, load_suite, suite_from_dict
 
 FAST = {"warmup": 1, "min_time_s": 0.0, "min_repeats": 6, "max_repeats": 6, "min_block_s": 0.0}
 

@@ -19,7 +19,7 @@ COLUMNS = ROOT / "tests" / "fixtures" / "smoke_columns.txt"
 
 
 def test_smoke_run_writes_the_committed_columns(tmp_path):
-    from attnbench.results import read_rows
+    from attnbench.core.results import read_rows
 
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(SMOKE), "--out", str(out), "--device", "cpu", "--no-progress",

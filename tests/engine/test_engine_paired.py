@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import runner
+from attnbench.engine import runner
 from attnbench.cli import main
-from attnbench.results import read_manifest, read_rows
+from attnbench.core.results import read_manifest, read_rows
 
 FAST = {"warmup": 1, "min_time_s": 0.0, "min_repeats": 6, "max_repeats": 6, "min_block_s": 0.0}
 
@@ -84,7 +84,7 @@ def test_only_matching_no_cell_is_an_error(write_suite, tmp_path, only):
 
 
 def test_batch_jobs_pair_cells_and_record_load(write_suite, tmp_path):
-    from attnbench.executors.submit import run_with_executor
+    from attnbench.engine.executors.submit import run_with_executor
 
     suite = dict(paired_suite(), executor={"cells_per_job": 4, "poll_s": 0.2})
     path = write_suite(suite)

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import runner
-from attnbench.cells import expand
+from attnbench.engine import runner
+from attnbench.suite.cells import expand
 from attnbench.cli import main
-from attnbench.errors import UserError
-from attnbench.results import ResultsWriter, read_manifest, read_rows
-from attnbench.suite import load_suite
+from attnbench.core.errors import UserError
+from attnbench.core.results import ResultsWriter, read_manifest, read_rows
+from attnbench.suite.schema import load_suite
 
 CONTRACT_HEAD = ["schema_version", "run_id", "cell_id", "suite", "attention", "label", "config", "height", "width",
                  "tokens", "batch", "dtype", "device", "pass", "mode", "status", "error", "error_stage", "started_at",

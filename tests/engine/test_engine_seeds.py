@@ -6,9 +6,9 @@ import pytest
 
 import engine_fakes as fakes
 
-from attnbench.cells import Cell, expand, parse_only
-from attnbench.execute import CellRunner
-from attnbench.suite import SuiteError, suite_from_dict
+from attnbench.suite.cells import Cell, expand, parse_only
+from attnbench.engine.execute import CellRunner
+from attnbench.suite.schema import SuiteError, suite_from_dict
 
 
 def make(**overrides):

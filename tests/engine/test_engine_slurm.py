@@ -17,12 +17,13 @@ from click.testing import CliRunner
 import engine_fakes as fakes
 import executor_fakes as xfakes
 
-from attnbench import metrics, runner
+from attnbench import metrics
+from attnbench.engine import runner
 from attnbench.cli import main
-from attnbench.executors.ledger import read_ledger, slurm_states
-from attnbench.executors.shards import shard_dir
-from attnbench.executors.submit import run_with_executor
-from attnbench.results import read_rows
+from attnbench.engine.executors.ledger import read_ledger, slurm_states
+from attnbench.engine.executors.shards import shard_dir
+from attnbench.engine.executors.submit import run_with_executor
+from attnbench.core.results import read_rows
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from attnbench.cli import main
-from attnbench.results import read_manifest, read_rows
+from attnbench.core.results import read_manifest, read_rows
 
 SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 MISSING = [m for m in ("params", "flops", "latency", "memory", "correctness")

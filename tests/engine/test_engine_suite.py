@@ -10,8 +10,8 @@ import pytest
 import engine_fakes as fakes
 
 from attnbench import metrics
-from attnbench.cells import expand
-from attnbench.suite import SuiteError, load_suite, suite_from_dict
+from attnbench.suite.cells import expand
+from attnbench.suite.schema import SuiteError, load_suite, suite_from_dict
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import cell_budget, runner
-from attnbench.cells import Cell
+from attnbench.engine import cell_budget, runner
+from attnbench.suite.cells import Cell
 from attnbench.cli import main
-from attnbench.failure_policy import REPEAT_STAGE, failure_kind, retryable_ids
-from attnbench.progress import CostEta, Progress
-from attnbench.results import read_rows
+from attnbench.engine.failure_policy import REPEAT_STAGE, failure_kind, retryable_ids
+from attnbench.engine.progress import CostEta, Progress
+from attnbench.core.results import read_rows
 
 
 def six_cells(attention: str, **overrides) -> dict:
@@ -51,7 +51,7 @@ def test_a_hanging_user_attention_over_six_cells_costs_two_timeouts(fake_metrics
 
 
 def execute_startup() -> float:
-    from attnbench.execute import IsolatedRunner
+    from attnbench.engine.execute import IsolatedRunner
 
     return IsolatedRunner.STARTUP_S
 

@@ -15,10 +15,10 @@ import yaml
 import engine_fakes as fakes
 import executor_fakes as xfakes
 
-from attnbench.executors.ledger import read_ledger
-from attnbench.executors.shards import shard_dir
-from attnbench.parent_watch import process_alive
-from attnbench.results import read_rows
+from attnbench.engine.executors.ledger import read_ledger
+from attnbench.engine.executors.shards import shard_dir
+from attnbench.engine.parent_watch import process_alive
+from attnbench.core.results import read_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,7 +31,7 @@ fakes.FAKE_METRICS["nap"] = xfakes.nap_metric
 metrics.METRICS = {{name: "_fake_" + name for name in fakes.FAKE_METRICS}}
 metrics.get_metric = lambda name: fakes.FAKE_METRICS[name]
 execute.correctness_gate = lambda: fakes.check_finite
-from attnbench.executors.submit import run_with_executor
+from attnbench.engine.executors.submit import run_with_executor
 p = runner.plan({suite!r}, out={out!r}, cuda_available=False)
 run_with_executor(p, "local", None, wait=True, progress=True, argv=["test"])
 print("parent ended cleanly", file=sys.stderr)

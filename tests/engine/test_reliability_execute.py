@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import execute, runner
+from attnbench.engine import execute, runner
 from attnbench.cli import main
-from attnbench.results import read_manifest, read_rows
+from attnbench.core.results import read_manifest, read_rows
 
 
 def one_cell_suite(*attentions: str, **overrides) -> dict:
@@ -63,7 +63,7 @@ def test_isolated_timeout_kills_a_child_that_ignores_its_alarm(fake_metrics, wri
 
 
 def test_timeout_setting_and_its_defaults(fake_metrics, write_suite):
-    from attnbench.suite import SuiteError, load_suite
+    from attnbench.suite.schema import SuiteError, load_suite
 
     base = one_cell_suite("Tiny")
     assert runner.cell_timeout(load_suite(write_suite(base))) == runner.DEFAULT_TIMEOUT_S

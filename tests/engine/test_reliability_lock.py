@@ -13,14 +13,14 @@ import pytest
 
 import engine_fakes as fakes
 
-from attnbench import runner
-from attnbench.cells import expand
-from attnbench.results import read_rows
-from attnbench.run_lock import RunLock, RunLocked
-from attnbench.suite import load_suite
+from attnbench.engine import runner
+from attnbench.suite.cells import expand
+from attnbench.core.results import read_rows
+from attnbench.engine.run_lock import RunLock, RunLocked
+from attnbench.suite.schema import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD = "import sys, time; from attnbench.run_lock import RunLock; l = RunLock(sys.argv[1]).acquire(); " \
+HOLD = "import sys, time; from attnbench.engine.run_lock import RunLock; l = RunLock(sys.argv[1]).acquire(); " \
        "print('locked', flush=True); time.sleep(60)"
 
 

@@ -12,12 +12,13 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import results, runner
-from attnbench.cells import expand
+from attnbench.core import results
+from attnbench.engine import runner
+from attnbench.suite.cells import expand
 from attnbench.cli import main
-from attnbench.errors import UserError
-from attnbench.results import read_manifest, read_rows, scan_results
-from attnbench.suite import load_suite
+from attnbench.core.errors import UserError
+from attnbench.core.results import read_manifest, read_rows, scan_results
+from attnbench.suite.schema import load_suite
 
 
 def start(suite_path, out, **kw) -> runner.Summary:

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import runner, suite as suite_module
+from attnbench.engine import runner
+from attnbench.suite import suite as suite_module
 from attnbench.cli import main
-from attnbench.errors import UserError
-from attnbench.suite import SuiteError, load_suite
+from attnbench.core.errors import UserError
+from attnbench.suite.schema import SuiteError, load_suite
 
 
 def bomb(levels: int = 9) -> str:

@@ -8,10 +8,10 @@ from click.testing import CliRunner
 
 import engine_fakes as fakes
 
-from attnbench import runner
+from attnbench.engine import runner
 from attnbench.cli import main
-from attnbench.results import read_rows
-from attnbench.suite import load_suite
+from attnbench.core.results import read_rows
+from attnbench.suite.schema import load_suite
 
 USER_MODULE = '''
 import torch

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from attnbench import uncertainty
+from attnbench.core import uncertainty
 from attnbench.metrics.latency import Policy, finish_row, sample_rounds, summarize, summarize_paired
 
 

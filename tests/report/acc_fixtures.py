@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnbench.correct_bits import encode_bits
-from attnbench.stats import proportion_interval
+from attnbench.core.correct_bits import encode_bits
+from attnbench.core.stats import proportion_interval
 from report_fixtures import cell_id, make_row, manifest, write_run
 
 #: cost of each attention's whole model (latency ms, MACs): all different, so a Pareto front has something to say

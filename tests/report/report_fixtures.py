@@ -107,9 +107,9 @@ def power_law_rows(laws: dict = POWER_LAW, sizes=SIZES, rounds: int = 31, seed: 
     Latency samples are ``true · slow_i · noise``: ``slow_i`` (log-normal, ``shared_sigma``) is the machine's load in
     round i and hits the cell and the baseline alike (interleaved rounds), ``noise`` is each call's own jitter. The
     paired columns are what the runner stores: the per-round ratios, their median and bootstrap interval
-    (attnbench.stats.paired_ratio). ``oom``: (label, size) of a cell that ran out of memory.
+    (attnbench.core.stats.paired_ratio). ``oom``: (label, size) of a cell that ran out of memory.
     """
-    from attnbench import stats
+    from attnbench.core import stats
     import numpy as np
 
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from attnbench.cli import main
-from attnbench.compare import compare_runs
+from attnbench.report.compare import compare_runs
 
 from report_fixtures import fixture_rows, manifest, write_run
 
@@ -253,7 +253,7 @@ def test_paired_ratios_of_two_runs_agree_tie_or_flip(tmp_path):
     paired = comparison.rows[comparison.rows["metric"] == "ratio_to_mhsa"]
     assert [(r["label"], r["resolution"], r["verdict"]) for _, r in paired.iterrows()] == [
         ("bra", "8×8", "agree"), ("bra", "16×16", "tie"), ("dbra", "8×8", "flipped")]
-    from attnbench.compare import render
+    from attnbench.report.compare import render
     assert "1 agree, 1 tie, 1 flipped" in render(comparison)
     # judged by the ratio to the baseline (the default): dbra's ratio went from 0.8 to 1.3 of mhsa's, clearly
     judged = comparison.rows[comparison.rows["metric"] == "latency_vs_mhsa"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnbench import stats
+from attnbench.core import stats
 from attnbench.report.ablation import ablation, effects
 from attnbench.report.build import build_report, make_report
 from attnbench.report.load import load_runs

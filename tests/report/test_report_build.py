@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from attnbench.cli import main
 from attnbench.report import load_runs
-from attnbench.results import ROW_HEAD
+from attnbench.core.results import ROW_HEAD
 
 from report_fixtures import fixture_rows, manifest, write_run
 
@@ -32,7 +32,7 @@ try:
     main(["report", sys.argv[1], "--out", sys.argv[2]], standalone_mode=True)
 except SystemExit as exc:
     assert not exc.code, exc.code
-from attnbench.compare import compare_runs
+from attnbench.report.compare import compare_runs
 import attnbench.commands.compare_cmd
 assert compare_runs(sys.argv[1], sys.argv[1]).exit_code == 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "attentions", "triton"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from report_fixtures import cell_id, fixture_rows, manifest, write_run
 
-from attnbench.failure_policy import REPEAT_STAGE
+from attnbench.engine.failure_policy import REPEAT_STAGE
 from attnbench.report.build import make_report
 from attnbench.report.derive import add_derived, missing_cells
 from attnbench.report.load import load_runs

@@ -7,8 +7,8 @@ import os
 import pandas as pd
 import pytest
 
-from attnbench.errors import UserError
-from attnbench.results import ROW_HEAD
+from attnbench.core.errors import UserError
+from attnbench.core.results import ROW_HEAD
 from attnbench.report.load import find_latest_run, load_runs, read_results, to_csv_frame
 
 from report_fixtures import fixture_rows, make_row, manifest, write_run

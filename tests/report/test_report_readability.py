@@ -89,7 +89,7 @@ def test_a_clean_finished_run_has_no_banner(tmp_path):
 
 
 def test_load_banner_by_the_one_load_rule(tmp_path):
-    """The banner uses attnbench.machine_load's rule over the rows, whatever the manifest says: a busy neighbour
+    """The banner uses attnbench.core.machine_load's rule over the rows, whatever the manifest says: a busy neighbour
     on a 2-core machine (busy in 2 of 15 cells, load 1.95) is load; so are preempted samples."""
     rows = power_law_rows()
     for row in rows[:2]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnbench import stats
+from attnbench.core import stats
 from attnbench.report import load_runs, make_report
 from attnbench.report.derive import add_derived
 from attnbench.report.verdict import (best_by_resolution, crossovers, exact_winners, first_persistent,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from attnbench.stats import proportion_diff_interval, proportion_interval
+from attnbench.core.stats import proportion_diff_interval, proportion_interval
 
 
 def test_wilson_by_hand():

@@ -1,4 +1,4 @@
-"""The accuracy statistics of attnbench.stats against published worked examples and hand computations."""
+"""The accuracy statistics of attnbench.core.stats against published worked examples and hand computations."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from attnbench import stats
+from attnbench.core import stats
 
 
 @pytest.mark.parametrize("k, n, low, high", [

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from attnbench.accuracy.job import build_model, make_job
 from attnbench.cli import main
-from attnbench.errors import UserError
+from attnbench.core.errors import UserError
 from attnbench.report.viz_links import link_viz
 from attnbench.viz import from_run
 

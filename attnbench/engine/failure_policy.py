@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from .results import FAILED_STATUSES
+from ..core.results import FAILED_STATUSES
 
 __all__ = ["REPEAT_STAGE", "SETTING", "REPEATS", "RepeatedFailures", "failure_kind", "retryable_ids",
            "is_repeat_skip"]

@@ -23,7 +23,7 @@ Peak memory is shown with its ratio (``higher``/``lower`` past the threshold) bu
 rows measured with different thread counts (``mem_threads``) are ``not comparable``: the CPU peak depends on it.
 Where both runs timed a cell interleaved with their baseline, the two paired ratios are also shown side by side
 (``ratio_to_<baseline>``: ``agree``, ``tie`` when an interval holds 1, ``flipped`` when both are clear and
-opposite). Each run measured under load (:func:`attnbench.machine_load.judge`) is named with its readings.
+opposite). Each run measured under load (:func:`attnbench.core.machine_load.judge`) is named with its readings.
 Cells present in only one run are listed and do not fail it. Two runs with no ``cell_id`` in common are matched by
 content (every identity column but the suite name: a renamed or copied suite), and the output says so; with no
 cell in common even then (different suites, or a filter that matched nothing) it is an error (exit 2), never a
@@ -39,11 +39,11 @@ from typing import Optional
 
 import pandas as pd
 
-from . import machine_load, stats, uncertainty
-from .errors import UserError
-from .report.load import load_runs
-from .report.markdown import md_table
-from .report.tables import Table, fmt_num
+from ..core import machine_load, stats, uncertainty
+from ..core.errors import UserError
+from .load import load_runs
+from .markdown import md_table
+from .tables import Table, fmt_num
 
 __all__ = ["COUNT_COLUMNS", "Comparison", "compare_runs", "render"]
 
@@ -90,7 +90,7 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path, threshold: float = 0
     ``mode``: ``"paired"`` (ratios to the suite's baseline where both runs have them) or ``"absolute"``.
 
     Raises:
-        attnbench.errors.UserError: a directory is missing or holds no results.
+        attnbench.core.errors.UserError: a directory is missing or holds no results.
     """
     if mode not in ("paired", "absolute"):
         raise ValueError(f"mode={mode!r}: expected 'paired' or 'absolute'")

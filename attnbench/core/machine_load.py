@@ -11,7 +11,7 @@ Two cheap readings, both from ``/proc`` (Linux; elsewhere ``None``):
 A run is "under load" (:func:`judge`, the one rule, used by the manifest, the report and ``compare``) when any of:
 
 * at least :data:`PREEMPTED_SHARE` (2%) of its latency samples were preempted (``latency_preempted``: the process
-  got less CPU than wall time during the sample; see :mod:`attnbench.uncertainty`): the direct evidence;
+  got less CPU than wall time during the sample; see :mod:`attnbench.core.uncertainty`): the direct evidence;
 * another process was seen running at the start or end of at least :data:`BUSY_CELL_SHARE` (10%) of the cells;
 * the mean 1-minute load average, less this process's own share (one unit while it measures), is at least
   :data:`UNDER_LOAD_SHARE` (0.5) of a core, or its maximum is above half the cores.

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 from .errors import UserError
 
 if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here must stay light
-    from .cells import Cell
+    from ..suite.cells import Cell
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "FAILED_STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
@@ -55,11 +55,11 @@ DAMAGED_RESULTS_FILE = "results.damaged.jsonl"
 DAMAGED_MANIFEST_FILE = "manifest.damaged.json"
 #: set by the runner to the run directory being measured: metrics keep their work files there (accuracy jobs)
 RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
-#: the advisory lock of the one writer of a run directory (:mod:`attnbench.run_lock`)
+#: the advisory lock of the one writer of a run directory (:mod:`attnbench.engine.run_lock`)
 LOCK_FILE = ".lock"
 #: where isolated cell children write their outcome while they run (removed, when empty, at the end of a run)
 CELLS_DIR = ".cells"
-#: the columns that say which cell a row is (hashed into ``cell_id``, :func:`attnbench.cells.cell_id_of`)
+#: the columns that say which cell a row is (hashed into ``cell_id``, :func:`attnbench.suite.cells.cell_id_of`)
 IDENTITY_COLUMNS = ("suite", "attention", "label", "config", "height", "width", "tokens", "batch", "dtype", "device",
                     "pass", "mode")
 #: the columns every row starts with, in this order; a metric column may not reuse one of these names
@@ -108,7 +108,7 @@ def make_row(cell: "Cell", run_id: str, *, status: str, error: Optional[str] = N
         raise ValueError(f"status={status!r} is not one of {STATUSES}")
     row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell.cell_id}
     row.update(cell.identity())
-    row.update(getattr(cell, "factor", None) or {})  # an ablation's factor columns (attnbench.factors)
+    row.update(getattr(cell, "factor", None) or {})  # an ablation's factor columns (attnbench.suite.factors)
     row.update(status=status, error=error, error_stage=error_stage, started_at=started_at,
                duration_s=round(duration_s, 6))
     for key, value in (columns or {}).items():

@@ -11,7 +11,7 @@ A metric module (or its ``measure`` function, as an attribute) may declare
 ``DEPENDS_ON = ("attention", "config", "height", "width")``: the cell keys its result depends on. The runner then reuses its result for every cell that agrees on those keys (e.g. batch-1 FLOPs are the
 same for every batch and pass), in one process.
 
-The child process (``python -m attnbench.runner --cell JSON --outcome PATH``) runs exactly the functions the
+The child process (``python -m attnbench.engine.runner --cell JSON --outcome PATH``) runs exactly the functions the
 parent resolved (passed as ``module:qualname``) with the parent's ``sys.path``, and writes its outcome to a file;
 when it dies instead (a segfault, the OOM killer), the parent records the cell as failed with the signal.
 """
@@ -37,13 +37,13 @@ from torch import nn
 
 import attentions
 
-from . import metrics
-from .cells import Cell
-from .effective_config import effective_config
-from .metrics.base import MetricContext
+from .. import metrics
+from ..suite.cells import Cell
+from ..suite.effective_config import effective_config
+from ..metrics.base import MetricContext
 from .parent_watch import PARENT_ENV
-from .results import CELLS_DIR, ROW_HEAD, RUN_DIR_ENV
-from .torch_threads import use_threads
+from ..core.results import CELLS_DIR, ROW_HEAD, RUN_DIR_ENV
+from ..core.torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
            "build_module", "classify", "error_text", "child_main"]
@@ -126,7 +126,7 @@ def _contract_hook(ctx: MetricContext, module: nn.Module, seen: list) -> Any:
 
 def correctness_gate() -> Callable[[MetricContext, nn.Module], None]:
     """The gate every cell passes before it is measured: raises on a non-finite output."""
-    from .metrics.correctness import check_finite
+    from ..metrics.correctness import check_finite
 
     return check_finite
 
@@ -135,7 +135,7 @@ def build_module(attention: str, config: dict[str, Any], device: torch.device, d
                  seed: int, kind: str = "attention", label: Optional[str] = None) -> nn.Module:
     """The cell's module, seeded so that every build of a cell has the same weights: ``attentions.build(attention,
     **config)``, or for a model cell ``attentions.models.create_model(attention, **config)``; slowed down when the
-    test hook ``ATTNBENCH_SLOWDOWN`` names its label (:mod:`attnbench.slowdown`)."""
+    test hook ``ATTNBENCH_SLOWDOWN`` names its label (:mod:`attnbench.engine.slowdown`)."""
     from .slowdown import maybe_slowed
 
     torch.manual_seed(seed)
@@ -239,7 +239,7 @@ class CellRunner:
                 latency_budget_s: Optional[float] = None) -> Outcome:
         """The cell's outcome; ``timeout_s``: this cell's time limit (None: none), default the runner's;
         ``latency_budget_s``: its share of the suite's latency budget (the runner's
-        :class:`~attnbench.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``."""
+        :class:`~attnbench.engine.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``."""
         if latency_budget_s is not None:
             saved = self.settings
             self.settings = with_latency_budget(saved, latency_budget_s)
@@ -291,7 +291,7 @@ class CellRunner:
         (each with 1/N of the cell's budget, as this process had), pooled with this process's samples; each
         process's samples form their own epochs, so the interval carries the spread between processes
         (pyperf's workers, docs/metrics.md)."""
-        from .metrics.latency import merge_rows
+        from ..metrics.latency import merge_rows
 
         settings = dict(self.settings)
         settings["latency"] = {**(settings.get("latency") or {}), "processes": 1,
@@ -360,7 +360,7 @@ def _release(device: str, full: bool) -> None:
 
 
 class IsolatedRunner:
-    """Measures each cell in a fresh ``python -m attnbench.runner`` process running ``runner``'s functions."""
+    """Measures each cell in a fresh ``python -m attnbench.engine.runner`` process running ``runner``'s functions."""
 
     #: seconds the child may take beyond ``timeout_s`` before it is killed: its start (importing torch, 2-3 s on a
     #: small CPU) and the clean timeout it reports itself when its own alarm can fire
@@ -380,10 +380,10 @@ class IsolatedRunner:
                               "baseline": baseline.identity() if baseline is not None else None}, default=str)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        env[PARENT_ENV] = str(os.getpid())  # the child dies with this process (attnbench.parent_watch)
+        env[PARENT_ENV] = str(os.getpid())  # the child dies with this process (attnbench.engine.parent_watch)
         with tempfile.TemporaryDirectory(prefix="cell-", dir=_outcome_parent()) as tmp:
             out = Path(tmp) / "outcome.json"
-            cmd = [sys.executable, "-m", "attnbench.runner", "--cell", payload, "--outcome", str(out)]
+            cmd = [sys.executable, "-m", "attnbench.engine.runner", "--cell", payload, "--outcome", str(out)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
             limit = None if limit_s is None else limit_s + self.STARTUP_S
             try:
@@ -430,7 +430,8 @@ def child_main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the child: measure one cell, write the outcome as JSON."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m attnbench.runner", description="Measure one cell (--isolate).")
+    parser = argparse.ArgumentParser(prog="python -m attnbench.engine.runner",
+                                     description="Measure one cell (--isolate).")
     parser.add_argument("--cell", required=True, help="JSON: cell identity, metric locations, gate, settings, seed")
     parser.add_argument("--outcome", required=True, help="file to write the outcome JSON to")
     args = parser.parse_args(argv)
@@ -438,7 +439,7 @@ def child_main(argv: Optional[list[str]] = None) -> int:
     runner = CellRunner.from_locations(spec)
     baseline = Cell.from_identity(spec["baseline"]) if spec.get("baseline") else None
     outcome = runner.measure(Cell.from_identity(spec["cell"]), baseline)
-    from .results import json_text
+    from ..core.results import json_text
 
     Path(args.outcome).write_text(json_text(dataclasses.asdict(outcome)))
     return 0

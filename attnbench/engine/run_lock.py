@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
-from .results import LOCK_FILE
+from ..core.errors import UserError
+from ..core.results import LOCK_FILE
 
 __all__ = ["RunLock", "RunLocked"]
 

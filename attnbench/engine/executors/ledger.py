@@ -11,9 +11,9 @@ stored, so ``attnbench status`` is right even when the parent is gone:
 * ``failed (<REASON>)``: the job is over and cells are missing; the reason is the scheduler's final state
   (``CANCELLED``, ``TIMEOUT``, ``NODE_FAIL``, ``OUT_OF_MEMORY``, ``FAILED``, ...) or the job's error. When the
   scheduler has forgotten the job (Slurm without accounting), the last state recorded in the ledger stands
-  (:func:`attnbench.executors.job_record.remember_states`): never ``UNKNOWN`` over a known state.
+  (:func:`attnbench.core.job_record.remember_states`): never ``UNKNOWN`` over a known state.
 
-A job's ``tries`` count every submission and every re-queue of one (:func:`~attnbench.executors.job_record.
+A job's ``tries`` count every submission and every re-queue of one (:func:`~attnbench.core.job_record.
 count_tries`); ``history`` lists each submission's last known state.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from ..results import finished_ids, read_rows, replace_atomically
-from .job_record import count_tries, progress_text, read_progress, read_starts
+from ...core.results import finished_ids, read_rows, replace_atomically
+from ...core.job_record import count_tries, progress_text, read_progress, read_starts
 from .shards import rows_by_job
 
 __all__ = ["LEDGER_FILE", "read_ledger", "write_ledger", "JobStatus", "job_statuses", "slurm_states"]

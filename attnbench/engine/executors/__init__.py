@@ -13,6 +13,6 @@ Importing this package imports neither torch nor submitit.
 """
 from __future__ import annotations
 
-from .config import EXECUTORS, ExecutorSection
+from ...suite.executor_config import EXECUTORS, ExecutorSection
 
 __all__ = ["EXECUTORS", "ExecutorSection"]

@@ -2,10 +2,10 @@
 of every axis.
 
 Pure functions, no torch: whether CUDA is present and whether an attention accepts a cell are passed in (the
-runner's probe builds the module on the meta device and asks it for ``cost(H, W)``; see :mod:`attnbench.probe`).
+runner's probe builds the module on the meta device and asks it for ``cost(H, W)``; see :mod:`attnbench.suite.probe`).
 
 Expansion order: attentions (or models) in suite order, then the suite's ``seeds`` (when it lists several training
-seeds; each cell then carries its seed), then the axes in :data:`attnbench.suite.AXES` order,
+seeds; each cell then carries its seed), then the axes in :data:`attnbench.suite.schema.AXES` order,
 the last axis varying fastest; a ``zip`` group varies its axes together, at the position of its first axis. Each
 cell is then, in this order: given its concrete device (``cuda_if_available`` becomes ``cuda`` or ``cpu``) and,
 when ``axes.batch`` is given per device, that device's batch (no cell where the device has none at this
@@ -21,8 +21,8 @@ import itertools
 import json
 from typing import Any, Callable, Iterable, Optional
 
-from .errors import UserError
-from .suite import AXES, CELL_KEYS, Suite, did_you_mean, parse_resolution
+from ..core.errors import UserError
+from .schema import AXES, CELL_KEYS, Suite, did_you_mean, parse_resolution
 
 __all__ = ["Cell", "Expansion", "CellFilter", "expand", "parse_only", "cell_id_of", "count_cells"]
 
@@ -59,7 +59,7 @@ class Cell:
     kind: str = "attention"
     #: the cell's seed when the suite lists ``seeds`` (else None: the suite's ``seed``, not part of the identity)
     seed: Optional[int] = None
-    #: the factor columns of an ablation's cell (:data:`attnbench.factors.FACTOR_COLUMNS`); not part of the
+    #: the factor columns of an ablation's cell (:data:`attnbench.suite.factors.FACTOR_COLUMNS`); not part of the
     #: identity, so ``cell_id`` is the same whether a variant was written by hand or by ``vary``
     factor: Optional[dict[str, Any]] = dataclasses.field(default=None, hash=False, compare=False)
 
@@ -126,7 +126,7 @@ class CellFilter:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "CellFilter":
-        """From an ``exclude`` entry (already checked by :func:`attnbench.suite_checks.exclude_spec_errors`)."""
+        """From an ``exclude`` entry (already checked by :func:`attnbench.suite.checks.exclude_spec_errors`)."""
         terms = {}
         for key, value in spec.items():
             values = [value] if key == "resolution" or not isinstance(value, list) else value
@@ -231,7 +231,7 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
     """Expand a loaded suite into cells.
 
     Args:
-        suite: a suite from :func:`attnbench.suite.load_suite` (labels filled, configs merged).
+        suite: a suite from :func:`attnbench.suite.schema.load_suite` (labels filled, configs merged).
         cuda_available: whether ``cuda`` cells can run here (``cuda_if_available`` resolves by it).
         device: replaces the suite's device axis (``--device``): ``cpu``, ``cuda`` or ``cuda_if_available``.
         probe: returns why a cell cannot run (e.g. the grid does not fit the attention's regions), or None.

@@ -48,7 +48,7 @@ def _same(a: Any, b: Any) -> bool:
 
 class FactorEntry:
     """One expanded entry: what to build (``name``, ``label``, ``config``), where it came from (``origin``: its
-    index in the suite's list) and its factor columns. Duck-types :class:`attnbench.suite.AttentionEntry`."""
+    index in the suite's list) and its factor columns. Duck-types :class:`attnbench.suite.schema.AttentionEntry`."""
 
     __slots__ = ("name", "label", "config", "origin", "factor", "factor_value", "is_reference", "factor_reference")
 
@@ -121,7 +121,7 @@ def expand_entries(entries: list[Any], defaults: dict[str, Any]) -> list[Any]:
 def factor_errors(entries: list[Any], key: str) -> list[tuple[str, str]]:
     """Problems of the ``vary``/``vary_product`` mappings, as (key path, message): empty lists, values that are not
     scalars (or cannot be written in a label), repeated values, a key in both, a product of one key."""
-    from .suite import LABEL_PATTERN
+    from .schema import LABEL_PATTERN
 
     errors: list[tuple[str, str]] = []
     for i, entry in enumerate(entries):

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, TextIO
 
 from tqdm import tqdm
 
-from .cells import Cell
+from ..suite.cells import Cell
 
 __all__ = ["Progress", "CostEta", "format_seconds"]
 
@@ -34,7 +34,7 @@ class Progress:
     """The sweep's progress on ``stream``.
 
     Args:
-        work: per cell to run (in order), its expected multiply-adds (:func:`attnbench.cell_budget.expected_work`;
+        work: per cell to run (in order), its expected multiply-adds (:func:`attnbench.engine.cell_budget.expected_work`;
             None: unknown). The ETA weights the remaining cells by it, so a sweep that goes from small grids to
             large ones is not extrapolated from its fastest cells.
         isolated: per cell, whether it runs in a child process; each such cell costs a start-up (importing torch)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ..results import now_iso, replace_atomically
+from .results import now_iso, replace_atomically
 
 __all__ = ["STARTS_FILE", "PROGRESS_FILE", "PROGRESS_ENV", "record_start", "read_starts", "set_cell",
            "report_epoch", "read_progress", "count_tries", "remember_states", "progress_text"]
@@ -29,7 +29,7 @@ PROGRESS_ENV = "ATTNBENCH_JOB_PROGRESS"
 
 
 def _shard(run_dir: str | Path, job: str) -> Path:
-    from .shards import shard_dir
+    from ..engine.executors.shards import shard_dir
 
     return shard_dir(run_dir, job)
 

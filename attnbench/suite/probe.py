@@ -6,7 +6,7 @@ of ``n_win`` without ``auto_pad``, a deformable key grid that comes out empty) r
 and that reason is what ``--dry-run`` and the ``skipped`` rows show. A class with no ``cost`` (a third-party
 module) is taken as able to run anything; it still fails loudly at run time if it cannot.
 
-A model cell (a backbone of ``attentions.models``, see :mod:`attnbench.suite`) is probed the same way: the model
+A model cell (a backbone of ``attentions.models``, see :mod:`attnbench.suite.schema`) is probed the same way: the model
 is built on ``meta`` once per (name, config); a build error is the reason, and so is an image side that is not a
 multiple of 32 (the backbones downsample by 32 in four stages).
 """
@@ -22,7 +22,7 @@ import torch
 import attentions
 
 from .cells import Cell
-from .hints import did_you_mean
+from ..core.hints import did_you_mean
 
 __all__ = ["Probe", "MODEL_STRIDE", "model_build_problem"]
 
@@ -82,7 +82,7 @@ class Probe:
     """Callable ``probe(cell) -> reason or None``, caching one meta module per (attention, config).
 
     ``macs`` collects, per ``cell_id``, the multiply-adds per image of every cell whose ``cost`` answered: what
-    the cell's default time limit and the ETA are sized by (:mod:`attnbench.cell_budget`).
+    the cell's default time limit and the ETA are sized by (:mod:`attnbench.engine.cell_budget`).
     """
 
     def __init__(self) -> None:

@@ -4,7 +4,7 @@ A suite names the attentions to measure (registry names or ``package.module:Clas
 overrides) -- or, in a *model suite*, whole backbones (``models:``, names of ``attentions.models``) --, the sweep
 axes (token grid or image side, batch, dtype, device, pass, mode), how the axes combine (a product, with ``zip``
 groups and ``exclude`` entries), the metrics and their settings, and the baseline attention. The format is
-documented key by key in ``docs/engine.md``; :mod:`attnbench.cells` expands a suite into cells.
+documented key by key in ``docs/engine.md``; :mod:`attnbench.suite.cells` expands a suite into cells.
 
 Every error names the file, the key path and what was expected, e.g.
 ``suites/x.yaml: attentions[2].config.topk: expected an integer, got 'four' (line 12)``; all errors of a file are
@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from .errors import UserError
-from .hints import did_you_mean  # re-exported: the suite checks and cells import it from here
-from .executors.config import ExecutorSection
+from ..core.errors import UserError
+from ..core.hints import did_you_mean  # re-exported: the suite checks and cells import it from here
+from .executor_config import ExecutorSection
 
 __all__ = ["AXES", "CELL_KEYS", "Suite", "AttentionEntry", "ModelEntry", "Axes", "BatchByDevice",
            "SuiteError", "did_you_mean", "load_suite", "suite_from_dict", "parse_resolution"]
@@ -64,13 +64,13 @@ class _Model(BaseModel):
 
 #: the characters of a label (``=`` for the variants of a factor, ``dbra-topk=8``)
 LABEL_PATTERN = r"^[A-Za-z0-9_.:+\-=]+$"
-#: config key -> the values a factor takes (:mod:`attnbench.factors`)
+#: config key -> the values a factor takes (:mod:`attnbench.suite.factors`)
 FactorValues = Optional[dict[str, Annotated[list[Any], Field(min_length=1)]]]
 
 
 class AttentionEntry(_Model):
     """One attention of the sweep: what to build and how to call it in tables; ``vary``/``vary_product`` make it
-    the reference of an ablation (its variants: :func:`attnbench.factors.expand_entries`)."""
+    the reference of an ablation (its variants: :func:`attnbench.suite.factors.expand_entries`)."""
 
     name: str = Field(min_length=1)
     label: Optional[str] = Field(default=None, pattern=LABEL_PATTERN)
@@ -165,7 +165,7 @@ class Suite(_Model):
     @property
     def entries(self) -> list[AttentionEntry]:
         """The suite's entries, attentions or models, in suite order, each ``vary``/``vary_product`` expanded into
-        its reference and variants (:class:`attnbench.factors.FactorEntry`)."""
+        its reference and variants (:class:`attnbench.suite.factors.FactorEntry`)."""
         from .factors import expand_entries
 
         return expand_entries(list(self.models if self.models is not None else self.attentions or []), self.defaults)
@@ -304,7 +304,7 @@ def suite_from_dict(data: Any, *, source: str = "<suite>", nodes: Any = None,
     Raises:
         SuiteError: listing every problem found, one line each: ``source: key.path: what was expected``.
     """
-    from .suite_checks import attention_errors, pydantic_errors, resolve_entries, structural_errors
+    from .checks import attention_errors, pydantic_errors, resolve_entries, structural_errors
 
     if not isinstance(data, dict):
         raise SuiteError(f"{source}: expected a mapping of suite keys at the top level, got {type(data).__name__}")

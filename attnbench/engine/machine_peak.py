@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .torch_threads import use_threads
+from ..core.torch_threads import use_threads
 
 __all__ = ["probe", "for_suite", "suite_device", "suite_threads", "attainable_gflops"]
 

@@ -1,6 +1,6 @@
 """What a cell is expected to cost, and the time limit that follows from it.
 
-The probe (:mod:`attnbench.probe`) knows each cell's analytic multiply-adds per image (``cost(H, W)``). A cell's
+The probe (:mod:`attnbench.suite.probe`) knows each cell's analytic multiply-adds per image (``cost(H, W)``). A cell's
 expected *work* is those MACs times the batch, times 3 for a forward+backward pass (the backward costs about two
 forwards). Two things follow from it:
 
@@ -9,7 +9,7 @@ forwards). Two things follow from it:
   never less than :data:`FLOOR_S` (it covers a child process's start-up: importing torch takes 2-3 s on a small
   CPU and 10 s under load) and never more than :data:`CEILING_S`. A hanging cell is then given up on after a
   minute rather than fifteen, while a big cell keeps the old limit. Compiled cells get :data:`COMPILE_S` more.
-* the **ETA** of the progress line: remaining cells weighted by their work (:class:`attnbench.progress.Progress`).
+* the **ETA** of the progress line: remaining cells weighted by their work (:class:`attnbench.engine.progress.Progress`).
 
 A cell with no cost model (a third-party class without ``cost``, a model cell) gets the ceiling and a neutral
 weight.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .cells import Cell
+from ..suite.cells import Cell
 
 __all__ = ["CEILING_S", "FLOOR_S", "COMPILE_S", "CALLS", "SLOW_MACS_PER_S", "expected_work", "default_timeout"]
 

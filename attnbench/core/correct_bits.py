@@ -5,8 +5,8 @@ The row stores it as ``acc_top1_correct``: the base64 text (RFC 4648, with paddi
 byte by :func:`numpy.packbits` (first image in the most significant bit of the first byte, the last byte padded
 with zeros); ``acc_val_n`` is the number of images. 1,000 images take 168 characters, ImageNet's 50,000 about
 8.3 kB. Two attentions evaluated on the same images can then be compared image by image
-(:func:`paired_counts`, then :func:`attnbench.stats.mcnemar` and
-:func:`attnbench.stats.paired_proportion_diff_interval`). Pure numpy: the report reads it without torch.
+(:func:`paired_counts`, then :func:`attnbench.core.stats.mcnemar` and
+:func:`attnbench.core.stats.paired_proportion_diff_interval`). Pure numpy: the report reads it without torch.
 """
 from __future__ import annotations
 

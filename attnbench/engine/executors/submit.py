@@ -1,7 +1,7 @@
 """The parent of an executor run: submit the jobs with submitit, merge their shards, follow their states.
 
 :func:`run_with_executor` is what ``attnbench run --executor local|slurm`` calls instead of
-:func:`attnbench.runner.run`. It writes the same manifest (plus ``options.executor``), merges rows left in the
+:func:`attnbench.engine.runner.run`. It writes the same manifest (plus ``options.executor``), merges rows left in the
 shards by an earlier session, works out which cells still lack a row and are not held by a queued or running job,
 groups them into new jobs, submits them (``local``: at most ``max_parallel`` at once; ``slurm``: all), and then,
 every ``poll_s`` seconds, merges the shards into ``results.jsonl`` and asks for the jobs' states, until no job is
@@ -11,7 +11,7 @@ collects later (and re-submits what is missing).
 Ctrl-C or SIGTERM in the parent: Slurm jobs keep running (the scheduler owns them; ``scancel`` stops them);
 ``local`` jobs are cancelled, since they would go on competing for this machine. Either way the rows measured so
 far are merged and the run can be resumed. Local jobs also die when the parent is SIGKILLed (their task watches
-the parent's pid, :func:`attnbench.parent_watch.watch_parent`), except with ``wait=False`` (``--no-wait``), where
+the parent's pid, :func:`attnbench.engine.parent_watch.watch_parent`), except with ``wait=False`` (``--no-wait``), where
 they are meant to outlive it; they are started with SIGINT ignored, so a Ctrl-C in the terminal reaches only the
 parent, which kills them (no submitit traceback).
 
@@ -30,10 +30,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from ..errors import UserError
-from ..results import finished_ids, make_row, now_iso, read_manifest, read_rows, write_manifest
+from ...core.errors import UserError
+from ...core.results import finished_ids, make_row, now_iso, read_manifest, read_rows, write_manifest
 from ..runner import Summary
-from .config import EXECUTORS, ExecutorSection
+from ...suite.executor_config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
 from .ledger import job_statuses, read_ledger, slurm_stuck, write_ledger
 from .shards import ShardJob, merge_shards
@@ -226,7 +226,7 @@ class _Parent:
 
     def remember(self, statuses) -> None:
         """Keep each submission's last known scheduler state in the ledger (never UNKNOWN over a known one)."""
-        from .job_record import remember_states
+        from ...core.job_record import remember_states
 
         if remember_states(self.ledger, {s.job_id: s.raw for s in statuses if s.job_id and s.raw}):
             write_ledger(self.run_dir, self.ledger)

@@ -1,7 +1,7 @@
 """One batch job's work (:class:`ShardJob`) and the parent's merge of every shard into ``results.jsonl``.
 
 A job writes only its own shard, ``RUN_DIR/shards/<job>/results.jsonl``, with the same durable one-line appends as
-an in-process run (:class:`attnbench.results.ResultsWriter`); it never takes the run's lock and never touches
+an in-process run (:class:`attnbench.core.results.ResultsWriter`); it never takes the run's lock and never touches
 ``results.jsonl``. It is idempotent: it first reads its shard (and the merged results) and measures only cells
 that have no final row yet. So whatever restarts it — submitit re-queueing it after a time-out (it is a
 ``submitit.helpers.Checkpointable``), Slurm re-queueing it after a pre-emption or a node failure, a re-submission
@@ -30,11 +30,11 @@ try:  # the parent and the jobs have submitit; `attnbench status` and merging do
 except ImportError:  # pragma: no cover - submitit missing: submitting fails with a clear error instead
     Checkpointable = object  # type: ignore[assignment,misc]
 
-from .. import machine_load
-from ..cells import Cell
-from ..results import (RESULTS_FILE, STATUSES, ResultsWriter, finished_ids, make_row, now_iso, read_rows,
-                       replace_atomically, row_line)
-from .job_record import record_start, set_cell
+from ...core import machine_load
+from ...suite.cells import Cell
+from ...core.results import (RESULTS_FILE, STATUSES, ResultsWriter, finished_ids, make_row, now_iso, read_rows,
+                             replace_atomically, row_line)
+from ...core.job_record import record_start, set_cell
 
 __all__ = ["SHARDS_DIR", "ShardJob", "shard_dir", "shard_rows", "merge_shards", "MergeResult"]
 
@@ -98,16 +98,16 @@ class ShardJob(Checkpointable):
     Args:
         run_dir: the run directory (on a file system the nodes share).
         name: the job's name; its shard is ``run_dir/shards/<name>/``.
-        cells: the cells' identity columns (:meth:`attnbench.cells.Cell.identity`).
-        runner_spec: :meth:`attnbench.execute.CellRunner.locations` of the parent's runner (metric functions by
+        cells: the cells' identity columns (:meth:`attnbench.suite.cells.Cell.identity`).
+        runner_spec: :meth:`attnbench.engine.execute.CellRunner.locations` of the parent's runner (metric functions by
             ``module:qualname``, gate, settings, seed), so the job runs exactly the parent's functions.
 
         isolate: measure each cell in a fresh child process (``--isolate``), so a cell that kills its process
             (a segfault) becomes a ``failed`` row instead of ending the job.
         baselines: cell_id -> identity of the baseline cell it is timed against (paired latency), as
-            :attr:`attnbench.runner.Plan.baselines`.
+            :attr:`attnbench.engine.runner.Plan.baselines`.
         parent_pid: the attnbench process this job works for; when given (local jobs of a parent that waits),
-            the job ends once that process is gone, however it ended (:func:`attnbench.parent_watch.watch_parent`).
+            the job ends once that process is gone, however it ended (:func:`attnbench.engine.parent_watch.watch_parent`).
 
     Picklable plain data only (submitit pickles it, and again at a checkpoint): the runner is made in the job.
     """
@@ -125,7 +125,7 @@ class ShardJob(Checkpointable):
         return [c for c in cells if c.cell_id not in done]
 
     def __call__(self) -> dict[str, Any]:
-        from ..accuracy.job import RUN_DIR_ENV
+        from ...accuracy.job import RUN_DIR_ENV
 
         os.environ[RUN_DIR_ENV] = self.run_dir  # accuracy checkpoints go under the run (a shared file system)
         if getattr(self, "parent_pid", None):
@@ -185,7 +185,7 @@ def _follow_trainings(cells: list[Cell], runner_spec: dict[str, Any]) -> None:
     settings = dict(runner_spec["settings"].get("accuracy") or {})
     if "accuracy" not in [n for n, _ in runner_spec["metrics"]]:
         return
-    from ..accuracy.job import make_job, run_job
+    from ...accuracy.job import make_job, run_job
 
     seen: set[str] = set()
     for cell in cells:

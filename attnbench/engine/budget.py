@@ -3,7 +3,7 @@ still need.
 
 Before each cell the runner asks :meth:`SuiteBudget.allowance`: the seconds left, times the cell's share of the
 square roots of the expected work of the cells still to measure (its own and, paired, its baseline's:
-:func:`attnbench.cell_budget.expected_work`, MACs × batch × 3 for a training step from the probe's cost model; a
+:func:`attnbench.engine.cell_budget.expected_work`, MACs × batch × 3 for a training step from the probe's cost model; a
 cell without a cost model counts as the median cell). The allowance becomes
 the cell's ``budget_s`` (never more than ``max_time_s``, never less than ``floor_s``, 1 s); the latency metric stops
 earlier when its interval reaches the target. After the cell, :meth:`SuiteBudget.spend` takes off what it really

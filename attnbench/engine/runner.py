@@ -1,12 +1,12 @@
 """Running a suite: plan the cells, write the manifest, measure each cell, append its row, resume after a stop.
 
 :func:`plan` turns a suite (or a run directory to resume) into the cells still to measure; :func:`run` measures
-them. Each finished cell is one durable line of ``results.jsonl`` (see :mod:`attnbench.results`), so a crash or
+them. Each finished cell is one durable line of ``results.jsonl`` (see :mod:`attnbench.core.results`), so a crash or
 Ctrl-C loses only the cell in flight, and ``--resume RUN_DIR`` measures exactly the cells that have no row yet
 (every status is final: ``ok``, ``failed``, ``oom``, ``skipped``). SIGTERM is handled like Ctrl-C.
 
-``python -m attnbench.runner --cell JSON --outcome PATH`` is the child process of ``--isolate``
-(:func:`attnbench.execute.child_main`).
+``python -m attnbench.engine.runner --cell JSON --outcome PATH`` is the child process of ``--isolate``
+(:func:`attnbench.engine.execute.child_main`).
 """
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from . import machine_load
+from ..core import machine_load
 from .cell_budget import CEILING_S
-from .cells import Cell, Expansion, count_cells, expand, parse_only
-from .errors import UserError, os_error_text
-from .results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
-                      finished_ids, make_row, now_iso, quarantine_manifest, read_manifest, read_rows, repair, write_manifest)
-from .suite import Suite, load_suite, suite_from_dict
+from ..suite.cells import Cell, Expansion, count_cells, expand, parse_only
+from ..core.errors import UserError, os_error_text
+from ..core.results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
+                            finished_ids, make_row, now_iso, quarantine_manifest, read_manifest, read_rows, repair,
+                            write_manifest)
+from ..suite.schema import Suite, load_suite, suite_from_dict
 
 __all__ = ["Plan", "Summary", "plan", "run", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
 
@@ -34,7 +35,7 @@ __all__ = ["Plan", "Summary", "plan", "run", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "
 #: make a grid of millions of cells: days of measuring, and gigabytes just to plan it)
 MAX_CELLS = 10_000
 #: the longest per-cell time limit when the suite sets no ``settings.timeout_s`` (none for suites that train:
-#: ``accuracy``); each cell's own follows from its expected cost (:mod:`attnbench.cell_budget`)
+#: ``accuracy``); each cell's own follows from its expected cost (:mod:`attnbench.engine.cell_budget`)
 DEFAULT_TIMEOUT_S = CEILING_S
 
 
@@ -57,7 +58,7 @@ class Plan:
     manifest: Optional[dict[str, Any]] = None
     #: why the manifest had to be rebuilt (the damaged file is moved aside when the run starts)
     rebuilt: Optional[str] = None
-    #: cell_id -> the cell's time limit in seconds (None: none); see :mod:`attnbench.cell_budget`
+    #: cell_id -> the cell's time limit in seconds (None: none); see :mod:`attnbench.engine.cell_budget`
     timeouts: dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
     #: cell_id -> expected multiply-adds of one call (None: no cost model), for the ETA and the suite's latency
     #: budget; the cells to run and their baselines
@@ -150,13 +151,13 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     Args:
         suite_path: the suite YAML; optional with ``resume`` (the manifest holds the resolved suite).
         out: the run directory (default ``runs/<suite>-<YYYYmmdd-HHMMSS>``); must not hold results yet.
-        only: a ``--only`` filter (:func:`attnbench.cells.parse_only`); on resume, the original run's by default.
+        only: a ``--only`` filter (:func:`attnbench.suite.cells.parse_only`); on resume, the original run's by default.
         resume: a run directory to complete.
         device: replaces the suite's device axis; on resume, the original run's by default.
         cuda_available: defaults to ``torch.cuda.is_available()``.
         max_cells: refuse suites with more cells (before excludes) than this; default :data:`MAX_CELLS`.
         retry_failed: with ``resume``, measure again the cells whose latest row is ``failed``, ``oom`` or a
-            repeated-failure skip (:func:`attnbench.failure_policy.retryable_ids`).
+            repeated-failure skip (:func:`attnbench.engine.failure_policy.retryable_ids`).
     """
     if retry_failed and not resume:
         raise UserError("--retry-failed measures the failed cells of a run again; give the run with --resume RUN_DIR")
@@ -186,7 +187,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     _check_accuracy_data(suite, suite_path or str(run_dir / MANIFEST_FILE))
     import torch  # after the suite is loaded and checked: a broken suite is reported without waiting for torch
 
-    from .probe import Probe
+    from ..suite.probe import Probe
 
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
@@ -235,8 +236,8 @@ def _check_accuracy_data(suite: Suite, source: str) -> None:
     ``--dry-run`` too), so a wrong ``subset`` is one line before any job starts rather than a failure per cell."""
     if "accuracy" not in suite.metrics:
         return
-    from .accuracy.data import DataError, check_data
-    from .accuracy.job import AccuracySettings
+    from ..accuracy.data import DataError, check_data
+    from ..accuracy.job import AccuracySettings
 
     settings = AccuracySettings.from_dict(suite.settings.get("accuracy"))
     if settings.synthetic:
@@ -256,14 +257,14 @@ def suite_budget_s(suite: Suite) -> Optional[float]:
 
 
 def _suite_budget(p: Plan):
-    """The :class:`~attnbench.budget.SuiteBudget` of a run whose suite sets one, over the cells still to run."""
+    """The :class:`~attnbench.engine.budget.SuiteBudget` of a run whose suite sets one, over the cells still to run."""
     from .budget import SuiteBudget
 
     total = suite_budget_s(p.suite)
     if total is None:
         return None
     latency = p.suite.settings.get("latency") or {}
-    from .metrics.latency import DEFAULTS
+    from ..metrics.latency import DEFAULTS
 
     def work(cell: Cell) -> Optional[float]:
         own = p.work.get(cell.cell_id)
@@ -363,7 +364,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def cell_timeout(suite: Suite) -> Optional[float]:
     """The suite's longest per-cell time limit in seconds: ``settings.timeout_s`` (null: none), else none for a
     suite with the ``accuracy`` metric (training a model takes hours), else :data:`DEFAULT_TIMEOUT_S` (the
-    ceiling; each cell's own limit follows from its expected cost, :func:`attnbench.cell_budget.default_timeout`)."""
+    ceiling; each cell's own limit follows from its expected cost, :func:`attnbench.engine.cell_budget.default_timeout`)."""
     from .cell_budget import suite_timeout
 
     fixed, limit = suite_timeout(dict(suite.settings), list(suite.metrics))
@@ -431,7 +432,7 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
         stream: Optional[TextIO] = None) -> Summary:
     """Measure the plan's cells, appending one row per cell; Ctrl-C/SIGTERM stop cleanly (``interrupted``).
 
-    The run directory is locked for the whole run (:mod:`attnbench.run_lock`). A file-system error (a full disk, a
+    The run directory is locked for the whole run (:mod:`attnbench.engine.run_lock`). A file-system error (a full disk, a
     read-only location) ends the run with one :class:`UserError` line naming the path; the manifest then records
     the end state (``ended_at``, ``counts``, ``error``) when it can still be written.
 

@@ -9,8 +9,8 @@ import dataclasses
 import json
 from typing import Any, Optional
 
-from ..cells import Cell
-from .config import ExecutorSection
+from ...suite.cells import Cell
+from ...suite.executor_config import ExecutorSection
 
 __all__ = ["JobSpec", "group_cells", "job_parameters"]
 

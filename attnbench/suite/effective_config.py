@@ -1,6 +1,6 @@
 """The arguments an attention really runs with, and the suite defaults it silently does not take.
 
-A suite's ``defaults`` go to every attention that accepts the key (:mod:`attnbench.suite_checks`). A user's module
+A suite's ``defaults`` go to every attention that accepts the key (:mod:`attnbench.suite.checks`). A user's module
 whose constructor spells a parameter differently (``heads`` where the suite says ``num_heads``) then runs with its
 own default, and the comparison is unequal without a word. :func:`unaccepted_defaults` finds such defaults, so
 that loading the suite warns once per attention, naming them and the parameter the module may mean; the rows
@@ -17,7 +17,7 @@ import dataclasses
 import inspect
 from typing import Any, Optional
 
-from .hints import did_you_mean
+from ..core.hints import did_you_mean
 
 __all__ = ["signature_defaults", "effective_config", "unaccepted_defaults", "unaccepted_warning"]
 

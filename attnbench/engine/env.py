@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__
+from .. import __version__
 
 __all__ = ["capture", "cpu_model", "git_commit"]
 

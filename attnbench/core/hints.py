@@ -1,6 +1,6 @@
 """"Did you mean" hints for the CLI's error messages: nearest names, suite files and sibling paths.
 
-Imports nothing beyond the standard library and the file names of :mod:`attnbench.results`, so an error message
+Imports nothing beyond the standard library and the file names of :mod:`attnbench.core.results`, so an error message
 with a hint costs no import time: the CLI checks its arguments with these before it imports torch
 (``docs/cli.md``). Closeness is :mod:`difflib`'s ratio (the share of matching characters); a name equal to one
 option but for case, or a prefix (three characters or more) of exactly one option, counts as a match too
@@ -123,7 +123,7 @@ def run_dir_hint(given: str) -> str:
 
 
 def check_run_dir(path: str, option: str = "", expected: str = "a run directory made by attnbench run") -> None:
-    """Raise :class:`attnbench.errors.UserError` unless ``path`` (given as ``option``, e.g. ``--resume``) is a
+    """Raise :class:`attnbench.core.errors.UserError` unless ``path`` (given as ``option``, e.g. ``--resume``) is a
     directory: ``"--resume runs/x: not a directory; expected ...; did you mean runs/y?"``."""
     from .errors import UserError
 
@@ -133,7 +133,7 @@ def check_run_dir(path: str, option: str = "", expected: str = "a run directory 
 
 
 def check_run_dirs(run_dirs: Iterable[str]) -> None:
-    """Raise :class:`attnbench.errors.UserError` naming every given run directory that is not a directory, each
+    """Raise :class:`attnbench.core.errors.UserError` naming every given run directory that is not a directory, each
     with the nearest directory beside it: before the report code (pandas, matplotlib) is imported."""
     from .errors import UserError
 

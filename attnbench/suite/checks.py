@@ -1,8 +1,8 @@
-"""The checks behind :func:`attnbench.suite.load_suite`, each returning ``[(key path, message), ...]``.
+"""The checks behind :func:`attnbench.suite.schema.load_suite`, each returning ``[(key path, message), ...]``.
 
 Three layers: pydantic's structural errors reworded as "expected X, got Y"; checks that span keys (labels,
 baseline, zip, exclude); and checks against the ``attentions`` registry and the metric table (imported here, so
-only loading a suite, never importing :mod:`attnbench.suite`, pulls in torch).
+only loading a suite, never importing :mod:`attnbench.suite.schema`, pulls in torch).
 
 A model suite (``models:``) is checked against ``attentions.models``: unknown names get a did-you-mean, and each
 entry's config (``defaults`` merged in: every model takes every default) is tried by building the model on the
@@ -24,8 +24,8 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from .factors import factor_errors
-from .hints import import_path_hint
-from .suite import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
+from ..core.hints import import_path_hint
+from .schema import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
 
 __all__ = ["pydantic_errors", "structural_errors", "attention_errors", "model_errors", "resolve_entries",
            "accepted_keys"]
@@ -55,7 +55,7 @@ def _path(loc: tuple) -> str:
 
 def _allowed_keys(loc: tuple) -> list[str]:
     """The keys the model at ``loc`` takes (by YAML name), for 'unknown key' messages."""
-    from . import suite as s
+    from . import schema as s
 
     if s.BATCH_MAP_TAG in loc:
         return ["cpu", "cuda"]
@@ -305,7 +305,7 @@ def metric_errors(suite: Suite) -> Errors:
     """Metric names must be in ``attnbench.metrics.METRICS``, and so must the keys of ``settings``; each metric's
     settings are checked by its module: ``validate_settings(dict)`` when it has one (a ValueError becomes an error
     at ``settings.<metric>``), else against its ``DEFAULTS`` (unknown keys, and types of the defaults)."""
-    from . import metrics
+    from .. import metrics
 
     known = list(metrics.METRICS)
     errors: Errors = []

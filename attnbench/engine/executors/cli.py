@@ -6,8 +6,8 @@ from typing import Any, Callable, Optional
 
 import click
 
-from ..errors import UserError
-from ..results import read_manifest
+from ...core.errors import UserError
+from ...core.results import read_manifest
 
 __all__ = ["executor_options", "run_if_executor"]
 
