@@ -122,6 +122,7 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
         check_run_dir(resume, "--resume")
     _check_executor_flags(executor, resume)
     from ..engine import runner  # torch only after the checks above (and the suite structure, in runner.plan)
+    from ..engine.lifecycle import final_counts
 
     p = runner.plan(suite, out=out, only=only, resume=resume, device=device, max_cells=max_cells,
                     retry_failed=retry_failed)
@@ -134,7 +135,7 @@ def command(suite: Optional[str], out: Optional[str], only: Optional[str], dry_r
     for i in p.expansion.unused_excludes:
         click.echo(f"warning: exclude[{i}] {p.suite.exclude[i]} matches no cell", err=True)
     if run_if_executor(p, executor, isolate=isolate, progress=not no_progress, print_summary=print_summary):
-        exit_if_cells_failed(runner._final_counts(p.run_dir), p.run_dir, allow_failures)
+        exit_if_cells_failed(final_counts(p.run_dir), p.run_dir, allow_failures)
         return
     summary = runner.run(p, isolate=isolate, argv=["attnbench", *sys.argv[1:]], progress=not no_progress)
     if summary.interrupted:

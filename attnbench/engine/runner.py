@@ -10,11 +10,9 @@ Ctrl-C loses only the cell in flight, and ``--resume RUN_DIR`` measures exactly 
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as dt
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,10 +22,11 @@ from ..core import machine_load
 from .cell_budget import CEILING_S
 from ..suite.cells import Cell, Expansion, count_cells, expand, parse_only
 from ..core.errors import UserError, os_error_text
-from ..core.results import (CELLS_DIR, MANIFEST_FILE, RESULTS_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter,
-                            finished_ids, make_row, now_iso, quarantine_manifest, read_manifest, read_rows, repair,
-                            write_manifest)
+from ..core.results import (CELLS_DIR, MANIFEST_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, make_row, now_iso,
+                            quarantine_manifest, read_manifest, read_rows, write_manifest)
 from ..suite.schema import Suite, load_suite, suite_from_dict
+from .lifecycle import (catch_sigterm, done_ids, finish_manifest, open_run_dir, refuse_used,
+                        start_manifest)
 
 __all__ = ["Plan", "Summary", "plan", "run", "MAX_CELLS", "DEFAULT_TIMEOUT_S", "cell_timeout"]
 
@@ -171,7 +170,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         options = manifest.get("options", {})
         only = only if only is not None else options.get("only")
         device = device if device is not None else options.get("device")
-        done = _done_ids(read_rows(run_dir), retry_failed)
+        done = done_ids(read_rows(run_dir), retry_failed)
     elif suite_path is None:
         raise UserError("give a SUITE file to run (or --resume RUN_DIR)")
     else:
@@ -179,7 +178,7 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
         # reported at once; the attention names and configs are checked below, against the registry (torch)
         suite = load_suite(suite_path, check_attentions=False)
         run_dir = Path(out) if out else _default_run_dir(suite)
-        _refuse_used(run_dir)
+        refuse_used(run_dir)
     selection = parse_only(only) if only else None
     _check_size(suite, max_cells)
     if not resume:
@@ -219,16 +218,6 @@ def plan(suite_path: Optional[str], *, out: Optional[str] = None, only: Optional
     return Plan(suite, suite_path, run_dir, expansion, to_run, to_skip, done=len(done), resume=bool(resume),
                 options={"only": only, "device": device}, manifest=manifest, rebuilt=rebuilt,
                 baselines=baselines, timeouts=timeouts, work=work, retry_failed=retry_failed)
-
-
-def _done_ids(rows: list[dict[str, Any]], retry_failed: bool) -> set[str]:
-    """The cells a run directory holds a final row of; with ``retry_failed``, less those to measure again."""
-    done = finished_ids(rows)
-    if retry_failed:
-        from .failure_policy import retryable_ids
-
-        done -= retryable_ids(rows)
-    return done
 
 
 def _check_accuracy_data(suite: Suite, source: str) -> None:
@@ -305,62 +294,6 @@ def _config_fix(reasons: list[str]) -> str:
     return "the config values named above"
 
 
-def _refuse_used(run_dir: Path) -> None:
-    """A new run may not write into a directory that holds results (or is not a directory)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir}: exists and is not a directory")
-    results = run_dir / RESULTS_FILE
-    if results.exists() and results.stat().st_size:
-        raise UserError(f"--out {run_dir}: it already holds results; resume it with --resume {run_dir} "
-                        "or choose another directory")
-
-
-def _start_manifest(p: Plan, argv: list[str], isolate: Any) -> dict[str, Any]:
-    from .env import capture
-    from .machine_peak import for_suite
-
-    environment = {**capture(), "load_at_start": machine_load.sample(), **for_suite(p.suite, p.options.get("device"))}
-    started = now_iso()
-    if p.resume:
-        manifest = dict(p.manifest or read_manifest(p.run_dir))
-        manifest.setdefault("resumes", []).append({"started_at": started, "ended_at": None, "argv": argv,
-                                                   "isolate": isolate, "environment": environment})
-        manifest.update(ended_at=None, error=None)
-        return manifest
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": p.run_dir.name, "suite": p.suite.to_dict(),
-        "suite_path": p.suite_path, **environment, "started_at": started, "ended_at": None, "argv": argv,
-        "options": {**p.options, "isolate": isolate},
-        "cells": {"to_run": len(p.to_run), "skipped": len(p.to_skip), "excluded": p.expansion.excluded,
-                  "excluded_cells": [_excluded_entry(c, i) for c, i in p.expansion.excluded_cells]},
-        "counts": None, "interrupted": None, "error": None, "resumes": [],
-    }
-
-
-def _excluded_entry(cell: Cell, index: int) -> dict[str, Any]:
-    """What the report needs to draw and list a cell the suite's ``exclude`` dropped."""
-    ident = cell.identity()
-    keys = ("label", "attention", "height", "width", "batch", "pass", "dtype", "device", "mode")
-    return {**{k: ident[k] for k in keys}, "reason": f"excluded by the suite (exclude entry {index})"}
-
-
-def _final_counts(run_dir: Path) -> dict[str, int]:
-    try:
-        rows = read_rows(run_dir)
-    except UserError:
-        return {}
-    latest = {r["cell_id"]: r.get("status") for r in rows if "cell_id" in r}
-    return dict(collections.Counter(latest.values()))
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, treated as Ctrl-C: the finished cells are on disk, the run can be resumed."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
-
-
 def cell_timeout(suite: Suite) -> Optional[float]:
     """The suite's longest per-cell time limit in seconds: ``settings.timeout_s`` (null: none), else none for a
     suite with the ``accuracy`` metric (training a model takes hours), else :data:`DEFAULT_TIMEOUT_S` (the
@@ -404,30 +337,6 @@ def _point_jobs_at(run_dir: Path):
     return restore
 
 
-def _open_run_dir(p: Plan):
-    """Create the run directory and take its lock; refuse a directory another run filled meanwhile."""
-    from .run_lock import RunLock
-
-    if p.run_dir.exists() and not p.run_dir.is_dir():
-        raise UserError(f"--out {p.run_dir}: exists and is not a directory")
-    try:
-        p.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(p.run_dir).acquire()
-    except OSError as e:
-        raise UserError(os_error_text(e, "cannot create the run directory")) from None
-    try:
-        if not p.resume:
-            _refuse_used(p.run_dir)
-        repair(p.run_dir)  # damaged lines go to results.damaged.jsonl before anything is appended
-        done = _done_ids(read_rows(p.run_dir), p.retry_failed)  # what a run that held the lock before us finished
-        p.to_run = [c for c in p.to_run if c.cell_id not in done]
-        p.to_skip = [(c, r) for c, r in p.to_skip if c.cell_id not in done]
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
 def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = None, progress: bool = True,
         stream: Optional[TextIO] = None) -> Summary:
     """Measure the plan's cells, appending one row per cell; Ctrl-C/SIGTERM stop cleanly (``interrupted``).
@@ -446,19 +355,19 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
     executor_for = _executors(p, isolate)
     repeats = RepeatedFailures.for_settings(dict(p.suite.settings))
     default_limit = cell_timeout(p.suite)
-    lock = _open_run_dir(p)
+    lock = open_run_dir(p)
     restore_env = _point_jobs_at(p.run_dir)
     run_id, t0 = p.run_dir.name, time.perf_counter()
     ran, interrupted, problems, failure = 0, False, [], None
     manifest: Optional[dict[str, Any]] = None
-    old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    restore_sigterm = catch_sigterm()
     bar = Progress(len(p.to_run), stream=stream, enabled=progress,
                    work=[p.work.get(c.cell_id) for c in p.to_run],
                    isolated=[executor_for(c) is not executor_for.in_process for c in p.to_run])
     try:
         if p.rebuilt:
             quarantine_manifest(p.run_dir)  # kept as manifest.damaged.json
-        manifest = _start_manifest(p, list(argv if argv is not None else sys.argv),
+        manifest = start_manifest(p, list(argv if argv is not None else sys.argv),
                                    {True: True, False: False, None: "dotted-path attentions"}[isolate])
         write_manifest(p.run_dir, manifest)
         with ResultsWriter(p.run_dir) as writer:
@@ -501,10 +410,9 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
         failure = e
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        restore_sigterm()
         try:
-            counts = _finish_manifest(p, manifest, interrupted, failure)
+            counts = finish_manifest(p, manifest, interrupted, failure)
         finally:
             restore_env()
             _remove_empty(p.run_dir / CELLS_DIR)
@@ -515,45 +423,12 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
     return Summary(p.run_dir, counts, ran, interrupted, time.perf_counter() - t0, problems)
 
 
-def _finish_manifest(p: Plan, manifest: Optional[dict[str, Any]], interrupted: bool,
-                     failure: Optional[OSError]) -> dict[str, int]:
-    """Record the end state; the counts of rows per status. A manifest that cannot be written after a
-    file-system error is left as it was (the error is what the user sees)."""
-    counts = _final_counts(p.run_dir)
-    if manifest is None:
-        return counts
-    ended = now_iso()
-    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted,
-                    error=os_error_text(failure) if failure is not None else None, load=_load_summary(p.run_dir))
-    if p.resume:
-        manifest["resumes"][-1]["ended_at"] = ended
-    try:
-        write_manifest(p.run_dir, manifest)
-    except OSError as e:
-        if failure is None:
-            raise UserError(os_error_text(e, "cannot write the manifest")) from None
-    return counts
-
-
-def _load_summary(run_dir: Path) -> Optional[dict[str, Any]]:
-    try:
-        return machine_load.summarize(read_rows(run_dir))
-    except UserError:
-        return None
-
-
 def _remove_empty(folder: Path) -> None:
     """Remove the isolated children's outcome folder once the run is over, if nothing was left in it."""
     try:
         folder.rmdir()
     except OSError:
         pass
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ def test_local_executor_matches_inline_run(fake_metrics, write_suite, tmp_path):
     assert not (tmp_path / "local" / "jobs" / "%j").exists()  # issue 19: submitit's folder pattern, left empty
     options = read_manifest(tmp_path / "local")["options"]["executor"]
     assert options["name"] == "local" and options["cells_per_job"] == 5
+    # one run lifecycle (engine/lifecycle.py): the executor's manifest ends like the in-process runner's
+    ended, ended_inline = read_manifest(tmp_path / "local"), read_manifest(tmp_path / "inline")
+    assert ended["error"] is None and ended["interrupted"] is False and ended["counts"] == {"ok": 8}
+    assert "under_load" in ended["load"] and set(ended["load"]) == set(ended_inline["load"])
+    assert ended["missing_cells"] == 0 and {"load", "error", "ended_at"} <= set(ended_inline)
     status = CliRunner().invoke(main, ["status", str(tmp_path / "local")])
     assert status.exit_code == 0, status.output
     assert "0 queued, 0 running, 2 done, 0 failed" in status.output and "job-0001  done" in status.output

@@ -32,6 +32,7 @@ from typing import Any, Optional, TextIO
 
 from ...core.errors import UserError
 from ...core.results import finished_ids, make_row, now_iso, read_manifest, read_rows, write_manifest
+from ..lifecycle import catch_sigterm, finish_manifest, main_thread, open_run_dir, start_manifest
 from ..runner import Summary
 from ...suite.executor_config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
@@ -253,7 +254,7 @@ def kill_tree(pid: int) -> None:
 @contextlib.contextmanager
 def _sigint_ignored(active: bool):
     """SIGINT ignored while a local job starts: its processes inherit that, so a Ctrl-C reaches only the parent."""
-    if not active or not _main_thread_now():
+    if not active or not main_thread():
         yield
         return
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -263,23 +264,15 @@ def _sigint_ignored(active: bool):
         signal.signal(signal.SIGINT, old)
 
 
-def _main_thread_now() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = None, *, wait: bool = True,
                       isolate: bool = False, argv: Optional[list[str]] = None, progress: bool = True,
                       stream: Optional[TextIO] = None) -> ExecutorSummary:
     """Measure the plan's cells in batch jobs; see the module docstring. ``isolate``: each cell in a fresh
     process inside its job (``attnbench run --isolate``). The parent holds the run directory's lock for its whole
     session (the jobs write only their own shards and need none)."""
-    from ..runner import _open_run_dir
-
     if cluster not in EXECUTORS:
         raise UserError(f"--executor {cluster!r}: expected one of inline, {', '.join(EXECUTORS)}")
-    lock = _open_run_dir(p)
+    lock = open_run_dir(p)
     try:
         return _run_locked(p, cluster, overrides, wait=wait, isolate=bool(isolate), argv=argv, progress=progress,
                            stream=stream)
@@ -290,7 +283,6 @@ def run_with_executor(p, cluster: str, overrides: Optional[dict[str, Any]] = Non
 def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: bool, isolate: bool,
                 argv: Optional[list[str]], progress: bool, stream: Optional[TextIO]) -> ExecutorSummary:
     from ..execute import CellRunner
-    from ..runner import _final_counts, _main_thread, _on_sigterm, _start_manifest, _Terminated
 
     section = resolve_section(p, overrides)
     spec = CellRunner(p.suite.metrics, dict(p.suite.settings), p.suite.seed).locations()
@@ -298,7 +290,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
     run_dir.mkdir(parents=True, exist_ok=True)
     stream = (stream or sys.stderr) if progress else None
     t0 = time.perf_counter()
-    manifest = _start_manifest(p, list(argv if argv is not None else sys.argv), isolate)
+    manifest = start_manifest(p, list(argv if argv is not None else sys.argv), isolate)
     manifest.setdefault("options", {})["executor"] = {"name": cluster, **section.model_dump()}
     write_manifest(run_dir, manifest)
     parent = _Parent(p, cluster, section, spec, stream, isolate, wait)
@@ -314,7 +306,7 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
                + (f"; {earlier} earlier jobs still queued or running" if earlier else ""))
 
     interrupted = False
-    old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    restore_sigterm = catch_sigterm()
     submitted = 0
     try:
         submitted += parent.submit_some(_count_live(run_dir, parent))
@@ -334,25 +326,19 @@ def _run_locked(p, cluster: str, overrides: Optional[dict[str, Any]], *, wait: b
             if cluster == "slurm":
                 parent.warn_stuck(statuses)
             time.sleep(section.poll_s)
-    except (KeyboardInterrupt, _Terminated):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (lifecycle.Terminated)
         interrupted = True
         if cluster == "local":
             parent.cancel_local()
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        restore_sigterm()
     added += merge_shards(run_dir).added
     _drop_pattern_folder(run_dir)
     statuses = job_statuses(run_dir, parent.ledger, parent.live_states())
     parent.remember(statuses)
     expected = {c.cell_id for c in p.expansion.cells} | {c.cell_id for c, _ in p.expansion.skipped}
     missing = len(expected - finished_ids(read_rows(run_dir)))
-    counts = _final_counts(run_dir)
-    ended = now_iso()
-    manifest.update(ended_at=ended, counts=counts, interrupted=interrupted, missing_cells=missing)
-    if p.resume:
-        manifest["resumes"][-1]["ended_at"] = ended
-    write_manifest(run_dir, manifest)
+    counts = finish_manifest(p, manifest, interrupted, missing_cells=missing)
     problems = [(f"{r['label']} {r['height']}x{r['width']} b{r['batch']} {r['device']} {r['pass']}", r["status"],
                  r.get("error") or "") for r in added if r["status"] not in ("ok", "skipped")]
     problems += [(f"{s.name} (job {s.job_id})", "job " + s.state, f"{s.cells - s.cells_done} cells without a row; "
