@@ -11,8 +11,6 @@ A third-party class only has to follow the shape contract: keyword constructor, 
 """
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import importlib
 from importlib import metadata
 from typing import Any, Callable, Mapping, TypeVar
@@ -20,9 +18,10 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 from torch import nn
 
+from .registry_base import Registry
+
 __all__ = ["register", "available", "resolve", "build", "from_official", "UnknownAttentionError"]
 
-_REGISTRY: dict[str, type[nn.Module]] = {}
 _BUILTINS = ("mhsa", "bra", "dbra", "dat", "agent")
 _ENTRY_POINT_GROUP = "attentions"
 _loaded = False
@@ -34,13 +33,15 @@ class UnknownAttentionError(ValueError):
     """No attention of that name is registered, found by entry point, or importable as a dotted path."""
 
 
+_REGISTRY: Registry[type[nn.Module]] = Registry("attention", UnknownAttentionError,
+                                                unknown_suffix="; or give a dotted path 'package.module:Class'")
+
+
 def register(name: str) -> Callable[[T], T]:
     """Class decorator: make ``cls`` buildable as ``attentions.build(name, ...)``. A duplicate name raises."""
 
     def wrap(cls: T) -> T:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"attention {name!r} is already registered to {_REGISTRY[name].__qualname__}")
-        _REGISTRY[name] = cls
+        _REGISTRY.add(name, cls)
         cls.name = name
         config_cls = getattr(cls, "Config", None)
         if config_cls is not None:
@@ -60,7 +61,7 @@ def _load() -> None:
         importlib.import_module(f"attentions.{mod}")
     for ep in metadata.entry_points(group=_ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = _LazyEntryPoint(ep)  # type: ignore[assignment]
+            _REGISTRY.set(ep.name, _LazyEntryPoint(ep))  # type: ignore[arg-type]
 
 
 class _LazyEntryPoint:
@@ -76,8 +77,7 @@ class _LazyEntryPoint:
 def available(pattern: str | None = None) -> list[str]:
     """Sorted registered names (built-in and entry points), optionally filtered by a shell-style pattern."""
     _load()
-    names = sorted(_REGISTRY)
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    return _REGISTRY.names(pattern)
 
 
 def _import_dotted(path: str) -> type[nn.Module]:
@@ -101,15 +101,9 @@ def resolve(name: str) -> type[nn.Module]:
         return _import_dotted(name)
     _load()
     entry = _REGISTRY.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownAttentionError(
-            f"unknown attention {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY))}; "
-            "or give a dotted path 'package.module:Class')"
-        )
     if isinstance(entry, _LazyEntryPoint):
-        entry = _REGISTRY[name] = entry.load()
+        entry = entry.load()
+        _REGISTRY.set(name, entry)
     return entry
 
 

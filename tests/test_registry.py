@@ -81,7 +81,7 @@ def test_entry_point_group_is_discovered(monkeypatch):
 
     monkeypatch.setattr(registry.metadata, "entry_points", fake_entry_points)
     monkeypatch.setattr(registry, "_loaded", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())
     assert "ep_doubler" in attentions.available()
     assert isinstance(attentions.build("ep_doubler", dim=4), Doubler)
 
@@ -109,3 +109,22 @@ def test_config_error_is_a_value_error():
 def test_from_official_rejects_modules_without_a_converter():
     with pytest.raises(TypeError, match="no official-weights converter"):
         attentions.from_official(f"{__name__}:Doubler", {}, dim=4)
+
+
+def test_attentions_and_backbones_are_two_namespaces_over_one_registry():
+    """One mechanism (attentions/registry_base.py): both namespaces refuse a second holder of a name and answer an
+    unknown name with their own error class and the closest name."""
+    from attentions.models import _registry as models
+    from attentions.registry_base import Registry
+
+    assert type(registry._REGISTRY) is Registry and type(models._MODELS) is Registry
+    with pytest.raises(attentions.UnknownAttentionError, match=r"unknown attention 'mhsaa'; did you mean 'mhsa'\?"):
+        attentions.resolve("mhsaa")
+    with pytest.raises(models.UnknownModelError, match=r"unknown model 'debiformer_tt'; did you mean 'debiformer_t'"):
+        models.create_model("debiformer_tt")
+    spare = Registry("thing", KeyError)
+    spare.add("a", int)
+    spare.add("a", int)  # the same holder again is fine
+    with pytest.raises(ValueError, match="thing 'a' is already registered to int"):
+        spare.add("a", float)
+    assert spare.names("a*") == ["a"] and "a" in spare and "a" not in spare.copy().names("b*")

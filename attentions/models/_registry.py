@@ -8,16 +8,15 @@ weights are hosted anywhere, and an official checkpoint is loaded from a file (`
 """
 from __future__ import annotations
 
-import difflib
-import fnmatch
 from typing import Any, Callable, TypeVar
 
 from torch import nn
 
+from ..registry_base import Registry
+
 __all__ = ["register_model", "create_model", "list_models", "UnknownModelError", "NoPretrainedWeightsError",
            "no_weights_message"]
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
@@ -27,6 +26,9 @@ class UnknownModelError(ValueError):
 
 class NoPretrainedWeightsError(RuntimeError):
     """``pretrained=True`` without a checkpoint file: there is nothing to download (a RuntimeError, as timm's own)."""
+
+
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model", UnknownModelError, holder=lambda fn: fn.__module__)
 
 
 #: presets with released ImageNet-1k checkpoints (DeBiFormer: maclong01/DeBiFormer; BiFormer: rayleizhu/BiFormer)
@@ -49,17 +51,12 @@ def no_weights_message(name: str) -> str:
 
 def register_model(fn: F) -> F:
     """Decorator: register ``fn`` under its function name; a duplicate name raises."""
-    name = fn.__name__
-    if name in _MODELS and _MODELS[name] is not fn:
-        raise ValueError(f"model {name!r} is already registered to {_MODELS[name].__module__}")
-    _MODELS[name] = fn
-    return fn
+    return _MODELS.add(fn.__name__, fn)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted registered model names, optionally filtered by a shell-style pattern (``'debiformer_t*'``)."""
-    names = sorted(_MODELS)
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    return _MODELS.names(pattern)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -69,10 +66,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         UnknownModelError: no model of that name (with the closest name).
         NoPretrainedWeightsError: ``pretrained=True`` (load a checkpoint file with ``from_official`` instead).
     """
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}{hint} (registered: {', '.join(sorted(_MODELS))})")
+    entrypoint = _MODELS.get(name)
     if kwargs.pop("pretrained", False):
         raise NoPretrainedWeightsError(no_weights_message(name))
-    return _MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})
+    return entrypoint(**{k: v for k, v in kwargs.items() if v is not None})
