@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import engine_fakes as fakes
 
 from attnbench.engine import runner
-from attnbench.suite import suite as suite_module
+from attnbench.suite import schema as suite_module
 from attnbench.cli import main
 from attnbench.core.errors import UserError
 from attnbench.suite.schema import SuiteError, load_suite
