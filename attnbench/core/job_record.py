@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .results import now_iso, replace_atomically
+from .results import now_iso, replace_atomically, shard_dir
 
 __all__ = ["STARTS_FILE", "PROGRESS_FILE", "PROGRESS_ENV", "record_start", "read_starts", "set_cell",
            "report_epoch", "read_progress", "count_tries", "remember_states", "progress_text"]
@@ -28,15 +28,9 @@ PROGRESS_FILE = "progress.json"
 PROGRESS_ENV = "ATTNBENCH_JOB_PROGRESS"
 
 
-def _shard(run_dir: str | Path, job: str) -> Path:
-    from ..engine.executors.shards import shard_dir
-
-    return shard_dir(run_dir, job)
-
-
 def record_start(run_dir: str | Path, job: str) -> None:
     """Append this start of ``job`` (its scheduler id and restart count) to its ``starts.jsonl``."""
-    folder = _shard(run_dir, job)
+    folder = shard_dir(run_dir, job)
     folder.mkdir(parents=True, exist_ok=True)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
     line = json.dumps({"job_id": job_id, "restart": os.environ.get("SLURM_RESTART_COUNT"), "at": now_iso()})
@@ -47,7 +41,7 @@ def record_start(run_dir: str | Path, job: str) -> None:
 
 
 def read_starts(run_dir: str | Path, job: str) -> list[dict[str, Any]]:
-    path = _shard(run_dir, job) / STARTS_FILE
+    path = shard_dir(run_dir, job) / STARTS_FILE
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -71,7 +65,7 @@ def count_tries(submissions: list[dict[str, Any]], starts: list[dict[str, Any]])
 
 def set_cell(run_dir: str | Path, job: str, label: Optional[str]) -> None:
     """Record the cell the job measures now (None: between cells) and point the training loop at the file."""
-    path = _shard(run_dir, job) / PROGRESS_FILE
+    path = shard_dir(run_dir, job) / PROGRESS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, json.dumps({"cell": label, "epoch": None, "epochs": None, "at": now_iso()}).encode())
     os.environ[PROGRESS_ENV] = str(path)
@@ -92,7 +86,7 @@ def report_epoch(epoch: int, epochs: int) -> None:
 
 def read_progress(run_dir: str | Path, job: str) -> Optional[dict[str, Any]]:
     try:
-        return json.loads((_shard(run_dir, job) / PROGRESS_FILE).read_text(encoding="utf-8"))
+        return json.loads((shard_dir(run_dir, job) / PROGRESS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

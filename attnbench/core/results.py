@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "FAILED_STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
-           "CELLS_DIR", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
+           "CELLS_DIR", "SHARDS_DIR", "shard_dir", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
            "read_manifest", "quarantine_manifest", "METRIC_COLUMNS", "INT_COLUMNS", "FLOAT_COLUMNS", "now_iso",
            "row_line", "json_text", "replace_atomically"]
 
@@ -59,6 +59,8 @@ RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 LOCK_FILE = ".lock"
 #: where isolated cell children write their outcome while they run (removed, when empty, at the end of a run)
 CELLS_DIR = ".cells"
+#: the batch jobs' own results, ``shards/<job>/results.jsonl``, merged into ``results.jsonl`` by the parent
+SHARDS_DIR = "shards"
 #: the columns that say which cell a row is (hashed into ``cell_id``, :func:`attnbench.suite.cells.cell_id_of`)
 IDENTITY_COLUMNS = ("suite", "attention", "label", "config", "height", "width", "tokens", "batch", "dtype", "device",
                     "pass", "mode")
@@ -98,6 +100,11 @@ def _strict(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_strict(v) for v in value]
     return value
+
+
+def shard_dir(run_dir: str | Path, job: str) -> Path:
+    """The folder of batch job ``job``'s shard (its ``results.jsonl`` and job records)."""
+    return Path(run_dir) / SHARDS_DIR / job
 
 
 def make_row(cell: "Cell", run_id: str, *, status: str, error: Optional[str] = None,

@@ -24,7 +24,8 @@ from ..suite.cells import Cell, Expansion, count_cells, expand, parse_only
 from ..core.errors import UserError, os_error_text
 from ..core.results import (CELLS_DIR, MANIFEST_FILE, RUN_DIR_ENV, SCHEMA_VERSION, ResultsWriter, make_row, now_iso,
                             quarantine_manifest, read_manifest, read_rows, write_manifest)
-from ..suite.schema import Suite, load_suite, suite_from_dict
+from ..suite.schema import Suite
+from ..suite.load import load_suite, suite_from_dict
 from .lifecycle import (catch_sigterm, done_ids, finish_manifest, open_run_dir, refuse_used,
                         start_manifest)
 

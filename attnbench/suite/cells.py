@@ -231,7 +231,7 @@ def expand(suite: Suite, *, cuda_available: bool, device: Optional[str] = None,
     """Expand a loaded suite into cells.
 
     Args:
-        suite: a suite from :func:`attnbench.suite.schema.load_suite` (labels filled, configs merged).
+        suite: a suite from :func:`attnbench.suite.load.load_suite` (labels filled, configs merged).
         cuda_available: whether ``cuda`` cells can run here (``cuda_if_available`` resolves by it).
         device: replaces the suite's device axis (``--device``): ``cpu``, ``cuda`` or ``cuda_if_available``.
         probe: returns why a cell cannot run (e.g. the grid does not fit the attention's regions), or None.

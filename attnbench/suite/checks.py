@@ -1,4 +1,4 @@
-"""The checks behind :func:`attnbench.suite.schema.load_suite`, each returning ``[(key path, message), ...]``.
+"""The checks behind :func:`attnbench.suite.load.load_suite`, each returning ``[(key path, message), ...]``.
 
 Three layers: pydantic's structural errors reworded as "expected X, got Y"; checks that span keys (labels,
 baseline, zip, exclude); and checks against the ``attentions`` registry and the metric table (imported here, so

@@ -26,8 +26,11 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
-__all__ = ["FACTOR_COLUMNS", "PRODUCT_JOIN", "FactorEntry", "expand_entries", "factor_errors", "has_factors",
+__all__ = ["FACTOR_COLUMNS", "LABEL_PATTERN", "PRODUCT_JOIN", "FactorEntry", "expand_entries", "factor_errors", "has_factors",
            "value_text"]
+
+#: the characters of a label (``=`` for the variants of a factor, ``dbra-topk=8``)
+LABEL_PATTERN = r"^[A-Za-z0-9_.:+\-=]+$"
 
 #: the columns a row of a suite with factors carries (after the identity columns)
 FACTOR_COLUMNS = ("factor", "factor_value", "is_reference", "factor_reference")
@@ -121,8 +124,6 @@ def expand_entries(entries: list[Any], defaults: dict[str, Any]) -> list[Any]:
 def factor_errors(entries: list[Any], key: str) -> list[tuple[str, str]]:
     """Problems of the ``vary``/``vary_product`` mappings, as (key path, message): empty lists, values that are not
     scalars (or cannot be written in a label), repeated values, a key in both, a product of one key."""
-    from .schema import LABEL_PATTERN
-
     errors: list[tuple[str, str]] = []
     for i, entry in enumerate(entries):
         for field in ("vary", "vary_product"):

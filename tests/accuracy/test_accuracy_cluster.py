@@ -20,7 +20,7 @@ from accuracy_helpers import FAST_RECIPE  # noqa: E402
 
 from attnbench.engine import runner  # noqa: E402
 from attnbench.engine.executors.ledger import read_ledger  # noqa: E402
-from attnbench.engine.executors.shards import shard_dir  # noqa: E402
+from attnbench.core.results import shard_dir  # noqa: E402
 from attnbench.engine.executors.submit import run_with_executor  # noqa: E402
 from attnbench.core.results import read_rows  # noqa: E402
 

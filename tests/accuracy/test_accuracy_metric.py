@@ -146,7 +146,7 @@ def test_seeds_train_one_job_per_seed(tmp_path):
 
 @pytest.mark.parametrize("suite", ["accuracy_smoke.yaml", "accuracy_subset.yaml"])
 def test_shipped_suites_load(suite):
-    from attnbench.suite.schema import load_suite
+    from attnbench.suite.load import load_suite
 
     loaded = load_suite(REPO / "suites" / suite)
     assert "accuracy" in loaded.metrics and len(loaded.attentions) == 5
@@ -163,7 +163,7 @@ def test_accuracy_ablation_suite_end_to_end(tmp_path):
     from attnbench.report.ablation import ablation
     from attnbench.report.build import make_report
     from attnbench.report.load import load_runs
-    from attnbench.suite.schema import load_suite
+    from attnbench.suite.load import load_suite
 
     shipped = load_suite(REPO / "suites" / "dbra_ablation_accuracy.yaml")
     assert shipped.labels() == ["dbra", "dbra-topk=1", "dbra-topk=2", "dbra-topk=16"]

@@ -16,7 +16,7 @@ from attnbench.cli import main
 from attnbench.core import job_record
 from attnbench.engine.executors import ledger
 from attnbench.engine.executors.ledger import job_statuses, read_ledger, write_ledger
-from attnbench.engine.executors.shards import shard_dir
+from attnbench.core.results import shard_dir
 from attnbench.core.results import ResultsWriter, make_row, write_manifest
 
 

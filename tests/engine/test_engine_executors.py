@@ -19,7 +19,9 @@ from attnbench import metrics
 from attnbench.engine import runner
 from attnbench.cli import main
 from attnbench.engine.executors.ledger import read_ledger
-from attnbench.engine.executors.shards import ShardJob, merge_shards, shard_dir, shard_rows
+from attnbench.core.results import shard_dir
+from attnbench.engine.executors.shard_job import ShardJob
+from attnbench.engine.executors.shards import merge_shards, shard_rows
 from attnbench.engine.executors.submit import run_with_executor
 from attnbench.core.results import ResultsWriter, read_manifest, read_rows
 

@@ -14,7 +14,7 @@ import engine_fakes as fakes
 from attnbench.suite.cells import Cell, expand, parse_only
 from attnbench.core.errors import UserError
 from attnbench.suite.probe import Probe
-from attnbench.suite.schema import suite_from_dict
+from attnbench.suite.load import suite_from_dict
 
 TINY = fakes.dotted("Tiny")
 

@@ -9,7 +9,8 @@ import engine_fakes as fakes
 from attnbench.engine import runner
 from attnbench.suite.cells import Cell, expand
 from attnbench.core.results import read_rows
-from attnbench.suite.schema import SuiteError, load_suite, suite_from_dict
+from attnbench.suite.schema import SuiteError
+from attnbench.suite.load import load_suite, suite_from_dict
 
 FAST = {"warmup": 1, "min_time_s": 0.0, "min_repeats": 6, "max_repeats": 6, "min_block_s": 0.0}
 

@@ -17,7 +17,8 @@ from attnbench.core.errors import UserError
 from attnbench.engine.execute import CellRunner, ContractError, check_contract
 from attnbench.metrics.base import MetricContext
 from attnbench.core.results import read_rows
-from attnbench.suite.schema import SuiteError, load_suite, suite_from_dict
+from attnbench.suite.schema import SuiteError
+from attnbench.suite.load import load_suite, suite_from_dict
 
 #: a CPU-cheap real backbone: the tiny macro design, MHSA in every slot, 64-px images (grids 16, 8, 4, 2)
 TINY = {"attention": "mhsa", "macro": "tiny", "img_size": 64, "num_classes": 8}

@@ -16,7 +16,7 @@ from attnbench.suite.cells import expand
 from attnbench.cli import main
 from attnbench.core.errors import UserError
 from attnbench.core.results import ResultsWriter, read_manifest, read_rows
-from attnbench.suite.schema import load_suite
+from attnbench.suite.load import load_suite
 
 CONTRACT_HEAD = ["schema_version", "run_id", "cell_id", "suite", "attention", "label", "config", "height", "width",
                  "tokens", "batch", "dtype", "device", "pass", "mode", "status", "error", "error_stage", "started_at",

@@ -8,7 +8,8 @@ import engine_fakes as fakes
 
 from attnbench.suite.cells import Cell, expand, parse_only
 from attnbench.engine.execute import CellRunner
-from attnbench.suite.schema import SuiteError, suite_from_dict
+from attnbench.suite.schema import SuiteError
+from attnbench.suite.load import suite_from_dict
 
 
 def make(**overrides):

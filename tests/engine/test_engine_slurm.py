@@ -21,7 +21,7 @@ from attnbench import metrics
 from attnbench.engine import runner
 from attnbench.cli import main
 from attnbench.engine.executors.ledger import read_ledger, slurm_states
-from attnbench.engine.executors.shards import shard_dir
+from attnbench.core.results import shard_dir
 from attnbench.engine.executors.submit import run_with_executor
 from attnbench.core.results import read_rows
 

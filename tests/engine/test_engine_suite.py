@@ -11,7 +11,8 @@ import engine_fakes as fakes
 
 from attnbench import metrics
 from attnbench.suite.cells import expand
-from attnbench.suite.schema import SuiteError, load_suite, suite_from_dict
+from attnbench.suite.schema import SuiteError
+from attnbench.suite.load import load_suite, suite_from_dict
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 

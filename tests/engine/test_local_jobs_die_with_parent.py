@@ -16,7 +16,7 @@ import engine_fakes as fakes
 import executor_fakes as xfakes
 
 from attnbench.engine.executors.ledger import read_ledger
-from attnbench.engine.executors.shards import shard_dir
+from attnbench.core.results import shard_dir
 from attnbench.engine.parent_watch import process_alive
 from attnbench.core.results import read_rows
 

@@ -63,7 +63,8 @@ def test_isolated_timeout_kills_a_child_that_ignores_its_alarm(fake_metrics, wri
 
 
 def test_timeout_setting_and_its_defaults(fake_metrics, write_suite):
-    from attnbench.suite.schema import SuiteError, load_suite
+    from attnbench.suite.schema import SuiteError
+    from attnbench.suite.load import load_suite
 
     base = one_cell_suite("Tiny")
     assert runner.cell_timeout(load_suite(write_suite(base))) == runner.DEFAULT_TIMEOUT_S

@@ -17,7 +17,7 @@ from attnbench.engine import runner
 from attnbench.suite.cells import expand
 from attnbench.core.results import read_rows
 from attnbench.engine.run_lock import RunLock, RunLocked
-from attnbench.suite.schema import load_suite
+from attnbench.suite.load import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = "import sys, time; from attnbench.engine.run_lock import RunLock; l = RunLock(sys.argv[1]).acquire(); " \

@@ -18,7 +18,7 @@ from attnbench.suite.cells import expand
 from attnbench.cli import main
 from attnbench.core.errors import UserError
 from attnbench.core.results import read_manifest, read_rows, scan_results
-from attnbench.suite.schema import load_suite
+from attnbench.suite.load import load_suite
 
 
 def start(suite_path, out, **kw) -> runner.Summary:

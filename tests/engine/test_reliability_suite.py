@@ -13,10 +13,11 @@ from click.testing import CliRunner
 import engine_fakes as fakes
 
 from attnbench.engine import runner
-from attnbench.suite import schema as suite_module
+from attnbench.suite import load as suite_module
 from attnbench.cli import main
 from attnbench.core.errors import UserError
-from attnbench.suite.schema import SuiteError, load_suite
+from attnbench.suite.schema import SuiteError
+from attnbench.suite.load import load_suite
 
 
 def bomb(levels: int = 9) -> str:

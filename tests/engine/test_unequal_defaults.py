@@ -11,7 +11,7 @@ import engine_fakes as fakes
 from attnbench.engine import runner
 from attnbench.cli import main
 from attnbench.core.results import read_rows
-from attnbench.suite.schema import load_suite
+from attnbench.suite.load import load_suite
 
 USER_MODULE = '''
 import torch

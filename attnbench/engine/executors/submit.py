@@ -37,7 +37,8 @@ from ..runner import Summary
 from ...suite.executor_config import EXECUTORS, ExecutorSection
 from .grouping import JobSpec, group_cells, job_parameters
 from .ledger import job_statuses, read_ledger, slurm_stuck, write_ledger
-from .shards import ShardJob, merge_shards
+from .shard_job import ShardJob
+from .shards import merge_shards
 
 __all__ = ["ExecutorSummary", "run_with_executor", "resolve_section"]
 
