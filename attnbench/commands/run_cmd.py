@@ -11,7 +11,7 @@ from ..core.errors import UserError
 from ..engine.executors.cli import _chosen, _overrides, executor_options, run_if_executor
 from ..core.hints import check_run_dir, suggest_suite
 from ..engine.progress import format_seconds
-from ..core.results import FAILED_STATUSES, RESULTS_FILE, STATUSES
+from ..core.results import FAILED_STATUSES, MANIFEST_FILE, RESULTS_FILE, STATUSES
 from ..suite.schema import SuiteError
 
 _ONLY_HELP = ("Run only matching cells: comma-separated key=pattern terms (keys: attention, label, resolution, "
@@ -69,7 +69,7 @@ def _check_suite_path(suite: Optional[str]) -> None:
     """A SUITE that is not there fails at once, with the nearest suite file (`resolution_swep.yaml`, or a bare
     `resolution_sweep`, -> `suites/resolution_sweep.yaml`)."""
     if suite is not None and os.path.isdir(suite):
-        if os.path.exists(os.path.join(suite, "manifest.json")):
+        if os.path.exists(os.path.join(suite, MANIFEST_FILE)):
             raise SuiteError(f"{suite}: is a directory, a run directory; to complete it: attnbench run --resume "
                              f"{suite}")
         raise SuiteError(f"{suite}: is a directory; expected a suite YAML file (e.g. suites/smoke.yaml)")

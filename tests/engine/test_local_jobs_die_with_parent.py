@@ -26,7 +26,8 @@ PARENT = """
 import sys
 sys.path[:0] = [{root!r}, {here!r}]
 import engine_fakes as fakes, executor_fakes as xfakes
-from attnbench import execute, metrics, runner
+from attnbench import metrics
+from attnbench.engine import execute, runner
 fakes.FAKE_METRICS["nap"] = xfakes.nap_metric
 metrics.METRICS = {{name: "_fake_" + name for name in fakes.FAKE_METRICS}}
 metrics.get_metric = lambda name: fakes.FAKE_METRICS[name]
