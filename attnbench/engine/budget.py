@@ -41,16 +41,26 @@ class SuiteBudget:
 
     def allowance(self, cell_id: str) -> float:
         """The cell's share of the seconds left, by its weight among the cells still pending."""
-        weight = self._pending.get(cell_id, self.weights.get(cell_id))
-        if weight is None:
-            return self.max_s
-        total = sum(self._pending.values()) or weight
-        share = max(self.left_s, 0.0) * weight / total
-        return min(self.max_s, max(self.floor_s, share))
+        return self.allowance_for([cell_id])
+
+    def allowance_for(self, cell_ids: Sequence[str]) -> float:
+        """The share of cells measured together (a shared-baseline group): the sum of their weights' share, at most
+        ``max_s`` per cell."""
+        weights = [self._pending.get(c, self.weights.get(c)) for c in cell_ids]
+        if not weights or any(w is None for w in weights):
+            return self.max_s * max(1, len(cell_ids))
+        total = sum(self._pending.values()) or sum(weights)
+        share = max(self.left_s, 0.0) * sum(weights) / total
+        return min(self.max_s * len(cell_ids), max(self.floor_s, share))
 
     def spend(self, cell_id: str, seconds: float) -> None:
         """The cell is done and took ``seconds`` of sampling (0 for a cell that failed before timing)."""
-        self._pending.pop(cell_id, None)
+        self.spend_for([cell_id], seconds)
+
+    def spend_for(self, cell_ids: Sequence[str], seconds: float) -> None:
+        """The cells are done (measured together) and took ``seconds`` of sampling in all."""
+        for cell_id in cell_ids:
+            self._pending.pop(cell_id, None)
         self.left_s -= max(0.0, float(seconds))
 
     @property

@@ -198,6 +198,8 @@ class CellRunner:
         self.gate = gate if gate is not None else correctness_gate()
         self.settings, self.seed, self.timeout_s = settings, seed, timeout_s
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
+        #: latency columns of cells measured in an earlier cell's shared-baseline group, by cell id
+        self._group_rows: dict[str, dict[str, Any]] = {}
 
     def locations(self) -> dict[str, Any]:
         """What a child process needs to run the same functions."""
@@ -236,15 +238,18 @@ class CellRunner:
         return ctx, module
 
     def measure(self, cell: Cell, baseline: Optional[Cell] = None, timeout_s: Any = SUITE_LIMIT,
-                latency_budget_s: Optional[float] = None) -> Outcome:
+                latency_budget_s: Optional[float] = None, group: Optional[list[Cell]] = None) -> Outcome:
         """The cell's outcome; ``timeout_s``: this cell's time limit (None: none), default the runner's;
         ``latency_budget_s``: its share of the suite's latency budget (the runner's
-        :class:`~attnbench.engine.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``."""
+        :class:`~attnbench.engine.budget.SuiteBudget`), or None for ``settings.latency.max_time_s``; ``group``: other
+        cells of the same shape and baseline whose latency is measured now, together with this cell's, against one
+        shared series of baseline calls (:func:`attnbench.metrics.latency.measure_group`; their columns wait in
+        this runner until their own cells are measured)."""
         if latency_budget_s is not None:
             saved = self.settings
             self.settings = with_latency_budget(saved, latency_budget_s)
             try:
-                return self.measure(cell, baseline, timeout_s)
+                return self.measure(cell, baseline, timeout_s, group=group)
             finally:
                 self.settings = saved
         stage, module = "build", None
@@ -253,23 +258,19 @@ class CellRunner:
             with _deadline(limit), use_threads(self.settings.get("threads")):
                 ctx, module = self.context(cell, baseline)
                 stage = "correctness"
-                seen: list = []
-                handle = _contract_hook(ctx, module, seen)
-                try:
-                    self.gate(ctx, module)
-                finally:
-                    handle.remove()
-                if not seen:  # a gate that ran no forward: the contract is still checked, on one of our own
-                    with torch.no_grad():
-                        x = ctx.make_input(False)
-                        check_contract(ctx, x, module(x), module)
+                self._pass_gate(ctx, module)
                 # what the module really runs with (the suite's config holds only what it gave)
                 columns: dict[str, Any] = ({"effective_config": effective_config(module, dict(cell.config))}
                                            if cell.kind == "attention" else {})
                 module = None  # metrics build their own; this one would only hold memory
                 for name, fn in self.functions:
                     stage = name
-                    new = self._run_metric(name, fn, ctx, cell)
+                    if name == "latency" and cell.cell_id in self._group_rows:
+                        new = self._group_rows.pop(cell.cell_id)
+                    elif name == "latency" and group:
+                        new = self._latency_group(ctx, cell, baseline, group)
+                    else:
+                        new = self._run_metric(name, fn, ctx, cell)
                     clash = sorted(set(new) & set(ROW_HEAD))
                     if clash:
                         raise ValueError(f"metric {name!r} returned identity column(s) {clash}; rename them")
@@ -284,6 +285,51 @@ class CellRunner:
         module = None
         _release(cell.device, full=outcome.status != "ok")
         return outcome
+
+    def _pass_gate(self, ctx: MetricContext, module: nn.Module) -> None:
+        """The correctness gate and the output contract (raises when the module fails either)."""
+        seen: list = []
+        handle = _contract_hook(ctx, module, seen)
+        try:
+            self.gate(ctx, module)
+        finally:
+            handle.remove()
+        if not seen:  # a gate that ran no forward: the contract is still checked, on one of our own
+            with torch.no_grad():
+                x = ctx.make_input(False)
+                check_contract(ctx, x, module(x), module)
+
+    def _latency_group(self, ctx: MetricContext, cell: Cell, baseline: Optional[Cell],
+                       group: list[Cell]) -> dict[str, Any]:
+        """This cell's latency columns, measured together with ``group``'s against one baseline series; the
+        group's columns are kept for their own cells. A sibling that fails to build, fails the gate or fails to
+        warm up is left out (its own cell measures it alone later and records the error there)."""
+        from .metrics.latency import measure_group
+
+        base_ctx = ctx.baseline if baseline is not None else ctx  # without a baseline, this cell is the baseline
+        ctxs, cells = [base_ctx], [baseline if baseline is not None else cell]
+        if baseline is not None:
+            ctxs.append(ctx)
+            cells.append(cell)
+        for other in group:
+            if other.cell_id == cells[0].cell_id:  # the baseline's own cell, still to run: report it too
+                continue
+            try:
+                other_ctx, module = self.context(other)
+                self._pass_gate(other_ctx, module)
+            except Exception:  # noqa: BLE001 - measured (and recorded as failed) in its own cell
+                continue
+            module = None
+            ctxs.append(other_ctx)
+            cells.append(other)
+        pending = {cell.cell_id} | {c.cell_id for c in group}
+        reported = [i for i, c in enumerate(cells) if c.cell_id in pending]
+        own = cells.index(cell)
+        rows = measure_group(ctxs, reported, droppable=[i for i in reported if i != own and i != 0])
+        for c, row in zip(cells, rows):
+            if row is not None and c.cell_id != cell.cell_id:
+                self._group_rows[c.cell_id] = row
+        return rows[own]
 
     def _latency_in_workers(self, cell: Cell, baseline: Optional[Cell], workers: int,
                             own: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ..core.results import (CELLS_DIR, MANIFEST_FILE, RUN_DIR_ENV, SCHEMA_VERSIO
                             quarantine_manifest, read_manifest, read_rows, write_manifest)
 from ..suite.schema import Suite
 from ..suite.load import load_suite, suite_from_dict
+from .shared_baseline import LatencyGroups, group_timeout
 from .lifecycle import (catch_sigterm, done_ids, finish_manifest, open_run_dir, refuse_used,
                         start_manifest)
 
@@ -376,6 +377,8 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
                 writer.append(make_row(cell, run_id, status="skipped", error=reason, error_stage="probe",
                                        started_at=now_iso(), duration_s=0.0))
             budget = _suite_budget(p)
+            groups = LatencyGroups(p.to_run, p.baselines, list(p.suite.metrics), dict(p.suite.settings),
+                                   lambda c: executor_for(c) is executor_for.in_process)
             for cell in p.to_run:
                 stop = repeats.reason(cell.label)
                 if stop is not None:  # its attention already failed the same way twice: say so, do not measure
@@ -389,13 +392,15 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
                     continue
                 bar.start(cell)
                 started, c0, load_before = now_iso(), time.perf_counter(), machine_load.sample()
-                allowance = budget.allowance(cell.cell_id) if budget is not None else None
-                outcome = executor_for(cell).measure(cell, p.baselines.get(cell.cell_id),
-                                                     timeout_s=p.timeouts.get(cell.cell_id, default_limit),
-                                                     latency_budget_s=allowance)
+                group = groups.take(cell, lambda c: repeats.reason(c.label) is not None)
+                outcome = _measure(p, executor_for(cell), cell, group, budget, default_limit)
+                if group and outcome.status != "ok" and outcome.error_stage == "latency":
+                    groups.give_up()  # maybe a sibling's fault: this cell alone, and no more groups
+                    group = None
+                    outcome = _measure(p, executor_for(cell), cell, None, budget, default_limit)
                 duration = time.perf_counter() - c0
                 if budget is not None:
-                    budget.spend(cell.cell_id, outcome.columns.get("latency_spent_s") or 0.0)
+                    _spend(budget, cell, group, outcome.columns)
                 columns = {**outcome.columns, **machine_load.cell_columns(load_before, machine_load.sample())}
                 writer.append(make_row(cell, run_id, status=outcome.status, error=outcome.error,
                                        error_stage=outcome.error_stage, started_at=started, duration_s=duration,
@@ -422,6 +427,29 @@ def run(p: Plan, *, isolate: Optional[bool] = None, argv: Optional[list[str]] = 
         raise UserError(f"{os_error_text(failure)}; the run stopped ({ran} cell(s) measured now, all saved); "
                         f"fix that, then finish it with: attnbench run --resume {p.run_dir}")
     return Summary(p.run_dir, counts, ran, interrupted, time.perf_counter() - t0, problems)
+
+
+def _measure(p: Plan, executor: Any, cell: Cell, group: Optional[list[Cell]], budget: Any,
+             default_limit: Optional[float]):
+    """One cell's outcome; with ``group`` (:mod:`attnbench.engine.shared_baseline`) its latency stage also measures those
+    cells, with their summed time limits and budget shares."""
+    ids = [cell.cell_id] + [c.cell_id for c in group or []]
+    allowance = budget.allowance_for(ids) if budget is not None else None
+    limit = group_timeout([p.timeouts.get(i, default_limit) for i in ids])
+    extra = {"group": group} if group else {}
+    return executor.measure(cell, p.baselines.get(cell.cell_id), timeout_s=limit, latency_budget_s=allowance,
+                            **extra)
+
+
+def _spend(budget: Any, cell: Cell, group: Optional[list[Cell]], columns: dict[str, Any]) -> None:
+    """Take the cell's sampling time off the suite budget: a group's whole time at its first cell (whose siblings
+    then spend nothing when their columns are handed over), else the cell's own."""
+    if group:
+        budget.spend_for([cell.cell_id] + [c.cell_id for c in group], columns.get("latency_group_spent_s") or 0.0)
+    elif "latency_group_spent_s" in columns:
+        budget.spend(cell.cell_id, 0.0)
+    else:
+        budget.spend(cell.cell_id, columns.get("latency_spent_s") or 0.0)
 
 
 def _remove_empty(folder: Path) -> None:

@@ -19,6 +19,13 @@ Method:
        (``short_call_s``, 250 ms) starts from freshly built modules at new addresses. The spread *between* epochs is
        what the interval is made of, so it carries the slow drifts, layout effects and load changes that make
        two processes disagree — the variation a within-process bootstrap misses.
+    4b. **Shared baseline** (``shared_baseline``, default on; :func:`measure_group`, :mod:`attnbench.engine.shared_baseline`):
+       when the runner measures the cells of one shape one after another in its own process, the first of them
+       times *all* of them in one series of rounds with one baseline series: every round samples the baseline
+       and each attention, the shorter calls ``sqrt(longest / own)`` times (even counts, placed symmetrically
+       about the round's middle, :func:`round_schedule`) so that a drift linear over the round cancels from every
+       ratio. Each attention's ratio is its round median over the baseline's in that round. The baseline was
+       timed once per attention before (half of the resolution sweep's sampling time).
     5. **Re-warm.** A sample of a short call (its block shorter than ``short_call_s``, 250 ms) follows one
        untimed call of its own module, so neither contender's sample follows the other's call (without it the
        ratios moved by 3-29% for calls of 2-55 ms); longer calls skip it (measured: docs/metrics.md).
@@ -62,7 +69,7 @@ from ._settings import merge_settings
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "MIN_SAMPLES", "quantile", "summarize", "summarize_paired", "sample_rounds", "Rounds",
-           "Policy", "is_noisy", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
+           "Policy", "is_noisy", "measure_group", "samples_per_round", "round_schedule", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
            "merge_rows"]
 
 DEFAULTS: dict[str, Any] = {
@@ -84,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "processes": 1,
     "threads": None,
     "paired": True,
+    "shared_baseline": True,
     "flush_denormal": True,
 }
 #: settings whose ``None`` default takes a number (seconds), not an int
@@ -92,6 +100,8 @@ MIN_SAMPLES = uncertainty.MIN_SAMPLES
 MAX_BLOCK = 1000
 #: an epoch never holds more rounds than this (so even the fastest cell has several epochs)
 MAX_EPOCH_ROUNDS = 25
+#: the most samples one contender takes in a round of a shared-baseline group (:func:`samples_per_round`)
+MAX_PER_ROUND = 8
 #: a machine that never lets clean rounds through stops at this multiple of the cell's budget
 HARD_BUDGET_FACTOR = 3.0
 
@@ -372,8 +382,12 @@ class Policy:
 
 @dataclasses.dataclass
 class Rounds:
-    """What :func:`sample_rounds` collected: per contender the per-call seconds and preempted marks of each
-    round, the rounds per epoch, why it stopped and the wall seconds spent (timed calls, re-warms, rebuilds)."""
+    """What :func:`sample_rounds` collected: per contender the per-call seconds, CPU seconds, preempted marks and
+    round number of each sample (a contender may take several samples per round), the rounds per epoch, why it
+    stopped and the wall seconds spent (timed calls, re-warms, rebuilds), in all and per contender.
+
+    ``baseline``: the contender the others are paired with (their reader's interval is their ratio to it, round by
+    round), or None (each contender's median). ``reported``: the contenders whose intervals decide the stop."""
 
     times: list[list[float]]
     cpu: list[list[Optional[float]]]
@@ -381,40 +395,91 @@ class Rounds:
     epoch_sizes: list[int]
     stop: str = ""
     spent_s: float = 0.0
+    round_of: list[list[int]] = dataclasses.field(default_factory=list)
+    baseline: Optional[int] = None
+    reported: list[int] = dataclasses.field(default_factory=lambda: [0])
+    spent_by: list[float] = dataclasses.field(default_factory=list)
 
-    def interval(self) -> Optional[stats.Interval]:
-        """The interval the reader uses: the paired ratio's (two contenders), else the median's."""
-        if len(self.times) == 2:
-            row = summarize_paired(self.times[0], self.times[1], self.preempted[0], self.preempted[1],
-                                   self.epoch_sizes)
+    def epoch_samples(self, i: int) -> list[int]:
+        """Contender ``i``'s samples per epoch (its rounds per epoch times its samples per round)."""
+        bounds, start = [], 0
+        for size in self.epoch_sizes:
+            bounds.append((start, start + size))
+            start += size
+        return [sum(1 for r in self.round_of[i] if lo <= r < hi) for lo, hi in bounds]
+
+    def round_values(self, i: int) -> tuple[list[float], list[bool]]:
+        """Contender ``i``'s value in each round — the median of its clean samples in it (of all of them, marked
+        preempted, when none is clean) — and the preempted mark of each round."""
+        n = sum(self.epoch_sizes)
+        clean: list[list[float]] = [[] for _ in range(n)]
+        every: list[list[float]] = [[] for _ in range(n)]
+        for t, bad, r in zip(self.times[i], self.preempted[i], self.round_of[i]):
+            every[r].append(t)
+            if not bad:
+                clean[r].append(t)
+        values = [quantile(sorted(c or e), 0.5) if (c or e) else math.nan for c, e in zip(clean, every)]
+        return values, [not c for c in clean]
+
+    def summary(self, i: int) -> dict[str, Any]:
+        """The ``latency_*`` statistics of contender ``i`` (ms)."""
+        return summarize([t * 1e3 for t in self.times[i]], self.preempted[i], self.epoch_samples(i))
+
+    def paired(self, i: int) -> dict[str, Any]:
+        """The ``paired_*`` columns of contender ``i`` against the baseline, round by round (ms)."""
+        a, a_bad = self.round_values(i)
+        b, b_bad = self.round_values(self.baseline)
+        return summarize_paired([v * 1e3 for v in a], [v * 1e3 for v in b], a_bad, b_bad, self.epoch_sizes)
+
+    def interval_of(self, i: int) -> Optional[stats.Interval]:
+        """The interval the reader of contender ``i`` uses: its ratio to the baseline's, else its median's."""
+        if self.baseline is not None and i != self.baseline:
+            row = self.paired(i)
             est = row["paired_ratio"]
             return None if not math.isfinite(est) else stats.Interval(
                 est, row["paired_ratio_low"], row["paired_ratio_high"], row["paired_rounds_used"])
-        row = summarize(self.times[0], self.preempted[0], self.epoch_sizes)
+        row = self.summary(i)
         est = row["latency_ms_median"]
         return None if not math.isfinite(est) else stats.Interval(
             est, row["latency_ms_ci_low"], row["latency_ms_ci_high"], row["latency_n_used"])
 
+    def interval(self) -> Optional[stats.Interval]:
+        """The first reported contender's interval (the cell's, in a one-cell measurement)."""
+        return self.interval_of(self.reported[0])
+
+    def _clean_by_round(self, i: int) -> list[bool]:
+        """Per round: contender ``i`` — and, paired, the baseline — has a clean sample in it."""
+        _, bad = self.round_values(i)
+        if self.baseline is not None and i != self.baseline:
+            _, base_bad = self.round_values(self.baseline)
+            bad = [x or y for x, y in zip(bad, base_bad)]
+        return [not b for b in bad]
+
     def clean_rounds(self) -> int:
-        return sum(1 for marks in zip(*self.preempted) if not any(marks))
+        """The clean rounds of the reported contender that has fewest (a round counts for a contender when its
+        own sample and the baseline's are clean; a neighbour's preempted sample does not spoil it)."""
+        return min(sum(self._clean_by_round(i)) for i in self.reported)
 
     def clean_epochs(self) -> int:
-        count, i = 0, 0
-        for size in self.epoch_sizes:
-            count += any(not any(marks) for marks in zip(*(p[i:i + size] for p in self.preempted)))
-            i += size
-        return count
+        def count(ok: list[bool]) -> int:
+            n, start = 0, 0
+            for size in self.epoch_sizes:
+                n += any(ok[start:start + size])
+                start += size
+            return n
+
+        return min(count(self._clean_by_round(i)) for i in self.reported)
 
 
 def _stop_reason(r: Rounds, policy: Policy) -> str:
     """Why sampling stops after this epoch, or "" to go on (step 7 of the method)."""
-    n, clean, epochs = len(r.times[0]), r.clean_rounds(), r.clean_epochs()
+    n, clean, epochs = sum(r.epoch_sizes), r.clean_rounds(), r.clean_epochs()
     if n >= policy.max_repeats:
         return "max_repeats"
     enough = clean >= policy.min_repeats and epochs >= policy.min_epochs
     if enough and r.spent_s >= policy.min_time_s:
-        interval = r.interval()
-        if interval is not None and uncertainty.rel_half_width(interval) <= policy.target_rel_ci:
+        intervals = [r.interval_of(i) for i in r.reported]
+        if all(iv is not None and uncertainty.rel_half_width(iv) <= policy.target_rel_ci for iv in intervals):
             return "target"
     if r.spent_s >= policy.budget_s and clean >= MIN_SAMPLES and epochs >= policy.min_epochs:
         return "budget"
@@ -423,40 +488,105 @@ def _stop_reason(r: Rounds, policy: Policy) -> str:
     return ""
 
 
-def sample_rounds(contenders: Sequence[_Contender], policy: Policy) -> Rounds:
-    """Rounds of interleaved samples (contender 0, then 1, …) in epochs, until :func:`_stop_reason` says stop.
+def samples_per_round(sample_s: Sequence[float], most: int = MAX_PER_ROUND) -> list[int]:
+    """How many samples each contender takes per round: about ``sqrt(longest / own)``, 1 or an even number up to
+    ``most``.
+
+    A round is as long as its longest sample; a contender 50x shorter than it can take several samples in the
+    same time, and the variance of the per-round ratio is smallest, for the time spent, when the counts go as the
+    square root of the cost ratio (the classic optimal allocation with equal per-sample spread). Counts above 1
+    are even, so the samples come in pairs on either side of the round's middle (:func:`round_schedule`), where
+    the longest contender's one sample sits: a sample right next to it would be half its length off-centre."""
+    longest = max(sample_s) if sample_s else 0.0
+    out = []
+    for s in sample_s:
+        raw = math.sqrt(longest / s) if s > 0 else float(most)
+        out.append(1 if raw < 1.5 else max(2, min(most - most % 2, 2 * round(raw / 2))))
+    return out
+
+
+def round_schedule(per_round: Sequence[int]) -> list[list[int]]:
+    """The slots of one round: slot ``j`` lists the contenders sampled in it, in order.
+
+    A round has ``K`` slots, the largest count made odd so that it has a middle slot. A contender's ``k`` samples
+    sit at the evenly spaced positions ``(m + 0.5) K / k - 0.5``, each moved to the slot on its side away from
+    the middle (so no two share a slot). The positions are symmetric about the middle slot, and so is every
+    contender's set of slots: under a drift that is linear over the round, each contender's samples average to
+    the speed at the round's middle — the baseline's single sample there, too — and the ratio of round medians
+    carries no drift (checked with a drifting fake clock in tests/metrics/test_latency_groups.py)."""
+    slots = max(per_round) if per_round else 1
+    slots += 1 - slots % 2
+    middle = (slots - 1) / 2
+
+    def places(k: int) -> list[int]:
+        out = []
+        for m in range(k):
+            x = (m + 0.5) * slots / k - 0.5
+            out.append(middle if abs(x - middle) < 1e-9 else math.floor(x) if x < middle else math.ceil(x))
+        return [int(v) for v in out]
+
+    taken = [set(places(k)) for k in per_round]
+    return [[i for i in range(len(per_round)) if j in taken[i]] for j in range(slots)]
+
+
+def sample_rounds(contenders: Sequence[_Contender], policy: Policy, *, per_round: Optional[Sequence[int]] = None,
+                  baseline: Optional[int] = None, reported: Optional[Sequence[int]] = None) -> Rounds:
+    """Rounds of interleaved samples in epochs, until :func:`_stop_reason` says stop.
+
+    Args:
+        per_round: samples per round of each contender (default one each: contender 0, then 1, …), spread over
+            the round by :func:`round_schedule`, the contenders' order in a slot rotating from round to round (no
+            contender always goes first); default one sample each, contender 0 then 1, … in every round.
+        baseline: the contender the others' ratios are taken to (default: contender 1 of two, else none).
+        reported: the contenders whose intervals must reach the target (default: contender 0).
 
     Every sample of a short call follows a re-warm of its own module; each epoch of short calls starts from
     rebuilt modules. The spent time counts everything done, so the budget bounds the wall time."""
     k = len(contenders)
-    r = Rounds([[] for _ in range(k)], [[] for _ in range(k)], [[] for _ in range(k)], [])
+    if baseline is None and k == 2:
+        baseline = 1
+    r = Rounds([[] for _ in range(k)], [[] for _ in range(k)], [[] for _ in range(k)], [],
+               round_of=[[] for _ in range(k)], baseline=baseline, reported=list(reported or [0]),
+               spent_by=[0.0] * k)
+    slots = round_schedule(list(per_round) if per_round is not None else [1] * k)
+    rotate = per_round is not None
     rounds_per_epoch = 0
 
-    def one_round() -> float:
+    def one_round(number: int) -> float:
         spent = 0.0
-        for i, c in enumerate(contenders):
-            spent += c.rewarm()
-            wall, cpu, took = c.sample()
-            spent += took
-            r.times[i].append(wall)
-            r.cpu[i].append(cpu)
-            r.preempted[i].append(uncertainty.preempted(wall, cpu, fraction=policy.preempt_fraction))
+        for slot in slots:
+            shift = number % len(slot) if rotate else 0
+            for i in slot[shift:] + slot[:shift]:
+                c = contenders[i]
+                took = c.rewarm()
+                wall, cpu, timed = c.sample()
+                took += timed
+                r.spent_by[i] += took
+                spent += took
+                r.times[i].append(wall)
+                r.cpu[i].append(cpu)
+                r.preempted[i].append(uncertainty.preempted(wall, cpu, fraction=policy.preempt_fraction))
+                r.round_of[i].append(number)
         return spent
 
     def run() -> Rounds:
         nonlocal rounds_per_epoch
-        epoch = 0
+        epoch, number = 0, 0
         while True:
             if epoch:
-                r.spent_s += sum(c.rebuild(epoch) for c in contenders)
+                for i, c in enumerate(contenders):
+                    took = c.rebuild(epoch)
+                    r.spent_by[i] += took
+                    r.spent_s += took
             size = 0
             while True:
-                took = one_round()
+                took = one_round(number)
+                number += 1
                 r.spent_s += took
                 size += 1
                 if not rounds_per_epoch:  # the first round sizes every epoch
                     rounds_per_epoch = max(1, min(MAX_EPOCH_ROUNDS, math.ceil(policy.epoch_s / max(took, 1e-9))))
-                if size >= rounds_per_epoch or len(r.times[0]) >= policy.max_repeats:
+                if size >= rounds_per_epoch or number >= policy.max_repeats:
                     break
             r.epoch_sizes.append(size)
             epoch += 1
@@ -516,10 +646,30 @@ def _contender(ctx: MetricContext, s: dict[str, Any], time_call: TimeCall,
     return contender, compile_time_s
 
 
+def _cell_row(ctx: MetricContext, r: Rounds, i: int, c: _Contender, policy: Policy, timer_name: str,
+              compile_time_s: Optional[float], baseline_label: Optional[str], noisy_rel_ci: float,
+              subnormal: dict[str, int]) -> dict[str, Any]:
+    """Contender ``i``'s latency columns (and, paired, ``paired_*`` to the rounds' baseline); ``subnormal``: its
+    ``subnormal_*`` counts, taken before sampling."""
+    row: dict[str, Any] = dict(subnormal)
+    row.update(r.summary(i))
+    row["latency_cpu_ms"] = [v * 1e3 if v is not None else None for v in r.cpu[i]]
+    if baseline_label is not None and r.baseline is not None and i != r.baseline:
+        row["paired_baseline"] = baseline_label
+        row.update(r.paired(i))
+    if ctx.kind == "model":
+        row.update(throughput(ctx.batch, row))
+    row.update(latency_timer=timer_name, latency_block=c.block, latency_stop=r.stop,
+               latency_spent_s=r.spent_by[i], latency_budget_s=policy.budget_s,
+               latency_target_rel_ci=policy.target_rel_ci, latency_rewarm=c.short, latency_processes=1,
+               compile_time_s=compile_time_s, threads=torch.get_num_threads())
+    return finish_row(row, noisy_rel_ci)
+
+
 def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     timer_name, time_call = _timer(ctx.device)
     cell, compile_time_s = _contender(ctx, s, time_call)
-    row: dict[str, Any] = _subnormal_columns(cell.step.module, cell.step.x)
+    subnormal = _subnormal_columns(cell.step.module, cell.step.x)
     contenders = [cell]
     baseline = ctx.baseline if s["paired"] else None
     if baseline is not None:
@@ -528,19 +678,60 @@ def _run(ctx: MetricContext, s: dict[str, Any]) -> dict[str, Any]:
     if s["processes"] > 1:  # this process takes its share; the others run in attnbench.engine.execute's workers
         policy.budget_s /= s["processes"]
     rounds = sample_rounds(contenders, policy)
-    row.update(summarize([t * 1e3 for t in rounds.times[0]], rounds.preempted[0], rounds.epoch_sizes))
-    row["latency_cpu_ms"] = [c * 1e3 if c is not None else None for c in rounds.cpu[0]]
-    if baseline is not None:
-        row["paired_baseline"] = baseline.label
-        row.update(summarize_paired([t * 1e3 for t in rounds.times[0]], [t * 1e3 for t in rounds.times[1]],
-                                    rounds.preempted[0], rounds.preempted[1], rounds.epoch_sizes))
-    if ctx.kind == "model":
-        row.update(throughput(ctx.batch, row))
-    row.update(latency_timer=timer_name, latency_block=cell.block, latency_stop=rounds.stop,
-               latency_spent_s=rounds.spent_s, latency_budget_s=policy.budget_s,
-               latency_target_rel_ci=policy.target_rel_ci, latency_rewarm=cell.short, latency_processes=1,
-               compile_time_s=compile_time_s, threads=torch.get_num_threads())
-    return finish_row(row, s["noisy_rel_ci"])
+    return _cell_row(ctx, rounds, 0, cell, policy, timer_name, compile_time_s,
+                     baseline.label if baseline is not None else None, s["noisy_rel_ci"], subnormal)
+
+
+def measure_group(ctxs: Sequence[MetricContext], reported: Sequence[int],
+                  droppable: Sequence[int] = ()) -> list[Optional[dict[str, Any]]]:
+    """The latency columns of several cells of one shape measured together against one shared baseline.
+
+    ``ctxs[0]`` is the baseline's cell (the suite baseline at this shape, batch, dtype, device, pass and mode) and
+    the others are attentions at the same shape, all in eager mode. Every round samples every contender
+    (:func:`sample_rounds`): the baseline once when it is the longest call, the shorter ones about
+    ``sqrt(longest / own)`` times (:func:`samples_per_round`), spread over the round. Each attention's ratio is its
+    round median over the baseline's in the same round, so all of them are paired in time with one series of
+    baseline calls instead of re-timing the baseline beside each (docs/metrics.md, "Shared baseline"). Sampling
+    stops when every ``reported`` contender's interval is within the target, or at the group's budget:
+    ``settings.latency.budget_s`` (the runner gives the sum of its cells' shares), else ``max_time_s`` per
+    reported cell.
+
+    Returns, per contender, its row of latency columns (``None`` for a contender that is not reported, or in
+    ``droppable`` and failed to build or warm up: its own cell then measures it alone and records the error).
+    Every row also has ``latency_group_size`` (contenders), ``latency_per_round`` (its samples per round) and
+    ``latency_group_spent_s`` (the whole group's sampling seconds; ``latency_spent_s`` is its own share).
+    """
+    s = _merge(ctxs[0].settings.get("latency"))
+    _validate(s)
+    with use_threads(s["threads"]):
+        flushing = bool(torch.set_flush_denormal(s["flush_denormal"])) and s["flush_denormal"]
+        timer_name, time_call = _timer(ctxs[0].device)
+        built: list[Optional[_Contender]] = []
+        for i, ctx in enumerate(ctxs):
+            try:
+                built.append(_contender(ctx, s, time_call, first=i == 0)[0])
+            except Exception:  # noqa: BLE001 - a sibling that cannot run is measured (and fails) in its own cell
+                if i not in droppable:
+                    raise
+                built.append(None)
+        alive = [i for i, c in enumerate(built) if c is not None]
+        contenders = [built[i] for i in alive]
+        subnormal = [_subnormal_columns(c.step.module, c.step.x) for c in contenders]
+        policy = Policy.from_settings(s)
+        policy.budget_s = s["budget_s"] if s["budget_s"] is not None else s["max_time_s"] * max(1, len(reported))
+        per_round = samples_per_round([c.call_s * c.block for c in contenders])
+        shown = [alive.index(i) for i in reported if i in alive]
+        rounds = sample_rounds(contenders, policy, per_round=per_round, baseline=0, reported=shown)
+        rows: list[Optional[dict[str, Any]]] = [None] * len(ctxs)
+        for j, i in enumerate(alive):
+            if i not in reported:
+                continue
+            row = _cell_row(ctxs[i], rounds, j, contenders[j], policy, timer_name, None,
+                            ctxs[0].label if j else None, s["noisy_rel_ci"], subnormal[j])
+            row.update(latency_group_size=len(alive), latency_per_round=per_round[j],
+                       latency_group_spent_s=rounds.spent_s, flush_denormal=flushing)
+            rows[i] = row
+        return rows
 
 
 def _validate(s: dict[str, Any]) -> None:

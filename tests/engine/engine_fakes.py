@@ -94,6 +94,20 @@ class WrongDtype(Tiny):
         return super().forward(x).double()
 
 
+class FailsLater(Tiny):
+    """Passes its gate and warm-up, then raises once its class has run ``LIMIT`` forwards (all instances
+    together): an attention that fails in the middle of a shared-baseline group's rounds."""
+
+    LIMIT = 40
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        if type(self).calls > self.LIMIT:
+            raise RuntimeError("failed after its warm-up")
+        return super().forward(x)
+
+
 class Sleepy(Tiny):
     """Hangs in Python (an endless wait): the in-process timeout can interrupt it."""
 

@@ -38,8 +38,9 @@ def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
         "axes": {"resolution": [4, 8], "batch": [1], "device": ["cpu"], "pass": ["forward"]},
         "metrics": ["latency"],
         "baseline": "base",
+        # each cell on its own (tests/engine/test_engine_shared_baseline.py replays a grouped run's budget)
         "settings": {"latency": {"suite_budget_s": 0.6, "max_time_s": 0.5, "min_repeats": 3, "min_epochs": 2,
-                                 "warmup": 1, "epoch_s": 0.01}},
+                                 "warmup": 1, "epoch_s": 0.01, "shared_baseline": False}},
     }
     p = runner.plan(str(write_suite(suite)), out=str(tmp_path / "run"), cuda_available=False)
     assert set(p.work.values()) == {16 * 64, 64 * 64}  # the probe's cost model: H·W·dim², forward, batch 1

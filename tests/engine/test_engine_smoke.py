@@ -31,8 +31,9 @@ def test_smoke_suite_end_to_end(tmp_path):
         assert row["params"] > 0 and row["macs_fvcore"] > 0 and row["macs_analytic"] > 0
         assert row["latency_n"] >= 5 and len(row["latency_samples_ms"]) == row["latency_n"]
         assert row["latency_ms_median"] > 0 and row["threads"] == 1
-        if row["label"] != "mhsa":  # every other cell is timed interleaved with mhsa
-            assert row["paired_baseline"] == "mhsa" and row["paired_rounds"] == row["latency_n"]
+        if row["label"] != "mhsa":  # every other cell is timed interleaved with mhsa, in the shape's group
+            assert row["paired_baseline"] == "mhsa" and row["latency_group_size"] == 5
+            assert row["paired_rounds"] * row["latency_per_round"] == row["latency_n"]
             assert row["paired_ratio_low"] <= row["paired_ratio"] <= row["paired_ratio_high"]
         assert row["mem_peak_bytes"] > 0
     by_attention = {(r["attention"], r["pass"]): r for r in rows}
