@@ -62,7 +62,7 @@ from ._settings import merge_settings
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "MIN_SAMPLES", "quantile", "summarize", "summarize_paired", "sample_rounds", "Rounds",
-           "Policy", "is_noisy", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
+           "Policy", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
            "merge_rows"]
 
 DEFAULTS: dict[str, Any] = {
@@ -104,11 +104,6 @@ def quantile(sorted_values: list[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def is_noisy(row: dict[str, Any]) -> bool:
-    """The noisy flag of a finished row: :func:`attnbench.uncertainty.is_noisy` (the one rule)."""
-    return uncertainty.is_noisy(row)
 
 
 def _split(values: Sequence[float], mask: Sequence[bool], epoch_sizes: Sequence[int]) -> list[list[float]]:
