@@ -27,8 +27,8 @@ Differences from official:
   (``routing.routed_attention``'s chunked Function, ``deformable.pixel_to_agent_attention_lean``, and q, k, v as
   three separate C-wide convs on slices of the same weight, so that saved q and v do not keep k alive); float32
   outputs and gradients equal ``"official"``'s to 1e-6 of their scale, at a fraction of its training-step peak
-  memory (measured in ``docs/dbra.md``). ``"triton"``: fused kernels. ``"auto"``: per attention, the first backend of :mod:`attentions.backends` that can run
-  (Triton on CUDA, else torch).
+  memory (measured in ``docs/dbra.md``). ``"triton"``: fused kernels. ``"auto"``: per attention, the first
+  backend of :mod:`attentions.backends` that can run (Triton on CUDA, else torch).
 * Reference points and the query grid are built in float32 (float64 for float64 input) even for half-precision
   input; the official code builds them in the input dtype. Identical in float32.
 * A 1-pixel-wide query grid sits at 0 instead of dividing by zero (deformable.align_corners_grid).

@@ -79,5 +79,5 @@ def legend() -> str:
             "**bold** the best of its column (latency and accuracy: with the attentions tied with it; accuracy: no "
             f"bold when every attention ties); `{NOISY_MARK}` "
             "noisy latency (the 95% interval the verdict uses, the ratio's or else the median's, wider than "
-            f"±{uncertainty.NOISY_REL_CI:.0%}, or fewer than {uncertainty.MIN_SAMPLES} clean samples); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
-            "without a value); `—`: not measured.")
+            f"±{uncertainty.NOISY_REL_CI:.0%}, or fewer than {uncertainty.MIN_SAMPLES} clean samples); `failed`, "
+            "`oom`, `skipped`: the cell produced no value (see Cells without a value); `—`: not measured.")

@@ -95,7 +95,8 @@ def test_counters_direct_api_by_operator():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match=r"settings.flops.softmax: unknown key \(allowed: softmax_macs_per_element, device\)"):
+    with pytest.raises(ValueError, match=r"settings.flops.softmax: unknown key; did you mean "
+                                         r"'softmax_macs_per_element'\? \(allowed: "):
         measure(make_ctx(ToyLinear, settings={"flops": {"softmax": 1}}))
     with pytest.raises(ValueError, match="settings.flops.device: expected 'cpu' or 'cell', got 'gpu'"):
         measure(make_ctx(ToyLinear, settings={"flops": {"device": "gpu"}}))
