@@ -8,6 +8,8 @@ integer is a number).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .hints import did_you_mean
 
 __all__ = ["Errors", "SettingsModel", "RunSettings", "PositiveInt", "pydantic_errors", "check", "parse",
-           "model_from_defaults"]
+           "model_from_defaults", "dataclass_model", "check_dataclass"]
 
 Errors = list[tuple[str, str]]
 
@@ -103,6 +105,25 @@ def parse(model: type[BaseModel], given: Any, where: str) -> dict[str, Any]:
     if errors:
         raise ValueError("; ".join(f"{path}: {msg}" for path, msg in errors))
     return model.model_validate(dict(given or {})).model_dump()
+
+
+@functools.lru_cache(maxsize=None)
+def dataclass_model(cls: type) -> type[SettingsModel]:
+    """A settings model with the fields, types and defaults of the stdlib dataclass ``cls`` (settings kept as
+    dataclasses, e.g. the accuracy job's, are checked by this engine too)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else Field(default_factory=f.default_factory)
+        fields[f.name] = (hints[f.name], default)
+    return create_model(f"{cls.__name__}Settings", __base__=SettingsModel, **fields)
+
+
+def check_dataclass(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Raise ``ValueError`` (one line per problem, as :func:`parse`) unless ``values`` fit the dataclass ``cls``."""
+    errors = check(dataclass_model(cls), values, where)
+    if errors:
+        raise ValueError("; ".join(f"{path}: {msg}" for path, msg in errors))
 
 
 def _annotation(default: Any) -> Any:
