@@ -15,8 +15,9 @@ Fast paths, each with the plain-torch path it falls back to:
 
 A module's ``impl`` is ``"auto"`` or one backend name. ``"auto"`` takes the first fast path whose check passes,
 else the fallback; it picks a Triton kernel only on a CUDA device (the CPU interpreter is for tests and is slow).
-An explicit backend that cannot run raises :class:`BackendError` naming the reason. The modules record what they
-ran (:func:`record`), and :func:`ran` reads it back for the results row's ``backend`` and ``backend_why`` columns.
+An explicit backend that cannot run raises :class:`BackendError` naming the reason. The modules choose through
+:func:`select`, which records what they ran; :func:`ran` reads it back for the results row's ``backend`` and
+``backend_why`` columns.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ __all__ = [
     "choose",
     "on_cuda",
     "ran",
-    "record",
+    "select",
 ]
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the kernels' _DTYPES
@@ -126,27 +127,43 @@ def choose(path: str, impl: str, x: torch.Tensor, owner: str) -> Choice:
     ``owner`` names the module in errors. Raises :class:`BackendError` when ``impl`` names a backend whose check
     refuses this input, with the check's reason.
     """
+    return _choose(path, impl, x.device, x.dtype, owner)
+
+
+def _choose(path: str, impl: str, device: torch.device, dtype: torch.dtype, owner: str) -> Choice:
     fast = FAST_PATHS[path]
     if impl != "auto":
         check = dict(fast).get(impl)
-        reason = check(x.device, x.dtype, True) if check else None
+        reason = check(device, dtype, True) if check else None
         if reason:
             raise BackendError(f"{owner}: impl={impl!r} cannot run the {path} attention: {reason}; use impl='auto' "
                                f"(falls back to {FALLBACK[path]!r}) or impl={FALLBACK[path]!r}")
         return Choice(impl, "requested")
     refusals = []
     for name, check in fast:
-        reason = check(x.device, x.dtype, False)
+        reason = check(device, dtype, False)
         if reason is None:
             return Choice(name, "auto: " + "; ".join(refusals + [f"{name} can run"]))
         refusals.append(f"{name}: {reason}")
     return Choice(FALLBACK[path], "auto: " + "; ".join(refusals))
 
 
-def record(module: nn.Module, path: str, choice: Choice) -> Choice:
-    """Remember on ``module`` what its fast path ``path`` ran with (read by :func:`ran`); returns ``choice``."""
+def select(module: nn.Module, path: str, x: torch.Tensor) -> str:
+    """The backend ``module`` (an attention with ``config.impl``) runs fast path ``path`` with for input ``x``,
+    recorded on the module for :func:`ran`. Under ``torch.compile`` the choice is a constant of the graph (the
+    checks import modules and read flags, which the compiler cannot trace) and is not recorded."""
+    impl = module.config.impl
+    if torch.compiler.is_compiling():
+        return _constant_backend(path, impl, x.device.type, x.device.index, x.dtype, module.name)
+    choice = _choose(path, impl, x.device, x.dtype, module.name)
     module.__dict__.setdefault("_backends_ran", {})[path] = choice
-    return choice
+    return choice.backend
+
+
+@torch.compiler.assume_constant_result
+def _constant_backend(path: str, impl: str, device_type: str, index: Optional[int], dtype: torch.dtype,
+                      owner: str) -> str:
+    return _choose(path, impl, torch.device(device_type, index), dtype, owner).backend
 
 
 def ran(module: nn.Module) -> dict[str, str]:

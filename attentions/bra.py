@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import choose, record
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
@@ -146,7 +146,7 @@ class BRA(Attention):
         H_in, W_in = x.shape[1:3]
         q, k, v, H, W = self._project(x)
         s, m = self.config.n_win, self.config.num_heads
-        impl = record(self, "routed", choose("routed", self.config.impl, x, self.name)).backend
+        impl = select(self, "routed", x)
         idx = self._route(q, k)
         if self._inspector is not None:
             self._inspector.record(self, "bra_routing", q=q, k=k, idx=idx, size=(H_in, W_in), padded=(H, W))

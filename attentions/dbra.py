@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import choose, record
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
@@ -238,9 +238,7 @@ class DBRA(Attention):
     def _impls(self, x: torch.Tensor) -> tuple[str, str]:
         """(routed-attention backend, back-attention backend) for this input (:func:`attentions.backends.choose`),
         recorded on the module for the results row."""
-        impl = self.config.impl
-        return (record(self, "routed", choose("routed", impl, x, self.name)).backend,
-                record(self, "pixel_agent", choose("pixel_agent", impl, x, self.name)).backend)
+        return select(self, "routed", x), select(self, "pixel_agent", x)
 
     # -- steps --------------------------------------------------------------------------------------------------
     def agent_positions(self, q: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import choose, record
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig
 from .cost import Cost
@@ -65,7 +65,7 @@ class MHSA(Attention):
         if self._inspector is not None:
             self._inspector.record(self, "mhsa_row", q=q, k=k, size=(H, W))
         with part("mhsa", "attention"):
-            if record(self, "attention", choose("attention", self.config.impl, q, self.name)).backend == "sdpa":
+            if select(self, "attention", q) == "sdpa":
                 out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
             else:
                 attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)

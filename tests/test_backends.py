@@ -101,3 +101,14 @@ def test_the_row_records_the_backend_and_why():
                                               "routed: auto: triton: the input is on cpu, not CUDA")
     agent = Cell("s", "agent", "agent", {"dim": 32, "num_heads": 2}, 8, 8, 1, "float32", "cpu", "forward", "eager")
     assert "backend" not in CellRunner(["params"], {}).measure(agent).columns  # no fast path, no column
+
+
+@pytest.mark.parametrize("name, config", [("mhsa", dict(dim=16, num_heads=2)),
+                                          ("dbra", dict(dim=16, num_heads=2, n_win=2))])
+def test_the_choice_compiles_into_one_graph(name, config):
+    """The checks import modules and read flags; under torch.compile the choice is a graph constant, so a compiled
+    cell still has no graph break (fullgraph) and computes what eager does."""
+    torch._dynamo.reset()
+    module = attentions.build(name, **config)
+    x = torch.randn(1, 8, 8, 16)
+    torch.testing.assert_close(torch.compile(module, backend="eager", fullgraph=True)(x), module(x))
