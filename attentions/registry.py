@@ -11,7 +11,6 @@ A third-party class only has to follow the shape contract: keyword constructor, 
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 from importlib import metadata
@@ -19,6 +18,8 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import nn
+
+from .suggest import did_you_mean
 
 __all__ = ["register", "available", "resolve", "build", "from_official", "UnknownAttentionError"]
 
@@ -102,10 +103,8 @@ def resolve(name: str) -> type[nn.Module]:
     _load()
     entry = _REGISTRY.get(name)
     if entry is None:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownAttentionError(
-            f"unknown attention {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY))}; "
+            f"unknown attention {name!r}{did_you_mean(name, _REGISTRY)} (registered: {', '.join(sorted(_REGISTRY))}; "
             "or give a dotted path 'package.module:Class')"
         )
     if isinstance(entry, _LazyEntryPoint):

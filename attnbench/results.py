@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # cells imports the suite schema (pydantic); the readers here
 __all__ = ["SCHEMA_VERSION", "STATUSES", "IDENTITY_COLUMNS", "ROW_HEAD", "RESULTS_FILE", "MANIFEST_FILE",
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
            "CELLS_DIR", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
-           "read_manifest", "quarantine_manifest"]
+           "read_manifest", "quarantine_manifest", "FILE_MODE", "created_mode"]
 
 SCHEMA_VERSION = 1
 #: every status a row can have; all are final (``--resume`` does not run such a cell again)
@@ -49,6 +49,8 @@ MANIFEST_FILE = "manifest.json"
 DAMAGED_RESULTS_FILE = "results.damaged.jsonl"
 #: where a corrupt ``manifest.json`` is moved before it is rebuilt
 DAMAGED_MANIFEST_FILE = "manifest.damaged.json"
+#: the mode (before the umask) of every file of a run directory: results.jsonl, manifest.json, shards
+FILE_MODE = 0o644
 #: set by the runner to the run directory being measured: metrics keep their work files there (accuracy jobs)
 RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 #: the advisory lock of the one writer of a run directory (:mod:`attnbench.run_lock`)
@@ -119,7 +121,7 @@ class ResultsWriter:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / RESULTS_FILE
         repair(run_dir)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row durably; on an OSError (a full disk) the partial line is cut off before re-raising."""
@@ -270,10 +272,23 @@ def finished_ids(rows: Iterable[dict[str, Any]]) -> set[str]:
 
 # -- the manifest -------------------------------------------------------------------------------------------------
 
+def created_mode() -> int:
+    """:data:`FILE_MODE` less the process umask: the mode ``os.open(..., FILE_MODE)`` gives a new file. Temporary
+    files (``mkstemp``: 0600) are set to it, so an atomically replaced file has the mode of an appended one."""
+    try:  # Linux shows the umask without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return FILE_MODE & ~mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically: a temporary file in the same directory, fsynced, then renamed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:
+        os.fchmod(fd, created_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

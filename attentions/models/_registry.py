@@ -8,11 +8,12 @@ weights are hosted anywhere, and an official checkpoint is loaded from a file (`
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from typing import Any, Callable, TypeVar
 
 from torch import nn
+
+from ..suggest import did_you_mean
 
 __all__ = ["register_model", "create_model", "list_models", "UnknownModelError", "NoPretrainedWeightsError",
            "no_weights_message"]
@@ -70,9 +71,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         NoPretrainedWeightsError: ``pretrained=True`` (load a checkpoint file with ``from_official`` instead).
     """
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}{hint} (registered: {', '.join(sorted(_MODELS))})")
+        raise UnknownModelError(f"unknown model {name!r}{did_you_mean(name, _MODELS)} "
+                                f"(registered: {', '.join(sorted(_MODELS))})")
     if kwargs.pop("pretrained", False):
         raise NoPretrainedWeightsError(no_weights_message(name))
     return _MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..results import created_mode
+
 __all__ = ["replace_atomically"]
 
 
@@ -17,6 +19,7 @@ def replace_atomically(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, created_mode())  # as results.jsonl is created, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
