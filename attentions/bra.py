@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
 from .profiling import part
 from .registry import register
-from .routing import region_merge, region_partition, resolve_routed_impl, route_topk, routed_attention
+from .routing import region_merge, region_partition, route_topk, routed_attention
 
 __all__ = ["BRA", "BRAConfig"]
 
@@ -55,8 +56,9 @@ class BRAConfig(AttentionConfig):
         topk: routed regions per query region, 1 ≤ topk ≤ n_win² (BiFormer stages 1-3: 1, 4, 16).
         lce_kernel: kernel of the depthwise LCE conv on v; odd, or 0 for no LCE (official ``side_dwconv``).
         auto_pad: zero-pad the input to multiples of ``n_win`` before the projection and crop the output.
-        impl: routed-attention backend: ``"auto"`` (Triton on CUDA when it imports, else torch), ``"torch"``
-            (lean), ``"official"`` (expanded gather, as the official code) or ``"triton"``.
+        impl: routed-attention backend: ``"auto"`` (the first of :mod:`attentions.backends` that can run: Triton
+            on CUDA, else torch), ``"torch"`` (lean), ``"official"`` (expanded gather, as the official code) or
+            ``"triton"`` (an error naming the reason where it cannot run).
     """
 
     n_win: int = 7
@@ -144,7 +146,7 @@ class BRA(Attention):
         H_in, W_in = x.shape[1:3]
         q, k, v, H, W = self._project(x)
         s, m = self.config.n_win, self.config.num_heads
-        impl = resolve_routed_impl(self.config.impl, x)
+        impl = select(self, "routed", x)
         idx = self._route(q, k)
         if self._inspector is not None:
             self._inspector.record(self, "bra_routing", q=q, k=k, idx=idx, size=(H_in, W_in), padded=(H, W))

@@ -8,10 +8,11 @@ raised before any tensor is touched (never a shape error deep inside ``forward``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import typing
 from typing import Any, ClassVar
+
+from .suggest import did_you_mean
 
 __all__ = ["AttentionConfig", "ConfigError", "require", "field_table", "type_ok", "describe_type"]
 
@@ -75,10 +76,9 @@ class AttentionConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in kwargs.items():
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
-                    f"{cls.mechanism}: unknown parameter {key!r}{hint}; allowed: {', '.join(fields)}"
+                    f"{cls.mechanism}: unknown parameter {key!r}{did_you_mean(key, fields)} (allowed: "
+                    f"{', '.join(fields)})"
                 )
             if not type_ok(value, hints[key]):
                 raise ConfigError(

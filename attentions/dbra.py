@@ -27,7 +27,8 @@ Differences from official:
   (``routing.routed_attention``'s chunked Function, ``deformable.pixel_to_agent_attention_lean``, and q, k, v as
   three separate C-wide convs on slices of the same weight, so that saved q and v do not keep k alive); float32
   outputs and gradients equal ``"official"``'s to 1e-6 of their scale, at a fraction of its training-step peak
-  memory (measured in ``docs/dbra.md``). ``"triton"``: fused kernels. ``"auto"``: Triton on CUDA, else torch.
+  memory (measured in ``docs/dbra.md``). ``"triton"``: fused kernels. ``"auto"``: per attention, the first
+  backend of :mod:`attentions.backends` that can run (Triton on CUDA, else torch).
 * Reference points and the query grid are built in float32 (float64 for float64 input) even for half-precision
   input; the official code builds them in the input dtype. Identical in float32.
 * A 1-pixel-wide query grid sits at 0 instead of dividing by zero (deformable.align_corners_grid).
@@ -36,13 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig, require
 from .cost import Cost
@@ -75,7 +76,8 @@ class DBRAConfig(AttentionConfig):
             the common grids 14 and 28 would fail. Padding is a no-op on an input that fits, so outputs there
             and official checkpoints are unaffected; ``auto_pad=False`` restores the official strictness.
         impl: ``"torch"`` (lean: chunked, recomputing attentions), ``"official"`` (expanded gather, materialised
-            back attention), ``"triton"`` or ``"auto"`` (Triton on CUDA if the kernels import, else torch).
+            back attention), ``"triton"`` or ``"auto"`` (per attention, Triton where :mod:`attentions.backends`
+            finds it can run, else torch).
     """
 
     n_win: int = 7
@@ -167,22 +169,9 @@ class _ConvFFN(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel_importable(module: str) -> bool:
-    try:
-        importlib.import_module(f"attentions.kernels.{module}")
-    except ImportError:
-        return False
-    return True
-
-
 def _pixel_agent_triton():
-    try:
-        from .kernels.pixel_agent_attention import pixel_agent_attention_triton
-    except ImportError as e:
-        raise RuntimeError(
-            f"dbra: impl='triton' needs attentions.kernels.pixel_agent_attention, which failed to import ({e}); "
-            "use impl='torch' or 'auto'"
-        ) from e
+    from .kernels.pixel_agent_attention import pixel_agent_attention_triton  # importable: checked by choose()
+
     return pixel_agent_attention_triton
 
 
@@ -247,14 +236,9 @@ class DBRA(Attention):
         return Hp, Wp, Hk, Wk, up(Hk), up(Wk)
 
     def _impls(self, x: torch.Tensor) -> tuple[str, str]:
-        """(routed-attention impl, back-attention impl) for this input."""
-        impl = self.config.impl
-        if impl == "auto":
-            return tuple(  # type: ignore[return-value]
-                "triton" if x.is_cuda and _kernel_importable(mod) else "torch"
-                for mod in ("routed_attention", "pixel_agent_attention")
-            )
-        return impl, impl
+        """(routed-attention backend, back-attention backend) for this input (:func:`attentions.backends.choose`),
+        recorded on the module for the results row."""
+        return select(self, "routed", x), select(self, "pixel_agent", x)
 
     # -- steps --------------------------------------------------------------------------------------------------
     def agent_positions(self, q: torch.Tensor) -> torch.Tensor:

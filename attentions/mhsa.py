@@ -4,18 +4,21 @@ Source: the plain global ``Attention`` (``qkv`` Linear + ``proj`` Linear) of ViT
 arXiv 2010.11929; the layout timm's ``Attention`` and BiFormer's ``models/_common.py`` share, so their weights load
 as they are. Scale is head_dim^-0.5.
 
-Differences from official: none in the maths. ``fused=True`` (default) computes the attention with
-``torch.nn.functional.scaled_dot_product_attention``; ``fused=False`` with the explicit softmax(QKᵀ)V, for
-checking and for counters that cannot see inside SDPA.
+Differences from official: none in the maths. ``impl="sdpa"`` computes the attention with
+``torch.nn.functional.scaled_dot_product_attention``; ``impl="torch"`` with the explicit softmax(QKᵀ)V, for
+checking and for counters that cannot see inside SDPA; ``impl="auto"`` (default) is SDPA wherever
+:func:`attentions.backends.can_run_sdpa` allows it (every device and dtype of a torch that has it).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends import select
 from .base import Attention, check_input
 from .config import AttentionConfig
 from .cost import Cost
@@ -30,11 +33,12 @@ class MHSAConfig(AttentionConfig):
     """
     Args:
         qkv_bias: bias in the qkv projection (True in ViT/timm; BiFormer's stage-4 MHSA uses False).
-        fused: compute through ``scaled_dot_product_attention`` (True) or the explicit math path (False).
+        impl: ``"sdpa"`` (``scaled_dot_product_attention``), ``"torch"`` (the explicit math path) or ``"auto"``
+            (the first of them that can run, :mod:`attentions.backends`).
     """
 
     qkv_bias: bool = True
-    fused: bool = True
+    impl: Literal["auto", "sdpa", "torch"] = "auto"
 
 
 @register("mhsa")
@@ -61,7 +65,7 @@ class MHSA(Attention):
         if self._inspector is not None:
             self._inspector.record(self, "mhsa_row", q=q, k=k, size=(H, W))
         with part("mhsa", "attention"):
-            if self.config.fused:
+            if select(self, "attention", q) == "sdpa":
                 out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
             else:
                 attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)

@@ -3,13 +3,14 @@
 
 A :class:`Registry` maps names to objects (classes, model entrypoints). Registering a name twice with a different
 object is an error naming the holder; looking up an unknown name raises the namespace's own error class with the
-closest registered name and the list of names, so each namespace keeps its vocabulary and its exception type.
+closest registered name (:func:`attentions.suggest.did_you_mean`) and the list of names, so each namespace keeps its vocabulary and its exception type.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
+
+from .suggest import did_you_mean
 
 __all__ = ["Registry"]
 
@@ -57,10 +58,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             pass
-        close = difflib.get_close_matches(name, self._entries, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise self.unknown_error(f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(self.names())}"
-                                 f"{self.unknown_suffix})")
+        raise self.unknown_error(f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)} (registered: "
+                                 f"{', '.join(self.names())}{self.unknown_suffix})")
 
     def copy(self) -> "Registry[T]":
         """An independent registry with the same entries (tests register into a copy)."""

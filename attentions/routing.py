@@ -15,6 +15,8 @@ Follows BiFormer's legacy ``TopkRouting`` / ``KVGather`` (rayleizhu/BiFormer ``o
   gradients as ``"official"`` (float32: within 1e-6). Under ``torch.jit.trace`` (fvcore) it runs the same maths
   as plain ops, with :func:`gather_regions`, so counters see the matmuls.
 * ``"triton"``: the fused kernel in :mod:`attentions.kernels.routed_attention` (loads K/V tiles by region index).
+
+Which one a module's ``impl="auto"`` runs is decided in :mod:`attentions.backends` (``can_run_routed_triton``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ __all__ = [
     "gather_regions",
     "gather_regions_official",
     "routed_attention",
-    "resolve_routed_impl",
     "ROUTED_IMPLS",
 ]
 
@@ -206,27 +207,3 @@ def routed_attention(
 
         return routed_attention_triton(q, k, v, idx, num_heads, scale)
     raise ValueError(f"routed_attention: impl={impl!r} is not one of {ROUTED_IMPLS}")
-
-
-def _triton_kernel_importable() -> bool:
-    try:
-        from .kernels import routed_attention as _  # noqa: F401
-    except ModuleNotFoundError as e:
-        # only a missing triton or a missing kernel module means "not available"; other errors are bugs
-        if e.name not in ("triton", "attentions.kernels.routed_attention"):
-            raise
-        return False
-    return True
-
-
-def resolve_routed_impl(impl: str, x: torch.Tensor) -> str:
-    """The concrete ``routed_attention`` impl for a module's ``impl`` setting and input ``x``.
-
-    ``"auto"`` is ``"triton"`` when ``x`` is on CUDA and the kernel (and triton) imports, else ``"torch"``;
-    any other value is returned unchanged after a check.
-    """
-    if impl == "auto":
-        return "triton" if x.is_cuda and _triton_kernel_importable() else "torch"
-    if impl not in ROUTED_IMPLS:
-        raise ValueError(f"impl={impl!r} is not one of {('auto',) + ROUTED_IMPLS}")
-    return impl

@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(scope="session")
+def cpu_flushes_denormals() -> bool:
+    """Whether this CPU flushes subnormals when asked, seen from arithmetic (not from the flag torch returns):
+    a subnormal times one is zero only while flushing is on. The latency metric must record exactly this."""
+    torch.set_flush_denormal(True)
+    try:
+        return bool((torch.full((4,), 1e-40) * torch.ones(4)).eq(0).all())
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` run only when the marker expression names them (``-m slow``), as the README says."""
-    import pytest
-
     if "slow" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="slow: run with python3 -m pytest -m slow")

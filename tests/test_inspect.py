@@ -8,7 +8,7 @@ import attentions
 from attentions.routing import region_merge, routed_attention
 
 CONFIGS = {
-    "mhsa": {"fused": False},
+    "mhsa": {"impl": "torch"},
     "bra": {"n_win": 4, "topk": 2, "impl": "torch"},
     "dat": {"stride": 4, "offset_kernel": 5, "rpe_size": 16, "n_groups": 2},
     "agent": {"agent_num": 9, "window_size": 16},

@@ -91,7 +91,8 @@ def test_entry_point_group_is_discovered(monkeypatch):
     [
         (dict(dim=64, num_heads=3), r"mhsa: num_heads=3 is not allowed: expected a divisor of dim=64"),
         (dict(dim=0), r"mhsa: dim=0 is not allowed"),
-        (dict(num_head=2), r"unknown parameter 'num_head' \(did you mean 'num_heads'\?\)"),
+        (dict(num_head=2),
+         r"unknown parameter 'num_head'; did you mean 'num_heads'\? \(allowed: dim, num_heads, qkv_bias, impl\)"),
         (dict(dim=64.0), r"dim=64.0 has type float, expected int"),
         (dict(qkv_bias="yes"), r"qkv_bias='yes' has type str, expected bool"),
         (dict(dim=True), r"dim=True has type bool, expected int"),

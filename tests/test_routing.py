@@ -16,7 +16,6 @@ from attentions.routing import (
     gather_regions_official,
     region_merge,
     region_partition,
-    resolve_routed_impl,
     route_topk,
     routed_attention,
 )
@@ -245,12 +244,7 @@ def test_traced_torch_path_uses_plain_ops_with_the_same_result():
     torch.testing.assert_close(traced(q, k, v), fn(q, k, v), atol=1e-6, rtol=0)
 
 
-def test_impl_resolution_and_errors():
-    x = torch.zeros(1)
-    assert resolve_routed_impl("auto", x) == "torch"  # CPU tensor: never Triton
-    assert resolve_routed_impl("official", x) == "official"
-    with pytest.raises(ValueError, match="impl='cuda'"):
-        resolve_routed_impl("cuda", x)
+def test_unknown_impl_is_refused():
     q, k, v, idx = _routed_inputs(1, 4, 2, 2, 4, 1)
     with pytest.raises(ValueError, match="impl='fast'"):
         routed_attention(q, k, v, idx, 2, 0.5, impl="fast")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ..core.results import RUN_DIR_ENV
+from ..core.validation import PositiveInt
 
 __all__ = ["AccuracySettings", "Job", "make_job", "run_job", "build_model", "build_datasets", "default_work_root",
            "code_digest", "data_digest", "WORK_ENV", "RUN_DIR_ENV"]
@@ -63,22 +64,22 @@ class AccuracySettings:
 
     model: str = "swap"
     macro: str = "debiformer_t"
-    img_size: int = 224
+    img_size: PositiveInt = 224
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     data_root: Optional[str] = None
     subset: Union[str, list, None] = "imagenette"
     max_per_class: Optional[int] = None
     val_max_per_class: Optional[int] = None
     synthetic: bool = False
-    synthetic_train_per_class: int = 100
-    synthetic_val_per_class: int = 25
+    synthetic_train_per_class: PositiveInt = 100
+    synthetic_val_per_class: PositiveInt = 25
     synthetic_seed: int = 0
     recipe: dict = dataclasses.field(default_factory=dict)
     work_dir: Optional[str] = None
     resume: bool = True
-    nproc_per_node: int = 1
+    nproc_per_node: PositiveInt = 1
     torchrun_args: list = dataclasses.field(default_factory=list)
-    latency_batch: int = 1
+    latency_batch: PositiveInt = 1
     threads: Union[int, str] = "auto"
     log: bool = True
 
@@ -96,10 +97,6 @@ class AccuracySettings:
         if "img_size" in settings.model_kwargs:
             raise ValueError("settings.accuracy.model_kwargs.img_size is not allowed: set settings.accuracy.img_size "
                              "(it sizes both the model and the data)")
-        for key in ("img_size", "nproc_per_node", "latency_batch", "synthetic_train_per_class",
-                    "synthetic_val_per_class"):
-            if getattr(settings, key) < 1:
-                raise ValueError(f"settings.accuracy.{key}={getattr(settings, key)!r} is not allowed: expected >= 1")
         Recipe.from_dict(settings.recipe, where="settings.accuracy.recipe")
         return settings
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from attentions.config import describe_type, type_ok  # the same type rules as attention configs
+from ..core.validation import check_dataclass
 
 __all__ = ["Recipe", "PAPER_RECIPE", "make_optimizer", "make_scheduler", "make_mixup", "make_criterion",
            "scaled_lr"]
@@ -99,19 +99,10 @@ class Recipe:
 
 
 def check_fields(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The type hints of dataclass ``cls``, after checking that ``values`` has only its fields, each of its type.
-
-    Errors name ``where``, the key, the value and what is expected.
-    """
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; allowed: {', '.join(hints)}")
-    for key, value in values.items():
-        if not type_ok(value, hints[key]):
-            raise ValueError(f"{where}.{key}={value!r} has type {type(value).__name__}, "
-                             f"expected {describe_type(hints[key])}")
-    return hints
+    """The type hints of dataclass ``cls``, after checking ``values`` against its fields with the one validation
+    engine (:func:`attnbench.core.validation.check_dataclass`: unknown keys, types; errors name ``where`` and the key)."""
+    check_dataclass(cls, values, where)
+    return typing.get_type_hints(cls)
 
 
 #: the official ImageNet-1K recipe of DeBiFormer (300 epochs on 8 GPUs at 128 images each)

@@ -97,12 +97,10 @@ def usable_cores() -> int:
 
 
 def other_load() -> float:
-    """Busy cores other than this process's, approximately: the larger of the other processes running now and
-    the 1-minute load average less one (0 where ``/proc`` and the load average are unavailable)."""
-    from ..core.machine_load import sample
+    """Busy cores other than this process's now (:func:`attnbench.core.machine_load.other_load`, the one load rule)."""
+    from ..core import machine_load
 
-    now = sample()
-    return max(float(now["busy"] or 0), float(now["load"] or 0) - 1.0, 0.0)
+    return machine_load.other_load()
 
 
 def choose_threads(setting: Union[int, str], model: nn.Module, device: torch.device, img_size: int,

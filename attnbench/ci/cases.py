@@ -131,26 +131,29 @@ def _op_step(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], pa
 
 def _routed_work(pass_: str, device: torch.device) -> Work:
     """BRA stage-1 layout at 28×28: P = 7·7 regions, 16 tokens each, top-4 routed regions, C = 64, 2 heads."""
+    from attentions.backends import choose
     from attentions.routing import routed_attention
 
     grad = pass_ == "forward_backward"
     B, P, n, C, topk = 1, 49, 16, 64, 4
     q, k, v = (_seeded(B, P, n, C, device=device, grad=grad) for _ in range(3))
     idx = torch.randint(0, P, (B, P, topk), generator=torch.Generator().manual_seed(SEED)).to(device)
-    impl = "triton" if device.type == "cuda" else "torch"
+    impl = choose("routed", "auto", q, "ci routed case").backend
     step, reset = _op_step(lambda q, k, v: routed_attention(q, k, v, idx, 2, C ** -0.5, impl=impl), (q, k, v), pass_)
     return Work(step, reset, device)
 
 
 def _pixel_agent_work(pass_: str, device: torch.device) -> Work:
     """DBRA stage-1 layout at 28×28: 2 heads of 32, 784 pixels against 7·7 agents, one offset group, 28×28 RPE."""
+    from attentions.backends import choose
+
     grad = pass_ == "forward_backward"
     m, H, d, Ns, G = 2, 28, 32, 49, 1
     q = _seeded(m, H * H, d, device=device, grad=grad)
     k, v = _seeded(m, Ns, d, device=device, grad=grad), _seeded(m, Ns, d, device=device, grad=grad)
     pos = (torch.rand(G, Ns, 2, generator=torch.Generator().manual_seed(SEED)) * 2 - 1).to(device)
     table = _seeded(m, 2 * H - 1, 2 * H - 1, device=device, grad=grad)
-    if device.type == "cuda":
+    if choose("pixel_agent", "auto", q, "ci pixel-agent case").backend == "triton":
         from attentions.kernels import pixel_agent_attention_triton as fn
     else:
         from attentions.deformable import pixel_to_agent_attention_torch as fn

@@ -9,7 +9,7 @@ import click
 
 from ..core.errors import UserError
 from ..engine.executors.cli import _chosen, _overrides, executor_options, run_if_executor
-from ..core.hints import check_run_dir, suggest_suite
+from ..core.hints import check_run_dir, suggest_suite, suggestion
 from ..engine.progress import format_seconds
 from ..core.results import FAILED_STATUSES, MANIFEST_FILE, RESULTS_FILE, STATUSES
 from ..suite.schema import SuiteError
@@ -75,8 +75,7 @@ def _check_suite_path(suite: Optional[str]) -> None:
         raise SuiteError(f"{suite}: is a directory; expected a suite YAML file (e.g. suites/smoke.yaml)")
     if suite is None or os.path.lexists(suite):
         return  # a file that exists but cannot be read is reported by load_suite, naming the reason
-    near = suggest_suite(suite)
-    hint = f"; did you mean {near}?" if near else ""
+    hint = suggestion(suggest_suite(suite))
     raise SuiteError(f"{suite}: cannot read suite file: No such file or directory{hint}")
 
 

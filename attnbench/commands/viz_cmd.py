@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..core.errors import UserError
-from ..core.hints import check_run_dir, closest, suggest_sibling
+from ..core.hints import check_run_dir, closest, suggest_sibling, suggestion
 
 __all__ = ["command"]
 
@@ -51,12 +51,11 @@ def check_images(specs) -> None:
             name = spec.split(":", 1)[1]
             if name not in SKIMAGE_PHOTOS:
                 near = closest(name, SKIMAGE_PHOTOS)
-                hint = f"; did you mean 'skimage:{near}'?" if near else ""
+                hint = suggestion(repr(f"skimage:{near}") if near else None)
                 raise UserError(f"image {spec!r} is not one of the shipped photos{hint} (expected one of "
                                 f"{', '.join('skimage:' + n for n in SKIMAGE_PHOTOS)})")
         elif not os.path.exists(spec):
-            near = suggest_sibling(spec)
-            hint = f"; did you mean {near}?" if near else ""
+            hint = suggestion(suggest_sibling(spec))
             raise UserError(f"image {spec}: no such file or folder{hint} (or use skimage:NAME, e.g. "
                             "skimage:astronaut)")
 
@@ -72,9 +71,7 @@ def check_sources(run_dir, official, random_) -> None:
             raise UserError(f"--official {official!r}: expected MODEL=CHECKPOINT, e.g. debiformer_t=debi_tiny.pth")
         name, path = official.split("=", 1)
         if not os.path.isfile(path):
-            near = suggest_sibling(path)
-            raise UserError(f"--official {name}={path}: no such checkpoint file"
-                            + (f"; did you mean {near}?" if near else ""))
+            raise UserError(f"--official {name}={path}: no such checkpoint file{suggestion(suggest_sibling(path))}")
 
 
 @click.command("viz")

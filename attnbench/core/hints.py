@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from .results import MANIFEST_FILE, RESULTS_FILE
 
-__all__ = ["closest", "did_you_mean", "suggest_suite", "suggest_sibling", "is_run_dir", "run_dir_hint",
+__all__ = ["closest", "did_you_mean", "suggestion", "suggest_suite", "suggest_sibling", "is_run_dir", "run_dir_hint",
            "check_run_dir", "check_run_dirs", "pattern_hint", "import_path_hint", "SUITE_SUFFIXES"]
 
 SUITE_SUFFIXES = (".yaml", ".yml")
@@ -27,7 +27,9 @@ MAX_SIBLINGS = 5000
 
 def closest(word: str, options: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
     """The option nearest to ``word``: the only one equal to it but for case, else the only one it is a prefix of,
-    else difflib's best above ``cutoff``."""
+    else difflib's best above ``cutoff``. The one rule of every "did you mean"; ``attentions.suggest.closest`` is
+    its copy for the attentions package, which cannot import this one (``tests/test_suggest.py`` pins them
+    equal), as this one cannot import attentions (torch) before the CLI has checked its arguments."""
     options = list(dict.fromkeys(options))
     same_case = [o for o in options if o.lower() == word.lower()]
     if len(same_case) == 1:  # DBRA -> dbra
@@ -39,10 +41,15 @@ def closest(word: str, options: Iterable[str], cutoff: float = 0.6) -> Optional[
     return close[0] if close else None
 
 
+def suggestion(near: Optional[str]) -> str:
+    """``"; did you mean NEAR?"``, or ``""`` without one: the one wording of every hint."""
+    return f"; did you mean {near}?" if near else ""
+
+
 def did_you_mean(word: str, options: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the nearest option (difflib only), or ``""`` when none is close."""
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    """``"; did you mean 'x'?"`` for the option :func:`closest` to ``word``, or ``""`` when none is near."""
+    near = closest(word, options)
+    return suggestion(repr(near) if near else None)
 
 
 def shipped_suites_dir() -> Path:
@@ -106,9 +113,8 @@ def pattern_hint(pattern: str, names: Sequence[str]) -> str:
     if not any(c in pattern for c in "*?["):
         starting = [n for n in names if n.startswith(pattern)]
         if len(starting) > 1:
-            return f"; did you mean {pattern + '*'!r} ({', '.join(starting)})?"
-    name = closest(pattern.strip("*?"), names)
-    return f"; did you mean {name!r}?" if name else ""
+            return suggestion(f"{pattern + '*'!r} ({', '.join(starting)})")
+    return did_you_mean(pattern.strip("*?"), names)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -118,8 +124,7 @@ def is_run_dir(path: Path) -> bool:
 
 def run_dir_hint(given: str) -> str:
     """``"; did you mean runs/x?"`` for a run directory that is not there: the nearest directory beside it."""
-    near = suggest_sibling(given, is_run_dir)
-    return f"; did you mean {near}?" if near else ""
+    return suggestion(suggest_sibling(given, is_run_dir))
 
 
 def check_run_dir(path: str, option: str = "", expected: str = "a run directory made by attnbench run") -> None:

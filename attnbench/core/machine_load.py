@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Optional
 
-__all__ = ["sample", "cell_columns", "summarize", "judge", "UNDER_LOAD_SHARE", "BUSY_CELL_SHARE",
-           "PREEMPTED_SHARE"]
+__all__ = ["sample", "cell_columns", "summarize", "judge", "other_load", "UNDER_LOAD_SHARE", "BUSY_CELL_SHARE",
+           "PREEMPTED_SHARE", "OWN_LOAD"]
 
 #: other load (beyond this process's one unit) of at least this many cores' worth, on average, is load
 UNDER_LOAD_SHARE = 0.5
@@ -34,6 +34,8 @@ UNDER_LOAD_SHARE = 0.5
 BUSY_CELL_SHARE = 0.10
 #: at least this share of preempted latency samples is load
 PREEMPTED_SHARE = 0.02
+#: this process's own share of the load average while it measures (one busy thread)
+OWN_LOAD = 1.0
 
 
 def _busy_processes() -> Optional[int]:
@@ -64,6 +66,14 @@ def sample() -> dict[str, Any]:
     except OSError:
         load = None
     return {"load": load, "busy": _busy_processes()}
+
+
+def other_load(reading: Optional[dict[str, Any]] = None) -> float:
+    """Cores busy with other work, approximately, from a :func:`sample` (taken now by default): the larger of the
+    other running processes and the load average less :data:`OWN_LOAD` (0 without ``/proc`` or a load average).
+    Used where a decision needs the load now (the accuracy metric's free threads); :func:`judge` rules on a run."""
+    now = sample() if reading is None else reading
+    return max(float(now["busy"] or 0), float(now["load"] or 0) - OWN_LOAD, 0.0)
 
 
 def cell_columns(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +120,9 @@ def judge(load: dict[str, Any]) -> tuple[bool, list[str]]:
     if cells and busy / cells >= BUSY_CELL_SHARE:
         why.append(f"another process running in {busy} of {cells} cells")
     mean_load, max_load = load.get("mean_load"), load.get("max_load")
-    if _finite(mean_load) and mean_load - 1 >= UNDER_LOAD_SHARE:
+    if _finite(mean_load) and mean_load - OWN_LOAD >= UNDER_LOAD_SHARE:
         why.append(f"mean 1-min load average {mean_load:g} on {cores} cores")
-    elif _finite(max_load) and max_load - 1 > UNDER_LOAD_SHARE * cores:
+    elif _finite(max_load) and max_load - OWN_LOAD > UNDER_LOAD_SHARE * cores:
         why.append(f"1-min load average up to {max_load:g} on {cores} cores")
     return bool(why), why
 

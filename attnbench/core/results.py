@@ -40,7 +40,7 @@ __all__ = ["SCHEMA_VERSION", "STATUSES", "FAILED_STATUSES", "IDENTITY_COLUMNS", 
            "DAMAGED_RESULTS_FILE", "DAMAGED_MANIFEST_FILE", "LOCK_FILE", "RUN_DIR_ENV", "ResultsWriter", "Scan", "make_row",
            "CELLS_DIR", "SHARDS_DIR", "shard_dir", "scan_results", "read_rows", "read_results_file", "repair", "finished_ids", "write_manifest",
            "read_manifest", "quarantine_manifest", "METRIC_COLUMNS", "INT_COLUMNS", "FLOAT_COLUMNS", "now_iso",
-           "row_line", "json_text", "replace_atomically"]
+           "row_line", "json_text", "replace_atomically", "FILE_MODE", "created_mode"]
 
 SCHEMA_VERSION = 1
 #: every status a row can have; all are final (``--resume`` does not run such a cell again)
@@ -53,6 +53,8 @@ MANIFEST_FILE = "manifest.json"
 DAMAGED_RESULTS_FILE = "results.damaged.jsonl"
 #: where a corrupt ``manifest.json`` is moved before it is rebuilt
 DAMAGED_MANIFEST_FILE = "manifest.damaged.json"
+#: the mode (before the umask) of every file of a run directory: results.jsonl, manifest.json, shards
+FILE_MODE = 0o644
 #: set by the runner to the run directory being measured: metrics keep their work files there (accuracy jobs)
 RUN_DIR_ENV = "ATTNBENCH_RUN_DIR"
 #: the advisory lock of the one writer of a run directory (:mod:`attnbench.engine.run_lock`)
@@ -156,7 +158,7 @@ class ResultsWriter:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / RESULTS_FILE
         repair(run_dir)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row durably; on an OSError (a full disk) the partial line is cut off before re-raising."""
@@ -307,6 +309,18 @@ def finished_ids(rows: Iterable[dict[str, Any]]) -> set[str]:
 
 # -- the manifest -------------------------------------------------------------------------------------------------
 
+def created_mode() -> int:
+    """:data:`FILE_MODE` less the process umask: the mode ``os.open(..., FILE_MODE)`` gives a new file. Temporary
+    files (``mkstemp``: 0600) are set to it, so an atomically replaced file has the mode of an appended one."""
+    try:  # Linux shows the umask without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return FILE_MODE & ~mask
+
+
 def replace_atomically(path: str | Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically: a temporary file in the same directory, fsynced, then renamed.
 
@@ -316,6 +330,7 @@ def replace_atomically(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:
+        os.fchmod(fd, created_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 import attentions
+from attentions.backends import ran as backends_ran
 
 from .. import metrics
 from ..suite.cells import Cell
@@ -262,6 +263,7 @@ class CellRunner:
                 # what the module really runs with (the suite's config holds only what it gave)
                 columns: dict[str, Any] = ({"effective_config": effective_config(module, dict(cell.config))}
                                            if cell.kind == "attention" else {})
+                columns.update(backends_ran(module))  # which backend each fast path ran with in that forward, why
                 module = None  # metrics build their own; this one would only hold memory
                 for name, fn in self.functions:
                     stage = name

@@ -36,21 +36,32 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from attentions.cost import PARTS
 from attentions.profiling import part_of_scope
 
 from ._part_counts import OTHER, count_parts
 from ._passes import Step, first_call, maybe_compile
+from ..core.validation import SettingsModel
 from ._settings import read_settings
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "STEP_SCOPE", "attribute", "measure", "profile_step"]
 
-DEFAULTS: dict[str, Any] = {"repeats": 2, "warmup": 1}
+
+
+class Settings(SettingsModel):
+    """``settings.breakdown``: profiled steps, after ``warmup`` unprofiled ones."""
+
+    repeats: Annotated[int, Field(ge=1)] = 2
+    warmup: Annotated[int, Field(ge=0)] = 1
+
+
+DEFAULTS: dict[str, Any] = Settings().model_dump()
 STEP_SCOPE = "attnbench.breakdown.step"
 _BACKWARD = "autograd::engine::evaluate_function:"
 
@@ -151,10 +162,7 @@ def profile_step(step: Step, repeats: int, cuda: bool) -> dict[str, Any]:
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """The ``breakdown_*`` columns of the cell (see the module docstring)."""
-    opts = read_settings(ctx, "breakdown", DEFAULTS)
-    if opts["repeats"] < 1 or opts["warmup"] < 0:
-        raise ValueError("settings.breakdown: repeats must be >= 1 and warmup >= 0, "
-                         f"got repeats={opts['repeats']}, warmup={opts['warmup']}")
+    opts = read_settings(ctx, "breakdown", Settings)
     started = time.perf_counter()
     module = ctx.make_module()
     counts = count_parts(module, ctx.make_input(requires_grad=False))

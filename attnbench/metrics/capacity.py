@@ -35,19 +35,33 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import torch
+from pydantic import Field
 
 from ._cpu_memory import cpu_peak_bytes
 from ._passes import Step, first_call, maybe_compile
+from ..core.validation import SettingsModel
 from ._settings import read_settings
 from .base import MetricContext
 from .memory import cuda_peak_bytes
 
 __all__ = ["DEFAULTS", "DEPENDS_ON", "CPU_BUDGET_GIB", "Search", "search", "predict_grid", "measure"]
 
-DEFAULTS: dict[str, Any] = {"budget_gib": 0.0, "start_grid": 14, "step": 4, "max_grid": 1024, "max_probe_s": 60.0}
+
+
+class Settings(SettingsModel):
+    """``settings.capacity`` (see the module docstring); ``budget_gib`` 0 is the device's default budget."""
+
+    budget_gib: Annotated[float, Field(ge=0)] = 0.0
+    start_grid: Annotated[int, Field(ge=1)] = 14
+    step: Annotated[int, Field(ge=1)] = 4
+    max_grid: Annotated[int, Field(ge=1)] = 1024
+    max_probe_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+DEFAULTS: dict[str, Any] = Settings().model_dump()
 DEPENDS_ON = ("attention", "label", "config", "batch", "dtype", "device", "pass", "mode")
 #: the default budget on a CPU (see the module docstring)
 CPU_BUDGET_GIB = 1 / 32
@@ -171,12 +185,7 @@ def peak_bytes_at(ctx: MetricContext, grid: int) -> Optional[int]:
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """The ``capacity_*`` columns (see the module docstring)."""
-    opts = read_settings(ctx, "capacity", DEFAULTS)
-    for key in ("start_grid", "step", "max_grid"):
-        if opts[key] < 1:
-            raise ValueError(f"settings.capacity.{key}={opts[key]} must be >= 1")
-    if opts["budget_gib"] < 0 or opts["max_probe_s"] <= 0:
-        raise ValueError("settings.capacity: budget_gib must be >= 0 (0: the device default) and max_probe_s > 0")
+    opts = read_settings(ctx, "capacity", Settings)
     budget = _budget_bytes(opts["budget_gib"], ctx.device)
     t0 = time.perf_counter()
     found = search(lambda g: peak_bytes_at(ctx, g), budget, start_grid=opts["start_grid"], step=opts["step"],

@@ -36,7 +36,7 @@ DEFAULT_GRIDS = (28, 56)
 FIT_AT_GRID = {("dbra", 28): {"auto_pad": True}}
 #: stage configs from the specs (BiFormer-T/S and DeBiFormer-T/S stages 2-3 at their 224² resolutions; DAT v1)
 STAGE_CASES: list[tuple[str, str, dict[str, Any], int]] = [
-    ("mhsa", "unfused", {"fused": False}, 28),
+    ("mhsa", "unfused", {"impl": "torch"}, 28),
     ("bra", "biformer-stage2", {"dim": 128, "num_heads": 4, "topk": 4}, 28),
     ("bra", "biformer-stage3", {"dim": 256, "num_heads": 8, "topk": 16}, 14),
     ("dbra", "debiformer-stage2",

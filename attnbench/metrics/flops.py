@@ -23,18 +23,30 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ._fvcore_handles import fvcore_handles
+from ..core.validation import SettingsModel
 from ._settings import read_settings
 from .base import MetricContext
 
 __all__ = ["DEPENDS_ON", "FvcoreCount", "count_fvcore", "count_torch", "count_analytic", "uncounted_ops", "measure"]
 
-DEFAULTS = {"softmax_macs_per_element": 0, "device": "cpu"}
+
+
+class Settings(SettingsModel):
+    """``settings.flops``: MACs charged per softmax element, and where to count (``cpu`` in float32, or the
+    cell's own device and dtype)."""
+
+    softmax_macs_per_element: Annotated[int, Field(ge=0)] = 0
+    device: Literal["cpu", "cell"] = "cpu"
+
+
+DEFAULTS = Settings().model_dump()
 #: the cell identity keys the counts depend on (batch 1, shape-only: the runner reuses them across the rest)
 DEPENDS_ON = ("attention", "config", "height", "width")
 
@@ -118,8 +130,6 @@ def uncounted_ops(fvcore_unsupported: dict[str, int], torch_counted: dict[str, i
 
 
 def _counting_setup(ctx: MetricContext, device: str) -> tuple[nn.Module, torch.Tensor]:
-    if device not in ("cpu", "cell"):
-        raise ValueError(f"settings.flops.device={device!r} is not allowed: expected 'cpu' or 'cell'")
     dev, dtype = (torch.device("cpu"), torch.float32) if device == "cpu" else (ctx.device, ctx.dtype)
     module = ctx.make_module().to(device=dev, dtype=dtype).eval()
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
@@ -129,9 +139,7 @@ def _counting_setup(ctx: MetricContext, device: str) -> tuple[nn.Module, torch.T
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """``macs_fvcore``, ``flops_torch``, the analytic columns and ``flops_uncounted_ops`` of the cell (batch 1)."""
-    s = read_settings(ctx, "flops", DEFAULTS)
-    if s["softmax_macs_per_element"] < 0:
-        raise ValueError(f"settings.flops.softmax_macs_per_element={s['softmax_macs_per_element']} must be >= 0")
+    s = read_settings(ctx, "flops", Settings)
     module, x = _counting_setup(ctx, s["device"])
     fv = count_fvcore(module, x, s["softmax_macs_per_element"])
     flops_torch, torch_by_op = count_torch(module, x)

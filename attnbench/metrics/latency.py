@@ -58,44 +58,56 @@ import dataclasses
 import gc
 import math
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import torch
+from pydantic import Field, model_validator
 
 from ..core import stats, uncertainty
 from ..core.torch_threads import use_threads
 from ._passes import Step, first_call, maybe_compile
-from ._settings import merge_settings
+from ..core.validation import PositiveInt, SettingsModel, parse
 from .base import MetricContext
 
 __all__ = ["DEFAULTS", "MIN_SAMPLES", "quantile", "summarize", "summarize_paired", "sample_rounds", "Rounds",
-           "Policy", "is_noisy", "measure_group", "samples_per_round", "round_schedule", "count_subnormal", "throughput", "measure", "validate_settings", "finish_row",
+           "Policy", "Settings", "measure_group", "samples_per_round", "round_schedule", "count_subnormal", "throughput", "measure", "finish_row",
            "merge_rows"]
 
-DEFAULTS: dict[str, Any] = {
-    "warmup": 3,
-    "compile_warmup": 5,
-    "target_rel_ci": uncertainty.TARGET_REL_CI,
-    "noisy_rel_ci": uncertainty.NOISY_REL_CI,
-    "min_repeats": 10,
-    "min_epochs": 4,
-    "min_time_s": 0.0,
-    "max_repeats": 1000,
-    "max_time_s": 10.0,
-    "budget_s": None,
-    "suite_budget_s": None,
-    "epoch_s": 0.1,
-    "short_call_s": 0.25,
-    "preempt_fraction": uncertainty.PREEMPT_FRACTION,
-    "min_block_s": 1e-3,
-    "processes": 1,
-    "threads": None,
-    "paired": True,
-    "shared_baseline": True,
-    "flush_denormal": True,
-}
-#: settings whose ``None`` default takes a number (seconds), not an int
-_OPTIONAL_SECONDS = ("budget_s", "suite_budget_s")
+_Seconds = Optional[Annotated[float, Field(gt=0)]]
+
+
+class Settings(SettingsModel):
+    """``settings.latency``: types, defaults and ranges (docs/metrics.md describes each option)."""
+
+    warmup: Annotated[int, Field(ge=0)] = 3
+    compile_warmup: Annotated[int, Field(ge=0)] = 5
+    target_rel_ci: Annotated[float, Field(gt=0)] = uncertainty.TARGET_REL_CI
+    noisy_rel_ci: Annotated[float, Field(gt=0)] = uncertainty.NOISY_REL_CI
+    min_repeats: Annotated[int, Field(ge=1)] = 10
+    min_epochs: Annotated[int, Field(ge=1)] = 4
+    min_time_s: Annotated[float, Field(ge=0)] = 0.0
+    max_repeats: int = 1000
+    max_time_s: Annotated[float, Field(gt=0)] = 10.0
+    budget_s: _Seconds = None
+    suite_budget_s: _Seconds = None
+    epoch_s: Annotated[float, Field(ge=0)] = 0.1
+    short_call_s: Annotated[float, Field(ge=0)] = 0.25
+    preempt_fraction: Annotated[float, Field(gt=0, lt=1)] = uncertainty.PREEMPT_FRACTION
+    min_block_s: Annotated[float, Field(ge=0)] = 1e-3
+    processes: Annotated[int, Field(ge=1)] = 1
+    threads: Optional[PositiveInt] = None
+    paired: bool = True
+    shared_baseline: bool = True
+    flush_denormal: bool = True
+
+    @model_validator(mode="after")
+    def _repeats_in_order(self) -> "Settings":
+        if self.max_repeats < self.min_repeats:
+            raise ValueError(f"max_repeats={self.max_repeats} must be >= min_repeats={self.min_repeats}")
+        return self
+
+
+DEFAULTS: dict[str, Any] = Settings().model_dump()
 MIN_SAMPLES = uncertainty.MIN_SAMPLES
 MAX_BLOCK = 1000
 #: an epoch never holds more rounds than this (so even the fastest cell has several epochs)
@@ -114,11 +126,6 @@ def quantile(sorted_values: list[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def is_noisy(row: dict[str, Any]) -> bool:
-    """The noisy flag of a finished row: :func:`attnbench.core.uncertainty.is_noisy` (the one rule)."""
-    return uncertainty.is_noisy(row)
 
 
 def _split(values: Sequence[float], mask: Sequence[bool], epoch_sizes: Sequence[int]) -> list[list[float]]:
@@ -735,49 +742,14 @@ def measure_group(ctxs: Sequence[MetricContext], reported: Sequence[int],
 
 
 def _validate(s: dict[str, Any]) -> None:
-    for key in ("warmup", "compile_warmup"):
-        if s[key] < 0:
-            raise ValueError(f"settings.latency.{key}={s[key]} must be >= 0")
-    for key in ("min_repeats", "min_epochs", "processes"):
-        if s[key] < 1:
-            raise ValueError(f"settings.latency.{key}={s[key]} must be >= 1")
-    if s["max_repeats"] < s["min_repeats"]:
-        raise ValueError(
-            f"settings.latency.max_repeats={s['max_repeats']} must be >= min_repeats={s['min_repeats']}"
-        )
-    for key in ("min_time_s", "min_block_s", "short_call_s", "epoch_s"):
-        if s[key] < 0:
-            raise ValueError(f"settings.latency.{key}={s[key]} must be >= 0")
-    for key in ("max_time_s", "target_rel_ci", "noisy_rel_ci"):
-        if s[key] <= 0:
-            raise ValueError(f"settings.latency.{key}={s[key]} must be > 0")
-    for key in _OPTIONAL_SECONDS:
-        if s[key] is not None and s[key] <= 0:
-            raise ValueError(f"settings.latency.{key}={s[key]} must be > 0 (or null: none)")
-    if not 0 < s["preempt_fraction"] < 1:
-        raise ValueError(f"settings.latency.preempt_fraction={s['preempt_fraction']} must be between 0 and 1")
-    if s["threads"] is not None and s["threads"] < 1:
-        raise ValueError(f"settings.latency.threads={s['threads']} must be >= 1")
+    """Check a settings dict against :class:`Settings` (what :func:`_merge` returns already passed it)."""
+    parse(Settings, s, "settings.latency")
 
 
 def _merge(given: Any) -> dict[str, Any]:
-    """``settings.latency`` over :data:`DEFAULTS`; the optional budgets take any number of seconds."""
-    given = dict(given or {}) if isinstance(given, dict) else given
-    seconds = {}
-    if isinstance(given, dict):
-        for key in _OPTIONAL_SECONDS:
-            if key in given:
-                value = given.pop(key)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                    raise ValueError(f"settings.latency.{key}={value!r} has type {type(value).__name__}, "
-                                     "expected a number of seconds or null")
-                seconds[key] = None if value is None else float(value)
-    return {**merge_settings(given, "latency", DEFAULTS), **seconds}
-
-
-def validate_settings(given: dict[str, Any]) -> None:
-    """Check a suite's ``settings.latency`` at load time (types and ranges), so a bad value fails the suite once."""
-    _validate(_merge(given))
+    """``settings.latency`` over the defaults of :class:`Settings`, validated (the suite's load-time check and this
+    run-time read use the same model, so the same message)."""
+    return parse(Settings, given, "settings.latency")
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:

@@ -33,13 +33,23 @@ from ._cpu_memory import METHOD as CPU_METHOD
 from ._cpu_memory import cpu_peak_bytes
 from ._passes import Step, first_call, maybe_compile
 from ..core.torch_threads import use_threads
+from ..core.validation import PositiveInt, SettingsModel
 from ._settings import read_settings
 from .base import MetricContext
 
 __all__ = ["CUDA_METHOD", "CPU_METHOD", "cuda_peak_bytes", "measure"]
 
 CUDA_METHOD = "cuda_max_allocated"
-DEFAULTS: dict[str, Any] = {"threads": 1}
+
+
+class Settings(SettingsModel):
+    """``settings.memory``: the torch threads of the measured call (never null: the count is recorded and must be
+    the same wherever the cell runs)."""
+
+    threads: PositiveInt = 1
+
+
+DEFAULTS: dict[str, Any] = Settings().model_dump()
 
 
 def cuda_peak_bytes(step: Step, device: torch.device) -> int:
@@ -54,10 +64,7 @@ def cuda_peak_bytes(step: Step, device: torch.device) -> int:
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     """The ``mem_peak_bytes``, ``mem_method`` and ``mem_threads`` columns of the cell."""
-    s = read_settings(ctx, "memory", DEFAULTS)
-    if s["threads"] is None or s["threads"] < 1:
-        raise ValueError(f"settings.memory.threads={s['threads']!r} must be an int >= 1 (the count is recorded "
-                         "and must be the same wherever the cell runs)")
+    s = read_settings(ctx, "memory", Settings)
     with use_threads(s["threads"]):
         return {**_measure(ctx), "mem_threads": torch.get_num_threads()}
 

@@ -64,6 +64,24 @@ def failure_banners(frame: pd.DataFrame) -> list[str]:
     return banners
 
 
+def all_failed(frame: pd.DataFrame) -> dict:
+    """``{run_id: sentence}`` for each run none of whose cells measured anything (no ``ok`` row): its verdict is
+    that sentence, not tables in which every entry says ``failed``."""
+    out = {}
+    for run_id, rows in frame.groupby("run_id", sort=False):
+        if (rows["status"].astype(str) == "ok").any():
+            continue
+        counts = rows["status"].astype(str).value_counts()
+        tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+        failed = rows[failed_mask(rows)]
+        errors = f" Errors, most frequent first: {_why(failed)}." if len(failed) else ""
+        out[run_id] = (f"No cell of run `{run_id}` was measured ({tally} of {len(rows)} cells), so it has no winner, "
+                       f"crossover, scaling exponent or front to report.{errors} Every cell is listed under "
+                       f"\"Cells without a value\"; after a fix, `attnbench run --resume {run_id} --retry-failed` "
+                       "measures them again.")
+    return out
+
+
 def failed_at(frame: pd.DataFrame, run_id, context: tuple, pass_=None, batch=None) -> dict[tuple, list[str]]:
     """(H, W) -> the series that failed there, in run ``run_id`` and (device, dtype, mode) ``context``, at
     ``pass_``/``batch`` when given (any when None)."""

@@ -13,7 +13,7 @@ import pandas as pd
 from ..core import machine_load
 from .acc_uncertainty import accuracy_front, estimates, most_accurate
 from .derive import numeric
-from .failures import failed_at, with_failures
+from .failures import all_failed, failed_at, with_failures
 from .load import Runs
 from .tables import Section, Table, fmt_count, fmt_num, fmt_ratio
 from .verdict import (CONTEXT, THEORY, Winner, accuracy_winner, best_by_resolution, crossovers, pareto_fronts,
@@ -313,7 +313,11 @@ def accuracy_tables(frame: pd.DataFrame) -> list[Table]:
 
 
 def headline_sections(frame: pd.DataFrame) -> list[Section]:
-    """The verdict, in reading order: winners, crossovers, scaling exponents, Pareto fronts."""
+    """The verdict, in reading order: winners, crossovers, scaling exponents, Pareto fronts; a run whose every
+    cell failed gets one section saying so instead (:func:`attnbench.report.failures.all_failed`)."""
+    nothing = all_failed(frame)
+    said = [Section("all_failed", f"Every cell of run `{run_id}` failed", text, []) for run_id, text in nothing.items()]
+    frame = frame[~frame["run_id"].isin(list(nothing))]
     theory = "; ".join(f"`{name}` {k}: {why}" for name, (k, why) in THEORY.items())
     sections = [
         Section("best", "Which attention is cheapest at each resolution",
@@ -340,4 +344,4 @@ def headline_sections(frame: pd.DataFrame) -> list[Section]:
                 "The attentions no other attention beats on both costs at that resolution, cheapest in the first "
                 "cost first.", pareto_tables(frame)),
     ]
-    return [s for s in sections if s.tables]
+    return said + [s for s in sections if s.tables]

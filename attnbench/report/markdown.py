@@ -2,6 +2,7 @@
 without a value, the environment."""
 from __future__ import annotations
 
+from ..core import uncertainty
 from .tables import NOISY_MARK, Table
 
 __all__ = ["legend", "md_table", "render_summary"]
@@ -77,6 +78,6 @@ def legend() -> str:
             "minus the baseline's with the 95% interval of the difference (`tie`: it holds 0, indistinguishable); "
             "**bold** the best of its column (latency and accuracy: with the attentions tied with it; accuracy: no "
             f"bold when every attention ties); `{NOISY_MARK}` "
-            "noisy latency (the 95% interval the verdict uses, the ratio's or else the median's, wider than ±10%, or "
-            "fewer than 5 clean samples); `failed`, `oom`, `skipped`: the cell produced no value (see Cells "
-            "without a value); `—`: not measured.")
+            "noisy latency (the 95% interval the verdict uses, the ratio's or else the median's, wider than "
+            f"±{uncertainty.NOISY_REL_CI:.0%}, or fewer than {uncertainty.MIN_SAMPLES} clean samples); `failed`, "
+            "`oom`, `skipped`: the cell produced no value (see Cells without a value); `—`: not measured.")

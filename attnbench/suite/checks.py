@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
+from ..core import validation
 from .factors import factor_errors
 from ..core.hints import import_path_hint
 from .schema import CELL_KEYS, DTYPES, MODES, PASSES, Suite, did_you_mean, parse_resolution
@@ -31,27 +32,6 @@ __all__ = ["pydantic_errors", "structural_errors", "attention_errors", "model_er
            "accepted_keys"]
 
 Errors = list[tuple[str, str]]
-
-_EXPECTED = {
-    "int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float": "expected an integer",
-    "float_type": "expected a number", "float_parsing": "expected a number",
-    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
-    "string_type": "expected a string", "list_type": "expected a list", "tuple_type": "expected a list",
-    "dict_type": "expected a mapping", "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
-}
-
-
-def _path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in str(part) or str(part).startswith("function-"):
-            continue  # pydantic's validator tags, not keys
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(suite)"
-
 
 def _allowed_keys(loc: tuple) -> list[str]:
     """The keys the model at ``loc`` takes (by YAML name), for 'unknown key' messages."""
@@ -76,28 +56,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def pydantic_errors(error: ValidationError) -> Errors:
-    """pydantic's errors as (key path, 'expected X, got Y') pairs."""
-    out: Errors = []
-    for err in error.errors(include_url=False):
-        loc, kind, got = err["loc"], err["type"], err.get("input")
-        if kind == "missing":
-            msg = "required key is missing"
-        elif kind == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
-            msg = f"unknown key{did_you_mean(str(loc[-1]), allowed)}"
-            msg += f" (allowed: {', '.join(allowed)})" if allowed else ""
-        elif kind == "too_short":
-            msg = f"expected a non-empty list, got {got!r}"
-        elif kind in _EXPECTED:
-            msg = f"{_EXPECTED[kind]}, got {got!r}"
-        elif kind == "value_error":
-            msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-        else:
-            text = err["msg"]
-            text = "expected " + text[len("Input should be "):] if text.startswith("Input should be ") else text
-            msg = f"{text}, got {got!r}"
-        out.append((_path(loc), msg))
-    return out
+    """pydantic's errors on the suite schema as (key path, 'expected X, got Y') pairs (:mod:`attnbench.core.validation`)."""
+    return validation.pydantic_errors(error, _allowed_keys)
 
 
 def structural_errors(suite: Suite) -> Errors:
@@ -302,69 +262,29 @@ def model_errors(suite: Suite) -> Errors:
 
 
 def metric_errors(suite: Suite) -> Errors:
-    """Metric names must be in ``attnbench.metrics.METRICS``, and so must the keys of ``settings``; each metric's
-    settings are checked by its module: ``validate_settings(dict)`` when it has one (a ValueError becomes an error
-    at ``settings.<metric>``), else against its ``DEFAULTS`` (unknown keys, and types of the defaults)."""
+    """Metric names must be in ``attnbench.metrics.METRICS``, and so must the keys of ``settings`` other than the
+    run-wide ones (:class:`attnbench.core.validation.RunSettings`); each is checked by its settings model, the one its
+    metric reads at run time (:func:`attnbench.metrics._settings.metric_settings_errors`)."""
     from .. import metrics
+    from ..metrics._settings import metric_settings_errors
 
     known = list(metrics.METRICS)
+    run_keys = list(validation.RunSettings.model_fields)
     errors: Errors = []
     for i, name in enumerate(suite.metrics):
         if name not in known:
             errors.append((f"metrics[{i}]", f"unknown metric {name!r}{did_you_mean(name, known)} "
                            f"(known: {', '.join(known)})"))
+    errors += validation.check(validation.RunSettings, {k: v for k, v in suite.settings.items() if k in run_keys},
+                               "settings")
     for key, value in suite.settings.items():
-        if key == "timeout_s":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                errors.append(("settings.timeout_s", f"expected a positive number of seconds or null, got {value!r}"))
-        elif key == "threads":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                errors.append(("settings.threads", f"expected a positive number of torch threads or null, "
-                               f"got {value!r}"))
-        elif key == "skip_repeated_failures":
-            if not isinstance(value, bool):
-                errors.append((f"settings.{key}", f"expected true or false, got {value!r}"))
-        elif not isinstance(value, dict):
-            errors.append((f"settings.{key}", f"expected a mapping of {key} settings, got {value!r}"))
-        elif key not in known:
-            errors.append((f"settings.{key}", f"not a metric, timeout_s, threads or skip_repeated_failures"
-                           f"{did_you_mean(key, known + ['timeout_s', 'threads', 'skip_repeated_failures'])} "
-                           f"(known: {', '.join(known)})"))
-        else:
-            errors += _settings_errors(key, metrics.METRICS[key], value)
-    return errors
-
-
-def _settings_errors(metric: str, module_name: str, given: dict[str, Any]) -> Errors:
-    import importlib
-
-    try:
-        module = importlib.import_module(f"attnbench.metrics.{module_name}")
-    except ImportError:
-        return []  # a metric not installed yet cannot check its settings; running it fails loudly
-    check = getattr(module, "validate_settings", None)
-    if check is not None:
-        try:
-            check(dict(given))
-        except ValueError as e:
-            return [(f"settings.{metric}", str(e))]
-        return []
-    defaults = getattr(module, "DEFAULTS", None)
-    if not isinstance(defaults, dict):
-        return []
-    errors: Errors = []
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    for key, value in given.items():
-        if key not in defaults:
-            errors.append((f"settings.{metric}.{key}", f"unknown setting{did_you_mean(key, list(defaults))} "
-                           f"(allowed: {', '.join(defaults) or 'none'})"))
+        if key in run_keys:
             continue
-        kind = int if defaults[key] is None else type(defaults[key])
-        ok = (isinstance(value, bool) if kind is bool else
-              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-              isinstance(value, kind) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
-        if not ok and not (defaults[key] is None and value is None) and kind in words:
-            errors.append((f"settings.{metric}.{key}", f"expected {words[kind]}, got {value!r}"))
+        if key not in known:
+            errors.append((f"settings.{key}", f"not a metric, {', '.join(run_keys)}"
+                           f"{did_you_mean(key, known + run_keys)} (known: {', '.join(known)})"))
+        else:
+            errors += metric_settings_errors(key, metrics.METRICS[key], value)
     return errors
 
 

@@ -30,10 +30,10 @@ def context(attention: str, config: dict, settings: dict) -> MetricContext:
 
 
 @pytest.mark.parametrize("settings, match", [
-    ({"epochs": 3}, r"unknown option\(s\) \['epochs'\]"),
-    ({"img_size": "224"}, "img_size='224' has type str, expected int"),
-    ({"recipe": {"lr": None}}, "recipe.lr=None has type NoneType, expected float"),
-    ({"nproc_per_node": 0}, "nproc_per_node=0 is not allowed"),
+    ({"epochs": 3}, r"settings.accuracy.epochs: unknown key \(allowed: model, macro, img_size, "),
+    ({"img_size": "224"}, "settings.accuracy.img_size: expected an integer, got '224'"),
+    ({"recipe": {"lr": None}}, "settings.accuracy.recipe.lr: expected a number, got None"),
+    ({"nproc_per_node": 0}, "settings.accuracy.nproc_per_node: expected greater than or equal to 1, got 0"),
     ({"threads": 0}, r"threads=0 is not allowed: expected a positive int"),
 ])
 def test_bad_settings_name_the_key(settings, match):

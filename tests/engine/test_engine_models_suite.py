@@ -226,7 +226,7 @@ def test_debiformer_t_params_and_macs_equal_the_pinned_figures():
 
 def test_settings_threads_is_checked(write_suite):
     path = write_suite(models_suite(settings={"threads": 0}))
-    assert "settings.threads: expected a positive number of torch threads or null, got 0" in error_of(path)
+    assert "settings.threads: expected greater than or equal to 1, got 0" in error_of(path)
 
 
 def test_tiny_model_suite_runs_every_metric_and_reports_a_paper_table(write_suite, tmp_path):

@@ -32,7 +32,7 @@ def _run(path, out, **kw):
     return runner.run(p, progress=False, argv=["attnbench", "run", str(path)])
 
 
-def test_cells_are_paired_with_the_baseline_at_their_shape(write_suite, tmp_path):
+def test_cells_are_paired_with_the_baseline_at_their_shape(write_suite, tmp_path, cpu_flushes_denormals):
     path = write_suite(paired_suite())
     _run(path, tmp_path / "run")
     rows = {(r["label"], r["height"], r["pass"]): r for r in read_rows(tmp_path / "run")}
@@ -47,7 +47,7 @@ def test_cells_are_paired_with_the_baseline_at_their_shape(write_suite, tmp_path
         assert "paired_ratio" not in rows[("double", 6, pass_)]     # its baseline cell is excluded: timed alone
     for row in rows.values():
         assert {"load_before", "load_after", "busy_before", "busy_after", "cpu_count"} <= set(row)
-        assert row["flush_denormal"] in (True, False) and row["latency_stop"] == "max_repeats"
+        assert row["flush_denormal"] is cpu_flushes_denormals and row["latency_stop"] == "max_repeats"
     manifest = read_manifest(tmp_path / "run")
     assert manifest["load"]["cells"] == 6 and isinstance(manifest["load"]["under_load"], bool)
     assert set(manifest["load_at_start"]) == {"load", "busy"}

@@ -139,7 +139,7 @@ def test_unknown_metric_and_settings(write_suite, monkeypatch):
                 settings={"timing": {"min_time": 1, "warmup": 2.5, "threads": None}, "memry": {}})
     msg = error_of(write_suite(data))
     assert "metrics[1]: unknown metric 'flop'" in msg
-    assert "settings.timing.min_time: unknown setting; did you mean 'min_time_s'?" in msg
+    assert "settings.timing.min_time: unknown key; did you mean 'min_time_s'? (allowed: warmup, min_time_s, threads)" in msg
     assert "settings.timing.warmup: expected an integer, got 2.5" in msg
     assert "settings.timing.threads" not in msg  # None is allowed where the default is None
     assert "settings.memry: not a metric" in msg

@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import errno
 import json
+import os
+import stat
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +19,8 @@ from attnbench.engine import runner
 from attnbench.suite.cells import expand
 from attnbench.cli import main
 from attnbench.core.errors import UserError
-from attnbench.core.results import read_manifest, read_rows, scan_results
+from attnbench.core.results import (ResultsWriter, read_manifest, read_rows, replace_atomically, scan_results,
+                                    write_manifest)
 from attnbench.suite.load import load_suite
 
 
@@ -196,3 +199,19 @@ def test_file_system_errors_are_one_line(fake_metrics, write_suite, tmp_path, wh
     assert_one_line_error(cli("run", path, "--out", file_out, "--no-isolate"), str(file_out), "is a file")
     with pytest.raises(UserError, match="exists and is not a directory"):  # the Python API says the same
         runner.plan(str(path), out=str(file_out), cuda_available=False)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_manifest_and_shards_have_the_mode_of_results_jsonl(tmp_path, umask):
+    """manifest.json (and any atomically replaced run file) was mkstemp's 0600 while results.jsonl was 0644 less
+    the umask: a colleague who could read the rows could not read the manifest."""
+    old = os.umask(umask)
+    try:
+        with ResultsWriter(tmp_path):
+            pass
+        write_manifest(tmp_path, {"suite": "s"})
+        replace_atomically(tmp_path / "shard.jsonl", b"{}\n")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["results.jsonl", "manifest.json", "shard.jsonl"], 0o644 & ~umask)

@@ -7,7 +7,7 @@ import torch
 from kernel_refs import DEVICE
 
 import attentions
-from attentions.routing import resolve_routed_impl
+from attentions.backends import choose
 
 pytestmark = pytest.mark.triton
 
@@ -46,6 +46,6 @@ def test_triton_impl_equals_torch_impl(name):
 def test_auto_resolves_by_device():
     x = torch.randn(1, 8, 8, 32, device=DEVICE)
     want = "triton" if DEVICE == "cuda" else "torch"
-    assert resolve_routed_impl("auto", x) == want
+    assert choose("routed", "auto", x, "test").backend == want
     dbra = attentions.build("dbra", **CONFIGS["dbra"][0])  # impl defaults to "auto"
     assert dbra._impls(x) == (want, want)

@@ -64,17 +64,17 @@ def test_uncounted_ops_drops_what_torch_counted():
     assert uncounted_ops({"mylib::kernel": 2}, {"mylib::kernel": 0}) == ["mylib::kernel"]
 
 
-def _mhsa_ctx(fused, H=7, W=6, C=32, m=2):
-    cfg = {"dim": C, "num_heads": m, "fused": fused}
+def _mhsa_ctx(impl, H=7, W=6, C=32, m=2):
+    cfg = {"dim": C, "num_heads": m, "impl": impl}
     make = lambda: attentions.build("mhsa", **cfg)  # noqa: E731
     return MetricContext("mhsa", cfg, make, 2, H, W, torch.float32, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_three_counters_agree_on_mhsa(fused):
+@pytest.mark.parametrize("impl", ["torch", "sdpa"])
+def test_three_counters_agree_on_mhsa(impl):
     H, W, C = 7, 6, 32
     N = H * W
-    row = measure(_mhsa_ctx(fused, H, W, C))
+    row = measure(_mhsa_ctx(impl, H, W, C))
     expected = 4 * N * C * C + 2 * N * N * C  # qkv + proj, then QK^T and AV
     assert row["macs_fvcore"] == row["macs_analytic"] == expected
     assert row["flops_torch"] == 2 * expected
@@ -95,9 +95,10 @@ def test_counters_direct_api_by_operator():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="settings.flops: unknown option.*'softmax'"):
+    with pytest.raises(ValueError, match=r"settings.flops.softmax: unknown key; did you mean "
+                                         r"'softmax_macs_per_element'\? \(allowed: "):
         measure(make_ctx(ToyLinear, settings={"flops": {"softmax": 1}}))
-    with pytest.raises(ValueError, match="settings.flops.device='gpu'"):
+    with pytest.raises(ValueError, match="settings.flops.device: expected 'cpu' or 'cell', got 'gpu'"):
         measure(make_ctx(ToyLinear, settings={"flops": {"device": "gpu"}}))
 
 

@@ -72,7 +72,7 @@ def test_mlp_inference_and_training():
 
 
 def test_memory_rejects_unknown_settings():
-    with pytest.raises(ValueError, match=r"settings.memory: unknown option\(s\) \['foo'\]"):
+    with pytest.raises(ValueError, match=r"settings.memory.foo: unknown key \(allowed: threads\)"):
         measure(make_ctx(ToyMLP, dim=64, settings={"memory": {"foo": 1}}))
 
 

@@ -78,3 +78,22 @@ def test_the_figure_legend_keeps_a_series_that_failed_everywhere(tmp_path):
     labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
     assert "mine: failed" in labels and "dbra: failed" in labels and "mhsa" in labels
     assert drawn >= 4  # mine's cells are drawn as markers too
+
+
+def test_a_run_whose_every_cell_failed_gets_a_verdict_saying_so(tmp_path):
+    keep = ("schema_version", "run_id", "suite", "attention", "label", "config", "height", "width", "tokens",
+            "batch", "dtype", "device", "pass", "mode", "started_at", "duration_s", "cell_id")
+    rows = [{**{k: v for k, v in r.items() if k in keep}, "status": "oom" if i == 0 else "failed",
+             "error": "OutOfMemoryError: 2 GiB" if i == 0 else "RuntimeError: boom", "error_stage": "build"}
+            for i, r in enumerate(fixture_rows())]
+    rep, _, _ = make_report(load_runs([write_run(tmp_path / "run", rows, manifest())]))
+    assert [(s.key, s.title, s.tables) for s in rep.verdict] == [
+        ("all_failed", "Every cell of run `fixture-run` failed", [])]
+    assert rep.verdict[0].description.startswith(
+        "No cell of run `fixture-run` was measured (11 failed, 1 oom of 12 cells), so it has no winner, crossover, "
+        "scaling exponent or front to report. Errors, most frequent first: RuntimeError: boom (11 cells); "
+        "OutOfMemoryError: 2 GiB.")
+    # one measured cell is enough for the ordinary verdict
+    rows[3].update(status="ok", error=None, error_stage=None, latency_ms_median=1.0)
+    rep, _, _ = make_report(load_runs([write_run(tmp_path / "run2", rows, manifest())]))
+    assert "all_failed" not in [s.key for s in rep.verdict]
