@@ -306,7 +306,7 @@ class CellRunner:
         """This cell's latency columns, measured together with ``group``'s against one baseline series; the
         group's columns are kept for their own cells. A sibling that fails to build, fails the gate or fails to
         warm up is left out (its own cell measures it alone later and records the error there)."""
-        from .metrics.latency import measure_group
+        from ..metrics.latency import measure_group
 
         base_ctx = ctx.baseline if baseline is not None else ctx  # without a baseline, this cell is the baseline
         ctxs, cells = [base_ctx], [baseline if baseline is not None else cell]
