@@ -45,13 +45,13 @@ class SuiteBudget:
 
     def allowance_for(self, cell_ids: Sequence[str]) -> float:
         """The share of cells measured together (a shared-baseline group): the sum of their weights' share, at most
-        ``max_s`` per cell."""
+        ``max_s`` and at least ``floor_s`` per cell."""
         weights = [self._pending.get(c, self.weights.get(c)) for c in cell_ids]
         if not weights or any(w is None for w in weights):
             return self.max_s * max(1, len(cell_ids))
         total = sum(self._pending.values()) or sum(weights)
         share = max(self.left_s, 0.0) * sum(weights) / total
-        return min(self.max_s * len(cell_ids), max(self.floor_s, share))
+        return min(self.max_s * len(cell_ids), max(self.floor_s * len(cell_ids), share))
 
     def spend(self, cell_id: str, seconds: float) -> None:
         """The cell is done and took ``seconds`` of sampling (0 for a cell that failed before timing)."""

@@ -496,18 +496,21 @@ def _stop_reason(r: Rounds, policy: Policy) -> str:
 
 
 def samples_per_round(sample_s: Sequence[float], most: int = MAX_PER_ROUND) -> list[int]:
-    """How many samples each contender takes per round: about ``sqrt(longest / own)``, 1 or an even number up to
-    ``most``.
+    """How many samples each contender takes per round: about ``sqrt(longest / own / (n - 1))`` for ``n``
+    contenders, 1 or an even number up to ``most``.
 
-    A round is as long as its longest sample; a contender 50x shorter than it can take several samples in the
-    same time, and the variance of the per-round ratio is smallest, for the time spent, when the counts go as the
-    square root of the cost ratio (the classic optimal allocation with equal per-sample spread). Counts above 1
+    A round is as long as its longest sample; a contender many times shorter can take several samples in the same
+    time. For one attention against one baseline the variance of the per-round ratio is smallest, for the time
+    spent, when the counts go as the square root of the cost ratio (the classic optimal allocation with equal
+    per-sample spread); with ``n - 1`` attentions sharing the baseline's samples, the baseline's own spread is in
+    every ratio and more rounds pay more than more samples of one attention, hence the ``n - 1``. Counts above 1
     are even, so the samples come in pairs on either side of the round's middle (:func:`round_schedule`), where
     the longest contender's one sample sits: a sample right next to it would be half its length off-centre."""
     longest = max(sample_s) if sample_s else 0.0
+    sharing = max(1, len(sample_s) - 1)
     out = []
     for s in sample_s:
-        raw = math.sqrt(longest / s) if s > 0 else float(most)
+        raw = math.sqrt(longest / s / sharing) if s > 0 else float(most)
         out.append(1 if raw < 1.5 else max(2, min(most - most % 2, 2 * round(raw / 2))))
     return out
 
@@ -561,9 +564,12 @@ def sample_rounds(contenders: Sequence[_Contender], policy: Policy, *, per_round
 
     def one_round(number: int) -> float:
         spent = 0.0
-        for slot in slots:
-            shift = number % len(slot) if rotate else 0
-            for i in slot[shift:] + slot[:shift]:
+        for j, slot in enumerate(slots):
+            shift = number % len(slot) if rotate and slot else 0
+            order = slot[shift:] + slot[:shift]
+            if rotate and j > len(slots) // 2:
+                order = order[::-1]  # the mirror of slot len - 1 - j: the round is symmetric in time, too
+            for i in order:
                 c = contenders[i]
                 took = c.rewarm()
                 wall, cpu, timed = c.sample()

@@ -81,3 +81,13 @@ def test_worker_processes_pool_their_epochs(write_suite, tmp_path):
     paired = rows["other"]
     assert len(paired["paired_ratios"]) == paired["latency_n"] and paired["paired_baseline"] == "base"
     assert paired["paired_ratio_low"] <= paired["paired_ratio"] <= paired["paired_ratio_high"]
+
+
+def test_a_group_gets_its_cells_shares_within_their_floors_and_caps():
+    budget = SuiteBudget(12.0, {"a": 1.0, "b": 1.0, "c": 4.0, "d": 16.0}, max_s=3.0, floor_s=1.0)
+    # weights 1, 1, 2, 4: a and b together get 12 × 2/8 = 3 s; c and d together 9 s, capped at 2 × 3 s
+    assert budget.allowance_for(["a", "b"]) == pytest.approx(3.0)
+    assert budget.allowance_for(["c", "d"]) == pytest.approx(6.0)
+    budget.spend_for(["c", "d"], 11.5)              # the group overran: 0.5 s left for a and b
+    assert budget.allowance_for(["a", "b"]) == 2.0  # still the floor of each cell
+    assert sorted(budget.pending) == ["a", "b"]

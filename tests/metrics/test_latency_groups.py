@@ -9,12 +9,14 @@ from attnbench.metrics.latency import Policy, round_schedule, sample_rounds, sam
 
 
 def test_samples_per_round_go_as_the_square_root_of_the_cost_ratio():
-    # mhsa 3 s, agent 55 ms, bra 150 ms, dat 330 ms, dbra 1.6 s: sqrt(3/0.055) = 7.4, sqrt(3/0.15) = 4.5,
-    # sqrt(3/0.33) = 3.0, sqrt(3/1.6) = 1.4: to the nearest even count (pairs about the middle), 1 below 1.5
-    assert samples_per_round([3.0, 0.055, 0.15, 0.33, 1.6]) == [1, 8, 4, 4, 1]
-    assert samples_per_round([0.001, 1.0]) == [8, 1]           # capped at 8
+    # one attention against its baseline: sqrt(1 / 0.02) = 7.1 -> 8 (even, capped at 8); sqrt(1 / 0.1) = 3.2 -> 4
+    assert samples_per_round([1.0, 0.02]) == [1, 8]
+    assert samples_per_round([1.0, 0.1]) == [1, 4]
     assert samples_per_round([0.01, 0.01]) == [1, 1]
     assert samples_per_round([0.01, 0.04]) == [2, 1]
+    # mhsa 3 s with four attentions sharing its samples: sqrt(3 / c / 4) for agent 55 ms, bra 150 ms, dat 330 ms,
+    # dbra 1.6 s = 3.7, 2.2, 1.5, 0.7 -> 4, 2, 2, 1
+    assert samples_per_round([3.0, 0.055, 0.15, 0.33, 1.6]) == [1, 4, 2, 2, 1]
 
 
 @pytest.mark.parametrize("counts", [[1, 7, 4, 3], [1, 2], [3, 1, 1], [1, 8, 3], [2, 2, 5]])
