@@ -12,7 +12,7 @@ import math
 import typing
 from typing import Any, ClassVar
 
-from .suggest import did_you_mean
+from namehint import did_you_mean
 
 __all__ = ["AttentionConfig", "ConfigError", "require", "field_table", "type_ok", "describe_type"]
 

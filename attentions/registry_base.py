@@ -3,14 +3,14 @@
 
 A :class:`Registry` maps names to objects (classes, model entrypoints). Registering a name twice with a different
 object is an error naming the holder; looking up an unknown name raises the namespace's own error class with the
-closest registered name (:func:`attentions.suggest.did_you_mean`) and the list of names, so each namespace keeps its vocabulary and its exception type.
+closest registered name (:func:`namehint.did_you_mean`) and the list of names, so each namespace keeps its vocabulary and its exception type.
 """
 from __future__ import annotations
 
 import fnmatch
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
-from .suggest import did_you_mean
+from namehint import did_you_mean
 
 __all__ = ["Registry"]
 

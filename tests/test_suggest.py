@@ -1,10 +1,11 @@
-""""Did you mean" has one rule: attentions.suggest (for the attentions package, which never imports attnbench) and
-attnbench.core.hints (which must not import attentions, i.e. torch, before the CLI checks its arguments) agree."""
+""""Did you mean" has one rule, namehint.closest: the attentions package's errors and attnbench's hints use it (the
+same function, not a copy), and it picks what its docstring says."""
 from __future__ import annotations
 
 import pytest
 
-from attentions import suggest
+import namehint
+from attentions import config as attention_config, registry_base
 from attnbench.core import hints
 
 OPTIONS = ["dbra", "bra", "mhsa", "num_heads", "min_time_s", "min_repeats", "softmax_macs_per_element", "report",
@@ -20,7 +21,12 @@ OPTIONS = ["dbra", "bra", "mhsa", "num_heads", "min_time_s", "min_repeats", "sof
     ("debiformr_s", "debiformer_s"),
     ("zzz", None),
 ])
-def test_both_copies_of_the_rule_agree(word, near):
-    assert suggest.closest(word, OPTIONS) == hints.closest(word, OPTIONS) == near
+def test_the_one_rule(word, near):
+    assert namehint.closest(word, OPTIONS) == near
     expected = f"; did you mean {near!r}?" if near else ""
-    assert suggest.did_you_mean(word, OPTIONS) == hints.did_you_mean(word, OPTIONS) == expected
+    assert namehint.did_you_mean(word, OPTIONS) == expected
+
+
+def test_every_did_you_mean_is_that_rule():
+    assert hints.closest is namehint.closest and hints.did_you_mean is namehint.did_you_mean
+    assert attention_config.did_you_mean is namehint.did_you_mean is registry_base.did_you_mean

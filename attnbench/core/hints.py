@@ -2,18 +2,18 @@
 
 Imports nothing beyond the standard library and the file names of :mod:`attnbench.core.results`, so an error message
 with a hint costs no import time: the CLI checks its arguments with these before it imports torch
-(``docs/cli.md``). Closeness is :mod:`difflib`'s ratio (the share of matching characters); a name equal to one
-option but for case, or a prefix (three characters or more) of exactly one option, counts as a match too
-(``DBRA`` -> ``dbra``, ``rep`` -> ``report``).
+(``docs/cli.md``). Which name is nearest is :func:`namehint.closest`'s one rule (shared with ``attentions``);
+this module adds the paths, suite files and wording around it.
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
+
+from namehint import closest, did_you_mean  # the one "did you mean" rule (stdlib only: no torch here)
 
 from .results import MANIFEST_FILE, RESULTS_FILE
 
@@ -25,31 +25,9 @@ SUITE_SUFFIXES = (".yaml", ".yml")
 MAX_SIBLINGS = 5000
 
 
-def closest(word: str, options: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
-    """The option nearest to ``word``: the only one equal to it but for case, else the only one it is a prefix of,
-    else difflib's best above ``cutoff``. The one rule of every "did you mean"; ``attentions.suggest.closest`` is
-    its copy for the attentions package, which cannot import this one (``tests/test_suggest.py`` pins them
-    equal), as this one cannot import attentions (torch) before the CLI has checked its arguments."""
-    options = list(dict.fromkeys(options))
-    same_case = [o for o in options if o.lower() == word.lower()]
-    if len(same_case) == 1:  # DBRA -> dbra
-        return same_case[0]
-    prefixed = [o for o in options if len(word) >= 3 and o.startswith(word)]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    close = difflib.get_close_matches(word, options, n=1, cutoff=cutoff)
-    return close[0] if close else None
-
-
 def suggestion(near: Optional[str]) -> str:
     """``"; did you mean NEAR?"``, or ``""`` without one: the one wording of every hint."""
     return f"; did you mean {near}?" if near else ""
-
-
-def did_you_mean(word: str, options: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the option :func:`closest` to ``word``, or ``""`` when none is near."""
-    near = closest(word, options)
-    return suggestion(repr(near) if near else None)
 
 
 def shipped_suites_dir() -> Path:

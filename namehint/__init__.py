@@ -1,9 +1,10 @@
-""""Did you mean": the nearest of some names to a mistyped one, for this package's error messages.
+""""Did you mean": the one rule that picks the nearest of some names to a mistyped one.
 
-The rule, the same as :func:`attnbench.core.hints.closest` (pinned by ``tests/test_suggest.py``; this package never
-imports ``attnbench``, and ``attnbench.core.hints`` must not import this package, which imports torch): the only option
-equal to the word but for case, else the only option the word (three characters or more) is a prefix of, else
-:mod:`difflib`'s closest above a ratio of 0.6.
+Standard library only, and a package of its own, so that both ``attentions`` (which never imports ``attnbench``)
+and ``attnbench.core.hints`` (which must not import ``attentions``, i.e. torch, before the CLI has checked its
+arguments) use this one rule instead of two copies of it. The rule: the only option equal to the word but for
+case (``DBRA`` -> ``dbra``), else the only option the word (three characters or more) is a prefix of (``rep`` ->
+``report``), else :mod:`difflib`'s closest option above a ratio of 0.6 (the share of matching characters).
 """
 from __future__ import annotations
 
