@@ -33,9 +33,12 @@ class LatencyGroups:
 
     def __init__(self, cells: list[Cell], baselines: dict[str, Cell], metrics: list[str], settings: dict[str, Any],
                  groupable: Callable[[Cell], bool]):
-        latency = settings.get("latency") or {}
-        self.enabled = ("latency" in metrics and latency.get("shared_baseline", True) is not False
-                        and latency.get("processes", 1) in (1, None) and latency.get("paired", True) is not False)
+        self.enabled = False
+        if "latency" in metrics:
+            from ..metrics.latency import _merge  # the latency settings' one reader: defaults and checks
+
+            latency = _merge(settings.get("latency"))
+            self.enabled = latency["shared_baseline"] and latency["paired"] and latency["processes"] == 1
         base_ids = {b.cell_id for b in baselines.values()}
         self._key: dict[str, str] = {}
         self._members: dict[str, list[Cell]] = {}
