@@ -10,9 +10,14 @@ Method:
     2. Mode ``compile``: ``torch._dynamo.reset()`` (so no cell inherits another's recompile budget), then
        ``torch.compile(module)``; its first call is timed alone into ``compile_time_s`` and never enters the
        samples. A failure raises :class:`~attnbench.metrics._passes.CompileError`.
-    3. Warm-up: ``warmup`` calls (default 3), or ``compile_warmup`` (default 5) after a compile, untimed except
-       the last, which sizes the block: a sample times ``k = ceil(min_block_s / t_call)`` back-to-back calls
-       (1 <= k <= 1000) and records their mean, so a 0.1 ms call is not measured at the timer's granularity.
+    1b. ``steady_malloc`` (default on): glibc's mmap/trim thresholds pinned to the values their dynamic rule ends at
+       (:mod:`attnbench.core.malloc_steady`), so whether a call's temporaries fault in fresh pages does not depend
+       on what ran before in the process; recorded in ``malloc``, with the mean minor page faults per call
+       (``latency_faults_per_call``, counted outside the timed region).
+    3. Warm-up: ``warmup`` calls (default 3), or ``compile_warmup`` (default 5) after a compile, and one more, all
+       timed: the median of all but the first sizes the block: a sample times ``k`` back-to-back calls, the
+       smallest power of two with ``k * t_call >= min_block_s`` (:func:`block_size`, 1 <= k <= 1024), and records
+       their mean, so a 0.1 ms call is not measured at the timer's granularity.
     4. **Rounds and epochs.** A round times one sample of the cell — and, paired, one of the baseline right after
        it (A B A B …; ``paired``, default on, when the runner passes the baseline's cell). Rounds come in
        *epochs* of about ``epoch_s`` (0.1 s, at least one round); in eager mode each epoch of short calls
@@ -63,7 +68,7 @@ from typing import Annotated, Any, Callable, Optional, Sequence
 import torch
 from pydantic import Field, model_validator
 
-from ..core import stats, uncertainty
+from ..core import malloc_steady, stats, uncertainty
 from ..core.torch_threads import use_threads
 from ._passes import Step, first_call, maybe_compile
 from ..core.validation import PositiveInt, SettingsModel, parse
@@ -99,6 +104,7 @@ class Settings(SettingsModel):
     paired: bool = True
     shared_baseline: bool = True
     flush_denormal: bool = True
+    steady_malloc: bool = True
 
     @model_validator(mode="after")
     def _repeats_in_order(self) -> "Settings":
@@ -109,7 +115,7 @@ class Settings(SettingsModel):
 
 DEFAULTS: dict[str, Any] = Settings().model_dump()
 MIN_SAMPLES = uncertainty.MIN_SAMPLES
-MAX_BLOCK = 1000
+MAX_BLOCK = 1024
 #: an epoch never holds more rounds than this (so even the fastest cell has several epochs)
 MAX_EPOCH_ROUNDS = 25
 #: the most samples one contender takes in a round of a shared-baseline group (:func:`samples_per_round`)
@@ -286,6 +292,20 @@ def _timer(device: torch.device) -> tuple[str, TimeCall]:
     return "perf_counter+process_time", _cpu_timer
 
 
+def block_size(call_s: float, min_block_s: float) -> int:
+    """Calls per sample: the power of two ``k`` with ``k * call_s >= min_block_s`` (1 for calls at least that long,
+    at most :data:`MAX_BLOCK`).
+
+    Powers of two, because the per-call time of a block depends a little on its length (back-to-back calls keep
+    more in the caches), and a block sized from one noisy warm-up time changed length between processes for 17 of
+    the resolution sweep's 80 cells (e.g. 7 and 4 calls), moving their ratios by up to 15% (docs/metrics.md,
+    "Verdicts on a machine we did not tune on"); with powers of two only a call time near a boundary can flip."""
+    if call_s <= 0:
+        return MAX_BLOCK
+    need = min_block_s / call_s
+    return 1 if need <= 1 else min(MAX_BLOCK, 2 ** math.ceil(math.log2(need)))
+
+
 class _Contender:
     """One module's pass: warmed up, blocked, rebuilt at each epoch of short calls.
 
@@ -310,15 +330,15 @@ class _Contender:
         return self.call_s * self.block < self.short_call_s
 
     def warm(self, calls: int) -> float:
-        """``calls`` untimed calls, then one timed call that sets the block size; returns the wall time spent."""
+        """``calls + 1`` calls, all timed: the median of those after the first (which may still be cold) is the
+        call's time, which sets the block size (:func:`block_size`); returns the wall time spent."""
         t0 = time.perf_counter()
-        for _ in range(calls):
+        timed = []
+        for _ in range(calls + 1):
             self.step.reset()
-            self.step()
-        self.step.reset()
-        self.call_s, _ = self.time_call(self.step)
-        t = self.call_s
-        self.block = max(1, min(MAX_BLOCK, math.ceil(self.min_block_s / t))) if t > 0 else MAX_BLOCK
+            timed.append(self.time_call(self.step)[0])
+        self.call_s = quantile(sorted(timed[1:] or timed), 0.5)
+        self.block = block_size(self.call_s, self.min_block_s)
         return time.perf_counter() - t0
 
     def rebuild(self, epoch: int) -> float:
@@ -406,6 +426,7 @@ class Rounds:
     baseline: Optional[int] = None
     reported: list[int] = dataclasses.field(default_factory=lambda: [0])
     spent_by: list[float] = dataclasses.field(default_factory=list)
+    faults: list[list[float]] = dataclasses.field(default_factory=list)
 
     def epoch_samples(self, i: int) -> list[int]:
         """Contender ``i``'s samples per epoch (its rounds per epoch times its samples per round)."""
@@ -557,7 +578,7 @@ def sample_rounds(contenders: Sequence[_Contender], policy: Policy, *, per_round
         baseline = 1
     r = Rounds([[] for _ in range(k)], [[] for _ in range(k)], [[] for _ in range(k)], [],
                round_of=[[] for _ in range(k)], baseline=baseline, reported=list(reported or [0]),
-               spent_by=[0.0] * k)
+               spent_by=[0.0] * k, faults=[[] for _ in range(k)])
     slots = round_schedule(list(per_round) if per_round is not None else [1] * k)
     rotate = per_round is not None
     rounds_per_epoch = 0
@@ -572,7 +593,9 @@ def sample_rounds(contenders: Sequence[_Contender], policy: Policy, *, per_round
             for i in order:
                 c = contenders[i]
                 took = c.rewarm()
+                faults = malloc_steady.minor_faults()  # outside the timed region: getrusage is a system call
                 wall, cpu, timed = c.sample()
+                r.faults[i].append((malloc_steady.minor_faults() - faults) / max(1, c.block))
                 took += timed
                 r.spent_by[i] += took
                 spent += took
@@ -667,6 +690,10 @@ def _cell_row(ctx: MetricContext, r: Rounds, i: int, c: _Contender, policy: Poli
     row: dict[str, Any] = dict(subnormal)
     row.update(r.summary(i))
     row["latency_cpu_ms"] = [v * 1e3 if v is not None else None for v in r.cpu[i]]
+    faults = r.faults[i] if i < len(r.faults) else []
+    clean_faults = [f for f, bad in zip(faults, r.preempted[i]) if not bad] or faults
+    # the mean, not the median: faults that come in some samples only (a threshold that moved) must show
+    row["latency_faults_per_call"] = sum(clean_faults) / len(clean_faults) if clean_faults else math.nan
     if baseline_label is not None and r.baseline is not None and i != r.baseline:
         row["paired_baseline"] = baseline_label
         row.update(r.paired(i))
@@ -718,6 +745,7 @@ def measure_group(ctxs: Sequence[MetricContext], reported: Sequence[int],
     _validate(s)
     with use_threads(s["threads"]):
         flushing = bool(torch.set_flush_denormal(s["flush_denormal"])) and s["flush_denormal"]
+        malloc = _malloc_state(s)
         timer_name, time_call = _timer(ctxs[0].device)
         built: list[Optional[_Contender]] = []
         for i, ctx in enumerate(ctxs):
@@ -742,9 +770,16 @@ def measure_group(ctxs: Sequence[MetricContext], reported: Sequence[int],
             row = _cell_row(ctxs[i], rounds, j, contenders[j], policy, timer_name, None,
                             ctxs[0].label if j else None, s["noisy_rel_ci"], subnormal[j])
             row.update(latency_group_size=len(alive), latency_per_round=per_round[j],
-                       latency_group_spent_s=rounds.spent_s, flush_denormal=flushing)
+                       latency_group_spent_s=rounds.spent_s, flush_denormal=flushing, malloc=malloc)
             rows[i] = row
         return rows
+
+
+def _malloc_state(s: dict[str, Any]) -> str:
+    """Pin glibc's allocator thresholds (``steady_malloc``, default on; :mod:`attnbench.core.malloc_steady`) and
+    return the state to record in the ``malloc`` column: what the process runs with, whatever this cell asked
+    (pinning cannot be undone within a process)."""
+    return malloc_steady.pin() if s["steady_malloc"] else malloc_steady.state()
 
 
 def _validate(s: dict[str, Any]) -> None:
@@ -766,4 +801,5 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     with use_threads(s["threads"]):
         # returns False where the CPU cannot flush (then subnormals stay, and the row says so)
         flushing = bool(torch.set_flush_denormal(s["flush_denormal"])) and s["flush_denormal"]
-        return {**_run(ctx, s), "flush_denormal": flushing}
+        malloc = _malloc_state(s)
+        return {**_run(ctx, s), "flush_denormal": flushing, "malloc": malloc}

@@ -26,6 +26,7 @@ COLUMNS = {
     "latency_n_used", "latency_preempted", "latency_preempted_mask", "latency_epochs", "latency_epoch_sizes",
     "latency_cpu_ms", "latency_spent_s", "latency_budget_s", "latency_target_rel_ci", "latency_rewarm",
     "latency_processes", "latency_rel_ci", "latency_noisy_rel_ci", "latency_noisy_reason",
+    "latency_faults_per_call", "malloc",
 }
 
 
@@ -135,7 +136,9 @@ def test_max_repeats_caps():
 
 
 def test_time_budget_stops_after_five_samples():
-    settings = {"latency": {**FAST, "min_repeats": 50, "max_repeats": 1000, "max_time_s": 1e-9, "epoch_s": 0.0}}
+    # preempt_fraction 0.99: on a loaded machine a preempted sample would (rightly) need a sixth
+    settings = {"latency": {**FAST, "min_repeats": 50, "max_repeats": 1000, "max_time_s": 1e-9, "epoch_s": 0.0,
+                            "preempt_fraction": 0.99}}
     row = measure(make_ctx(ToyLinear, settings=settings))
     assert row["latency_n"] == 5 and row["latency_stop"] == "budget"
 
