@@ -106,6 +106,14 @@ def test_load_banner_by_the_one_load_rule(tmp_path):
         row["latency_preempted"] = 10  # 40 of the 4 x 31 samples judged (rows without the column are older)
     preempted = _banners(tmp_path / "p", rows)
     assert len(preempted) == 1 and "40 of 124 latency samples preempted" in preempted[0]
+    rows = power_law_rows()
+    for row in rows:  # a quiet-looking virtual machine whose host gave 3% of its CPU time to other guests
+        row["duration_s"], row["steal_s"] = 10.0, 0.6
+    stolen = _banners(tmp_path / "s", rows)
+    assert len(stolen) == 1 and "the hypervisor stole 9.6 s of 320 CPU-seconds" in stolen[0]
+    for row in rows:
+        row["steal_s"] = 0.2  # 1%: below the rule's 2%
+    assert _banners(tmp_path / "s1", rows) == []
     # a manifest that claims load does not override what the rows show
     assert _banners(tmp_path / "m", load={"cores": 2, "max_load": 5.5, "under_load": True}) == []
 
