@@ -49,8 +49,9 @@ Method:
        ``time.perf_counter`` with ``time.process_time`` beside it ("perf_counter+process_time").
 
 Statistics (:func:`summarize`, over the clean samples, ms): median, q1, q3, iqr; the median's 95% interval
-(``latency_ms_ci_low/high``) and the paired ratio's (``paired_ratio_low/high``) come from
-:func:`attnbench.core.stats.epoch_interval`. ``latency_noisy`` and ``latency_noisy_reason`` come from the one noisy rule
+(``latency_ms_ci_low/high``) from :func:`attnbench.core.stats.epoch_interval`; the paired ratio
+(:func:`summarize_paired`) is the geometric mean of the epochs' median ratios with its interval
+(:func:`attnbench.core.stats.epoch_mean_interval`). ``latency_noisy`` and ``latency_noisy_reason`` come from the one noisy rule
 (:func:`attnbench.core.uncertainty.noisy_reason`): the reader's interval wider than ±``noisy_rel_ci`` (10%), or fewer
 than 5 clean samples. ``threads`` is ``torch.get_num_threads()`` while timing.
 
@@ -178,7 +179,8 @@ def summarize(samples_ms: Sequence[float], mask: Optional[Sequence[bool]] = None
 def summarize_paired(a_ms: Sequence[float], b_ms: Sequence[float], a_mask: Sequence[bool],
                      b_mask: Sequence[bool], epoch_sizes: Sequence[int]) -> dict[str, Any]:
     """The ``paired_*`` columns of interleaved rounds: per-round ratios ``a/b``, the rounds with either sample
-    preempted left out, the pooled median of the rest with its epoch interval."""
+    preempted left out; the ratio is the geometric mean of the epochs' median ratios, with its Student-t interval
+    over the epochs (:func:`attnbench.core.stats.epoch_mean_interval`)."""
     ratios = [x / y if y > 0 else math.nan for x, y in zip(a_ms, b_ms)]
     mask = [bool(p or q) or not math.isfinite(r) for p, q, r in zip(a_mask, b_mask, ratios)]
     groups = _split(ratios, mask, epoch_sizes)
@@ -193,7 +195,7 @@ def summarize_paired(a_ms: Sequence[float], b_ms: Sequence[float], a_mask: Seque
                            "paired_baseline_ms_median": quantile(sorted(clean_b), 0.5) if clean_b else math.nan}
     if not any(groups):
         return {**out, "paired_ratio": math.nan, "paired_ratio_low": math.nan, "paired_ratio_high": math.nan}
-    ci = stats.epoch_interval(groups)
+    ci = stats.epoch_mean_interval(groups)
     return {**out, "paired_ratio": ci.estimate, "paired_ratio_low": ci.low, "paired_ratio_high": ci.high}
 
 
@@ -238,16 +240,17 @@ def _widen_by_process(out: dict[str, Any], rows: Sequence[dict[str, Any]]) -> No
     """The process is the top level of the pooled samples: the interval is at least the one whose groups are the
     processes (each process's clean values one group), so a few processes that disagree widen it even when each
     has many tight epochs (pooling their epochs alone held only 6 of 12 single-process ratios, docs/metrics.md)."""
-    def widen(low: str, high: str, groups: list[list[float]]) -> None:
+    def widen(low: str, high: str, groups: list[list[float]], interval=stats.epoch_interval) -> None:
         groups = [g for g in groups if g]
         if len(groups) < 2 or not math.isfinite(out.get(low, math.nan)):
             return
-        iv = stats.epoch_interval(groups)
+        iv = interval(groups)
         out[low], out[high] = min(out[low], iv.low), max(out[high], iv.high)
 
     widen("latency_ms_ci_low", "latency_ms_ci_high", [uncertainty.clean_samples(r) for r in rows])
-    if "paired_ratio" in out:
-        widen("paired_ratio_low", "paired_ratio_high", [uncertainty.clean_ratios(r) for r in rows])
+    if "paired_ratio" in out:  # the ratio's own statistic (summarize_paired), over the processes
+        widen("paired_ratio_low", "paired_ratio_high", [uncertainty.clean_ratios(r) for r in rows],
+              stats.epoch_mean_interval)
 
 
 def throughput(batch: int, stats_ms: dict[str, Any]) -> dict[str, float]:
