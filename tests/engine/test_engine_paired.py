@@ -46,11 +46,11 @@ def test_cells_are_paired_with_the_baseline_at_their_shape(write_suite, tmp_path
         assert "paired_ratio" not in rows[("base", 4, pass_)]       # the baseline is not paired with itself
         assert "paired_ratio" not in rows[("double", 6, pass_)]     # its baseline cell is excluded: timed alone
     for row in rows.values():
-        assert {"load_before", "load_after", "busy_before", "busy_after", "cpu_count"} <= set(row)
+        assert {"load_before", "load_after", "busy_before", "busy_after", "steal_s", "cpu_count"} <= set(row)
         assert row["flush_denormal"] is cpu_flushes_denormals and row["latency_stop"] == "max_repeats"
     manifest = read_manifest(tmp_path / "run")
     assert manifest["load"]["cells"] == 6 and isinstance(manifest["load"]["under_load"], bool)
-    assert set(manifest["load_at_start"]) == {"load", "busy"}
+    assert set(manifest["load_at_start"]) == {"load", "busy", "steal"}
     excluded = manifest["cells"]["excluded_cells"]
     assert [(e["label"], e["height"], e["pass"]) for e in excluded] == [("base", 6, "forward"),
                                                                       ("base", 6, "forward_backward")]
