@@ -29,7 +29,8 @@ def paired_suite() -> dict:
 
 def _run(path, out, **kw):
     p = runner.plan(str(path), out=str(out), cuda_available=False, **kw)
-    return runner.run(p, progress=False, argv=["attnbench", "run", str(path)])
+    # in-process: a child per cell costs a torch import each; test_isolated_cells_are_paired_too covers isolation
+    return runner.run(p, isolate=False, progress=False, argv=["attnbench", "run", str(path)])
 
 
 def test_cells_are_paired_with_the_baseline_at_their_shape(write_suite, tmp_path, cpu_flushes_denormals):
