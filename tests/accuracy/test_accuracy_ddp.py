@@ -69,6 +69,7 @@ def test_two_gloo_processes_agree(tiny_tree, tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # torchrun and two training processes, each importing torch: ~45 s on one loaded core
 def test_metric_trains_under_torchrun(tmp_path):
     """``nproc_per_node: 2``: the metric launches ``torchrun -m attnbench.accuracy train --job`` (gloo on CPU) and
     reads rank 0's result; the checkpoint records both processes' images."""

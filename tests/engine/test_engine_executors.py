@@ -51,7 +51,8 @@ def by_cell(rows):
 
 def test_local_executor_matches_inline_run(fake_metrics, write_suite, tmp_path):
     path = write_suite(fakes.tiny_suite(executor={"cells_per_job": 5, "max_parallel": 2, "poll_s": 0.2}))
-    runner.run(plan(path, tmp_path / "inline"), progress=False, argv=["test"])
+    # the reference run in-process (a dotted-path attention would otherwise get a child, and a torch import, per cell)
+    runner.run(plan(path, tmp_path / "inline"), isolate=False, progress=False, argv=["test"])
     summary = local(plan(path, tmp_path / "local"))
     inline, rows = read_rows(tmp_path / "inline"), read_rows(tmp_path / "local")
     ids = [r["cell_id"] for r in rows]

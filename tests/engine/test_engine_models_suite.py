@@ -236,7 +236,8 @@ def test_tiny_model_suite_runs_every_metric_and_reports_a_paper_table(write_suit
         models=[{"name": "swap", "label": "tiny-mhsa", "config": TINY}],
         axes={"resolution": [64], "batch": {"cpu": [3, 2], "cuda": [3, 2]}, "pass": ["forward", "forward_backward"]},
         zip=[["batch", "pass"]], metrics=["params", "flops", "latency", "memory", "published"],
-        settings={"threads": 1, "latency": {"warmup": 1, "min_time_s": 0.0, "min_repeats": 5, "paired": False}}))
+        settings={"threads": 1, "latency": {"warmup": 1, "min_time_s": 0.0, "min_repeats": 5, "paired": False,
+                                             "min_epochs": 2, "max_time_s": 1.0}}))  # the columns, not a precise time
     p = runner.plan(str(path), out=str(tmp_path / "run"), cuda_available=False)
     summary = runner.run(p, progress=False, argv=["attnbench", "run", str(path)], isolate=False)
     assert summary.counts == {"ok": 2}

@@ -195,7 +195,7 @@ def _skewed_idx(B, P, topk, g):
     return idx
 
 
-@pytest.mark.parametrize("nq, nk", [(1, 5), (3, 20)])
+@pytest.mark.parametrize("nq, nk", [(1, 5), pytest.param(3, 20, marks=pytest.mark.slow)])  # 3-20: ~20 s interpreted
 def test_key_major_backward_skewed_routing_small_tiles(nq, nk):
     """Key-major pass with 16-wide tiles over the flattened routed-query axis: a tile spans several query regions
     (nq = 1, 3), key region 0 is picked by every query region (the list spans several tiles), regions nobody
