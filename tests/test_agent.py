@@ -15,6 +15,8 @@ import torch
 import attentions
 from attentions.agent import resize_axis
 
+from official_layout import assert_loads_every_tensor, assert_mismatches_listed, random_state_dict
+
 
 def lerp_weights(n_in, n_out):
     """(n_out, n_in) matrix of half-pixel linear interpolation (align_corners=False, edges held)."""
@@ -184,22 +186,13 @@ OFFICIAL = {
 @pytest.mark.parametrize("which", list(OFFICIAL))
 def test_official_layout_loads(which):
     config, shapes = OFFICIAL[which]
-    sd = {k: torch.randn(s) for k, s in shapes.items()}
-    own = attentions.from_official("agent", sd, **config).state_dict()
-    assert set(own) == set(sd)
-    for key in sd:
-        assert torch.equal(own[key], sd[key]), key
+    assert_loads_every_tensor("agent", random_state_dict(shapes), **config)
 
 
 def test_official_mismatches_are_listed():
     config, shapes = OFFICIAL["Swin-T-stage2"]
-    sd = {k: torch.randn(s) for k, s in shapes.items()}
-    del sd["wa_bias"]
-    sd["ah_bias"] = torch.randn(1, 6, 16, 56, 1)
-    with pytest.raises(attentions.OfficialStateDictError) as e:
-        attentions.from_official("agent", sd, **config)
-    assert e.value.missing == ["wa_bias"]
-    assert "ah_bias: got (1, 6, 16, 56, 1), expected (1, 6, 16, 28, 1)" in str(e.value)
+    assert_mismatches_listed("agent", shapes, config, drop="wa_bias", wrong=("ah_bias", (1, 6, 16, 56, 1)),
+                             message="ah_bias: got (1, 6, 16, 56, 1), expected (1, 6, 16, 28, 1)")
 
 
 def test_defaults_are_the_stage1_geometry():

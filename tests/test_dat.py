@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 import attentions
 
+from official_layout import assert_loads_every_tensor, assert_mismatches_listed, random_state_dict
+
 
 def bilinear_ac(img, y, x):
     """Sample img (C, Hi, Wi) at normalised (y, x) (each (P,)): align_corners=True, zeros outside -> (C, P)."""
@@ -229,23 +231,13 @@ OFFICIAL = {
 @pytest.mark.parametrize("which", list(OFFICIAL))
 def test_official_layout_loads(which):
     config, shapes = OFFICIAL[which]
-    sd = {k: torch.randn(s) for k, s in shapes.items()}
-    mod = attentions.from_official("dat", sd, **config)
-    own = mod.state_dict()
-    assert set(own) == set(sd)
-    for key in sd:
-        assert torch.equal(own[key], sd[key]), key
+    assert_loads_every_tensor("dat", random_state_dict(shapes), **config)
 
 
 def test_official_mismatches_are_listed():
     config, shapes = OFFICIAL["pp-T-stage1"]
-    sd = {k: torch.randn(s) for k, s in shapes.items()}
-    del sd["conv_offset.1.norm.bias"]
-    sd["rpe_table"] = torch.randn(2, 27, 27)
-    with pytest.raises(attentions.OfficialStateDictError) as e:
-        attentions.from_official("dat", sd, **config)
-    assert e.value.missing == ["conv_offset.1.norm.bias"]
-    assert "rpe_table: got (2, 27, 27), expected (2, 111, 111)" in str(e.value)
+    assert_mismatches_listed("dat", shapes, config, drop="conv_offset.1.norm.bias", wrong=("rpe_table", (2, 27, 27)),
+                             message="rpe_table: got (2, 27, 27), expected (2, 111, 111)")
 
 
 @pytest.mark.parametrize("kwargs, param", [

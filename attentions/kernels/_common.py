@@ -5,7 +5,8 @@ The Triton interpreter (``TRITON_INTERPRET=1``) runs a kernel's programs one aft
 ``triton.jit`` reads that variable when it *decorates* a kernel, so it must be set before the first import of
 :mod:`attentions.kernels` (``tests/conftest.py`` does this when no GPU is present). Kernels decorated under the
 interpreter run on CPU tensors; kernels compiled for the GPU run on CUDA tensors only. Every call of a nested
-``@triton.jit`` function costs the interpreter milliseconds, so the kernels are written without helpers.
+``@triton.jit`` function costs the interpreter about a millisecond (it re-patches ``triton.language``), so the
+kernels call their shared helpers once per program or once per tile, never in an inner loop of their own.
 """
 from __future__ import annotations
 

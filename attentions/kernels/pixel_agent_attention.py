@@ -39,11 +39,45 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, batch_bucket, check_runnable, dot_precision, launch, pow2_at_least, upcast_operands
+from ._common import (LOG2E, autotuned, batch_bucket, check_runnable, dot_precision, launch, pow2_at_least,
+                      upcast_operands)
+from ._tiles import check_tile_sizes
 
 __all__ = ["pixel_agent_attention_triton", "pixel_agent_attention_macs", "fixed_point_scale"]
 
 MAX_BLOCK_S = 256  # agents per tile: a head's agents stream through registers in tiles of at most this many
+_LOG2E = tl.constexpr(LOG2E)  # the kernels' exp2 softmax scales the logits plus bias by log2(e) in-kernel
+
+
+@triton.jit
+def _rpe_bias(T, qy, qx, py, px, mask, stride_ty, stride_tx, TH: tl.constexpr, TW: tl.constexpr):
+    """The RPE bias of every (pixel, agent) pair of the tile: the head's table T sampled bilinearly
+    (grid_sample, align_corners=True, zero padding) at the displacement (q − pos) / 2, from the pixels' grid
+    coordinates (qy, qx) and the agents' positions (py, px); ``mask`` is the tile's valid pairs.
+
+    Returns (bias, ∂bias/∂fy, ∂bias/∂fx, fy, fx, y0, x0): the source index is (y0 + fy, x0 + fx), its four taps
+    are (y0 | y0 + 1, x0 | x0 + 1). The forward uses the bias alone; the backward recomputes it and uses the rest."""
+    iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
+    ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
+    y0f = tl.floor(iy)
+    x0f = tl.floor(ix)
+    fy = iy - y0f
+    fx = ix - x0f
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    in_y0 = (y0 >= 0) & (y0 < TH)
+    in_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
+    in_x0 = (x0 >= 0) & (x0 < TW)
+    in_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
+    t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=mask & in_y0 & in_x0, other=0.).to(tl.float32)
+    t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=mask & in_y0 & in_x1, other=0.).to(tl.float32)
+    t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=mask & in_y1 & in_x0, other=0.).to(tl.float32)
+    t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=mask & in_y1 & in_x1,
+                  other=0.).to(tl.float32)
+    bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
+    gy = (1.0 - fx) * (t10 - t00) + fx * (t11 - t01)
+    gx = (1.0 - fy) * (t01 - t00) + fy * (t11 - t10)
+    return bias, gy, gx, fy, fx, y0, x0
 
 
 @triton.jit(do_not_specialize=["BATCH_BUCKET"])
@@ -58,11 +92,7 @@ def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
                      TH: tl.constexpr, TW: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
                      DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    tl.static_assert(BLOCK_D >= HEAD_DIM)
-    tl.static_assert(BLOCK_M >= 16)  # tl.dot needs every tile side ≥ 16
-    tl.static_assert(BLOCK_S >= 16)
-    tl.static_assert(BLOCK_D >= 16)
-    LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
+    check_tile_sizes(HEAD_DIM, BLOCK_M, BLOCK_S, BLOCK_D)
     # 1-D grid (no 65535 cap on B·m): program -> (b·m + head, block of pixels); BATCH_BUCKET is only an autotune key
     n_mblocks = tl.cdiv(HW, BLOCK_M)
     pid_m = tl.program_id(0) % n_mblocks
@@ -100,28 +130,10 @@ def _pixel_agent_fwd(Q, K, V, POS, TABLE, OUT, LSE2,  #
             v = v.to(tl.float32)
         # -- compute qk --
         logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
-        # -- RPE bias: displacement, grid_sample(align_corners=True) source index, four taps (zero padding) --
-        iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
-        ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
-        y0f = tl.floor(iy)
-        x0f = tl.floor(ix)
-        fy = iy - y0f
-        fx = ix - x0f
-        y0 = y0f.to(tl.int32)
-        x0 = x0f.to(tl.int32)
-        ms = m_valid[:, None] & s_valid[None, :]
-        ok_y0 = (y0 >= 0) & (y0 < TH)
-        ok_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
-        ok_x0 = (x0 >= 0) & (x0 < TW)
-        ok_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
-        t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & ok_y0 & ok_x0, other=0.).to(tl.float32)
-        t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y0 & ok_x1, other=0.).to(tl.float32)
-        t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & ok_y1 & ok_x0, other=0.).to(tl.float32)
-        t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & ok_y1 & ok_x1,
-                      other=0.).to(tl.float32)
-        bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
+        # -- RPE bias: bilinear taps of the head's table at each (pixel, agent) displacement --
+        bias = _rpe_bias(T, qy, qx, py, px, m_valid[:, None] & s_valid[None, :], stride_ty, stride_tx, TH, TW)[0]
         # -- online softmax update (base 2); every tile holds at least one real agent, so m_new is finite --
-        z2 = tl.where(s_valid[None, :], (logits + bias) * LOG2E_, float("-inf"))
+        z2 = tl.where(s_valid[None, :], (logits + bias) * _LOG2E, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(z2, 1))
         alpha = tl.exp2(m_i - m_new)
         prob = tl.exp2(z2 - m_new[:, None])
@@ -148,11 +160,7 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV,
                      TH: tl.constexpr, TW: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,  #
                      DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    tl.static_assert(BLOCK_D >= HEAD_DIM)
-    tl.static_assert(BLOCK_M >= 16)
-    tl.static_assert(BLOCK_S >= 16)
-    tl.static_assert(BLOCK_D >= 16)
-    LOG2E_: tl.constexpr = 1.4426950408889634  # log2(e)
+    check_tile_sizes(HEAD_DIM, BLOCK_M, BLOCK_S, BLOCK_D)
     N_STILES: tl.constexpr = (NS + BLOCK_S - 1) // BLOCK_S
     # 1-D grid: program -> (b·m + head, chunk of PIX_PER_CHUNK pixels, tile of BLOCK_S agents); the agent tiles of
     # one chunk are neighbours, so they read the same Q/dO rows while those are in L2
@@ -201,28 +209,10 @@ def _pixel_agent_bwd(Q, K, V, POS, TABLE, OUT, DOUT, LSE2, FX_SCALE, DQ, DK, DV,
         logits = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale
         qy = tl.where(H > 1, (offs_m // W).to(tl.float32) / den_h * 2.0 - 1.0, 0.0)
         qx = tl.where(W > 1, (offs_m % W).to(tl.float32) / den_w * 2.0 - 1.0, 0.0)
-        iy = ((qy[:, None] - py[None, :]) * 0.5 + 1.0) / 2.0 * (TH - 1)
-        ix = ((qx[:, None] - px[None, :]) * 0.5 + 1.0) / 2.0 * (TW - 1)
-        y0f = tl.floor(iy)
-        x0f = tl.floor(ix)
-        fy = iy - y0f
-        fx = ix - x0f
-        y0 = y0f.to(tl.int32)
-        x0 = x0f.to(tl.int32)
         ms = m_valid[:, None] & s_valid[None, :]
-        in_y0 = (y0 >= 0) & (y0 < TH)
-        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < TH)
-        in_x0 = (x0 >= 0) & (x0 < TW)
-        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < TW)
-        t00 = tl.load(T + y0 * stride_ty + x0 * stride_tx, mask=ms & in_y0 & in_x0, other=0.).to(tl.float32)
-        t01 = tl.load(T + y0 * stride_ty + (x0 + 1) * stride_tx, mask=ms & in_y0 & in_x1, other=0.).to(tl.float32)
-        t10 = tl.load(T + (y0 + 1) * stride_ty + x0 * stride_tx, mask=ms & in_y1 & in_x0, other=0.).to(tl.float32)
-        t11 = tl.load(T + (y0 + 1) * stride_ty + (x0 + 1) * stride_tx, mask=ms & in_y1 & in_x1, other=0.).to(tl.float32)
-        bias = (1.0 - fy) * ((1.0 - fx) * t00 + fx * t01) + fy * ((1.0 - fx) * t10 + fx * t11)
-        # d bias / d(fy, fx), formed now so the four taps can leave the registers
-        gy = (1.0 - fx) * (t10 - t00) + fx * (t11 - t01)
-        gx = (1.0 - fy) * (t01 - t00) + fy * (t11 - t10)
-        prob = tl.exp2((logits + bias) * LOG2E_ - lse2[:, None])
+        # the bias, its gradient w.r.t. the fractional source index (fy, fx), and the taps' corner (y0, x0)
+        bias, gy, gx, fy, fx, y0, x0 = _rpe_bias(T, qy, qx, py, px, ms, stride_ty, stride_tx, TH, TW)
+        prob = tl.exp2((logits + bias) * _LOG2E - lse2[:, None])
         prob = tl.where(ms, prob, 0.0)
         # -- dV = Pᵀ dO ; dS = P ∘ (dO Vᵀ − delta) is the gradient of the logits and of the bias --
         dv += tl.dot(tl.trans(prob.to(do.dtype)), do, input_precision=DOT_PRECISION)

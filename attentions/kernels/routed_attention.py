@@ -38,10 +38,81 @@ import triton.language as tl
 
 from ._common import (LOG2E, MAX_CONFIGS, autotuned, batch_bucket, check_runnable, debug_checks, dot_precision, launch,
                       pow2_at_least, upcast_operands)
+from ._tiles import check_tile_sizes
 
 __all__ = ["routed_attention_triton", "routed_attention_macs", "inverse_routing"]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# jit helpers shared by the three kernels. Under the interpreter every call of a nested jit function costs about a
+# millisecond, so they are called once per program or once per tile, never per element.
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _program_rows(N: tl.constexpr, BLOCK: tl.constexpr, P, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """Which (b, region, head, block of BLOCK of the region's N rows) this program owns, in a 1-D grid of
+    B·P·heads·cdiv(N, BLOCK) programs: the row blocks are fastest, then the heads, so the heads of one region are
+    neighbours and read the same routed rows while those are in L2.
+
+    Returns (its rows, their mask, the mask of its (rows, channels) tile, bph = (b·P + region)·heads + head, b,
+    region, head, the head's channels, their mask); channels split head-major (channel = head·HEAD_DIM + j)."""
+    N_BLOCKS: tl.constexpr = (N + BLOCK - 1) // BLOCK
+    pid = tl.program_id(0)
+    bph = (pid // N_BLOCKS).to(tl.int64)
+    h = bph % NUM_HEADS
+    offs = (pid % N_BLOCKS) * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    valid = offs < N
+    d_valid = offs_d < HEAD_DIM
+    return (offs, valid, valid[:, None] & d_valid[None, :], bph, bph // NUM_HEADS // P, (bph // NUM_HEADS) % P, h,
+            h * HEAD_DIM + offs_d, d_valid)
+
+
+@triton.jit
+def _load_rows(X, b, region, row, ch, stride_b, stride_p, stride_n, stride_c, mask, UPCAST: tl.constexpr):
+    """Rows ``row`` of region ``region`` (one region for all rows, or one per row) of batch ``b``, channels ``ch``,
+    of a (B, P, n, C) tensor; masked-out entries read 0. Upcast to float32 under UPCAST (see
+    ``_common.upcast_operands``)."""
+    x = tl.load(X + b * stride_b + (region * stride_p + row * stride_n)[:, None] + ch[None, :] * stride_c,
+                mask=mask, other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _routed_tile(q, K, V, IDX, b, p, j0, ch, d_valid,  #
+                 stride_ib, stride_ip, stride_it,  #
+                 stride_kb, stride_kp, stride_kn, stride_kc,  #
+                 stride_vb, stride_vp, stride_vn, stride_vc,  #
+                 P, qk_scale, NK: tl.constexpr, TOPK: tl.constexpr, BLOCK_N: tl.constexpr,  #
+                 DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Keys j0 … j0 + BLOCK_N − 1 of query region p's flattened routed key axis (key j is row j % NK of region
+    idx[b, p, j // NK]) and their base-2 logits against q: the forward and the dQ pass share this tile.
+
+    Returns (s = q kᵀ · qk_scale, k, v, valid); a key past the axis or behind an index outside [0, P) (-1: a padded
+    route) is invalid and reads nothing (the memory guard). The loads are written out rather than calls of
+    :func:`_load_rows`: a nested call per tile would cost the interpreter about as much as the tile's own work."""
+    offs_j = j0 + tl.arange(0, BLOCK_N)
+    row = offs_j % NK
+    valid = offs_j < TOPK * NK
+    region = tl.load(IDX + b * stride_ib + p * stride_ip + (offs_j // NK) * stride_it, mask=valid, other=0)
+    region = region.to(tl.int64)
+    valid = valid & (region >= 0) & (region < P)
+    kv_mask = valid[:, None] & d_valid[None, :]
+    k = tl.load(K + b * stride_kb + (region * stride_kp + row * stride_kn)[:, None] + ch[None, :] * stride_kc,
+                mask=kv_mask, other=0.0)
+    v = tl.load(V + b * stride_vb + (region * stride_vp + row * stride_vn)[:, None] + ch[None, :] * stride_vc,
+                mask=kv_mask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    return tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale, k, v, valid
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kernels: forward, query-major backward (dQ), key-major backward (dK, dV)
+# ---------------------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["BATCH_BUCKET"])
 def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
                      stride_qb, stride_qp, stride_qn, stride_qc,  #
@@ -54,51 +125,18 @@ def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
                      NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,  #
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
                      DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    tl.static_assert(BLOCK_D >= HEAD_DIM)
-    tl.static_assert(BLOCK_M >= 16)  # tl.dot needs every tile side ≥ 16
-    tl.static_assert(BLOCK_N >= 16)
-    tl.static_assert(BLOCK_D >= 16)
-    # -- which (b, p, head, query block) this program owns; the heads of one region are neighbours in the grid,
-    #    so they read the same routed K/V rows while those are in L2 --
-    N_QBLOCKS: tl.constexpr = (NQ + BLOCK_M - 1) // BLOCK_M
-    pid = tl.program_id(0)
-    qb = pid % N_QBLOCKS
-    bph = (pid // N_QBLOCKS).to(tl.int64)
-    h = bph % NUM_HEADS
-    p = (bph // NUM_HEADS) % P
-    b = bph // NUM_HEADS // P
-    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    ch = h * HEAD_DIM + offs_d  # head-major channel split
-    d_valid = offs_d < HEAD_DIM
-    q_mask = (offs_m < NQ)[:, None] & d_valid[None, :]
-    # load q: it stays in registers throughout
-    q = tl.load(Q + b * stride_qb + p * stride_qp + offs_m[:, None] * stride_qn + ch[None, :] * stride_qc,
-                mask=q_mask, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    check_tile_sizes(HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
+    # -- which (b, p, head, query block) this program owns; q stays in registers throughout --
+    offs_m, m_valid, q_mask, bph, b, p, h, ch, d_valid = _program_rows(NQ, BLOCK_M, P, NUM_HEADS, HEAD_DIM, BLOCK_D)
+    q = _load_rows(Q, b, p, offs_m, ch, stride_qb, stride_qp, stride_qn, stride_qc, q_mask, UPCAST)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    IDX_ROW = IDX + b * stride_ib + p * stride_ip
-    # -- loop over the flattened routed keys j: row j % NK of region idx[b, p, j // NK] --
+    # -- loop over the flattened routed keys j: row j % NK of region idx[b, p, j // NK]; s = qkᵀ (base-2 logits) --
     for j0 in range(0, TOPK * NK, BLOCK_N):
-        offs_j = j0 + offs_n
-        row = offs_j % NK
-        valid = offs_j < TOPK * NK
-        region = tl.load(IDX_ROW + (offs_j // NK) * stride_it, mask=valid, other=0).to(tl.int64)
-        valid = valid & (region >= 0) & (region < P)  # memory guard: a bad index reads nothing
-        kv_mask = valid[:, None] & d_valid[None, :]
-        k = tl.load(K + b * stride_kb + region[:, None] * stride_kp + row[:, None] * stride_kn
-                    + ch[None, :] * stride_kc, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * stride_vb + region[:, None] * stride_vp + row[:, None] * stride_vn
-                    + ch[None, :] * stride_vc, mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        # -- compute qk (base-2 logits) --
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        s, k, v, valid = _routed_tile(q, K, V, IDX, b, p, j0, ch, d_valid, stride_ib, stride_ip, stride_it,
+                                      stride_kb, stride_kp, stride_kn, stride_kc, stride_vb, stride_vp, stride_vn,
+                                      stride_vc, P, qk_scale, NK, TOPK, BLOCK_N, DOT_PRECISION, UPCAST)
         s = tl.where(valid[None, :], s, float("-inf"))
         # -- online softmax update; while every key so far was masked (padded routes) m is -inf, and the exponents
         #    are taken against 0 instead, so exp2(-inf - -inf) never makes a NaN --
@@ -115,7 +153,7 @@ def _routed_attn_fwd(Q, K, V, IDX, OUT, LSE2,  #
     out = acc / l_i[:, None]
     tl.store(OUT + b * stride_ob + p * stride_op + offs_m[:, None] * stride_on + ch[None, :] * stride_oc,
              out.to(OUT.dtype.element_ty), mask=q_mask)
-    tl.store(LSE2 + bph * NQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=offs_m < NQ)
+    tl.store(LSE2 + bph * NQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=m_valid)
 
 
 @triton.jit(do_not_specialize=["BATCH_BUCKET"])
@@ -132,57 +170,23 @@ def _routed_attn_bwd_dq(Q, K, V, IDX, OUT, DOUT, LSE2, DELTA, DQ,  #
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,  #
                         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """Query-major backward pass: dQ (registers, stored once) and delta = rowsum(dO∘O), on the forward's grid."""
-    tl.static_assert(BLOCK_D >= HEAD_DIM)
-    tl.static_assert(BLOCK_M >= 16)
-    tl.static_assert(BLOCK_N >= 16)
-    tl.static_assert(BLOCK_D >= 16)
+    check_tile_sizes(HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     C: tl.constexpr = NUM_HEADS * HEAD_DIM
-    N_QBLOCKS: tl.constexpr = (NQ + BLOCK_M - 1) // BLOCK_M
-    pid = tl.program_id(0)
-    qb = pid % N_QBLOCKS
-    bph = (pid // N_QBLOCKS).to(tl.int64)
-    h = bph % NUM_HEADS
-    p = (bph // NUM_HEADS) % P
-    b = bph // NUM_HEADS // P
-    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    ch = h * HEAD_DIM + offs_d
-    d_valid = offs_d < HEAD_DIM
-    m_valid = offs_m < NQ
-    q_mask = m_valid[:, None] & d_valid[None, :]
-    # load q, dO and O of this query block: they stay in registers throughout
-    q = tl.load(Q + b * stride_qb + p * stride_qp + offs_m[:, None] * stride_qn + ch[None, :] * stride_qc,
-                mask=q_mask, other=0.0)
-    do = tl.load(DOUT + b * stride_db + p * stride_dp + offs_m[:, None] * stride_dn + ch[None, :] * stride_dc,
-                 mask=q_mask, other=0.0)
-    o = tl.load(OUT + b * stride_ob + p * stride_op + offs_m[:, None] * stride_on + ch[None, :] * stride_oc,
-                mask=q_mask, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-        do = do.to(tl.float32)
+    # -- the forward's query block; q, dO and O stay in registers throughout --
+    offs_m, m_valid, q_mask, bph, b, p, h, ch, d_valid = _program_rows(NQ, BLOCK_M, P, NUM_HEADS, HEAD_DIM, BLOCK_D)
+    q = _load_rows(Q, b, p, offs_m, ch, stride_qb, stride_qp, stride_qn, stride_qc, q_mask, UPCAST)
+    do = _load_rows(DOUT, b, p, offs_m, ch, stride_db, stride_dp, stride_dn, stride_dc, q_mask, UPCAST)
+    o = _load_rows(OUT, b, p, offs_m, ch, stride_ob, stride_op, stride_on, stride_oc, q_mask, False)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # rowsum(dO ∘ O) = Σ_j P_ij dP_ij
     tl.store(DELTA + bph * NQ + offs_m, delta, mask=m_valid)  # read by the key-major pass
     lse2 = tl.load(LSE2 + bph * NQ + offs_m, mask=m_valid, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    IDX_ROW = IDX + b * stride_ib + p * stride_ip
     for j0 in range(0, TOPK * NK, BLOCK_N):
-        # -- load the K/V tile exactly as the forward does --
-        offs_j = j0 + offs_n
-        row = offs_j % NK
-        valid = offs_j < TOPK * NK
-        region = tl.load(IDX_ROW + (offs_j // NK) * stride_it, mask=valid, other=0).to(tl.int64)
-        valid = valid & (region >= 0) & (region < P)
-        kv_mask = valid[:, None] & d_valid[None, :]
-        k = tl.load(K + b * stride_kb + region[:, None] * stride_kp + row[:, None] * stride_kn
-                    + ch[None, :] * stride_kc, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * stride_vb + region[:, None] * stride_vp + row[:, None] * stride_vn
-                    + ch[None, :] * stride_vc, mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        # -- the K/V tile and its logits, exactly as the forward computes them --
+        s, k, v, valid = _routed_tile(q, K, V, IDX, b, p, j0, ch, d_valid, stride_ib, stride_ip, stride_it,
+                                      stride_kb, stride_kp, stride_kn, stride_kc, stride_vb, stride_vp, stride_vn,
+                                      stride_vc, P, qk_scale, NK, TOPK, BLOCK_N, DOT_PRECISION, UPCAST)
         # -- recompute the probabilities from the saved logsumexp; dS = P ∘ (dO Vᵀ − delta) --
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         prob = tl.exp2(s - lse2[:, None])
         prob = tl.where(m_valid[:, None] & valid[None, :], prob, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -209,51 +213,27 @@ def _routed_attn_bwd_dkdv(Q, K, V, DOUT, LSE2, DELTA, INV, OFFS, DK, DV,  #
     It walks the *flattened routed query axis* of r: query i is row i % NQ of the query region INV[b, OFFS[b, r]
     + i // NQ], the regions that routed to r in sorted order (a region listed twice contributes twice, as in the
     forward). dK and dV stay in registers and are stored once: no atomics, a fixed summation order."""
-    tl.static_assert(BLOCK_D >= HEAD_DIM)
-    tl.static_assert(BLOCK_M >= 16)
-    tl.static_assert(BLOCK_N >= 16)
-    tl.static_assert(BLOCK_D >= 16)
+    check_tile_sizes(HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     C: tl.constexpr = NUM_HEADS * HEAD_DIM
-    N_KBLOCKS: tl.constexpr = (NK + BLOCK_N - 1) // BLOCK_N
-    pid = tl.program_id(0)
-    kb = pid % N_KBLOCKS
-    brh = (pid // N_KBLOCKS).to(tl.int64)
-    h = brh % NUM_HEADS
-    r = (brh // NUM_HEADS) % P
-    b = brh // NUM_HEADS // P
-    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    ch = h * HEAD_DIM + offs_d
-    d_valid = offs_d < HEAD_DIM
-    n_valid = offs_n < NK
-    kv_mask = n_valid[:, None] & d_valid[None, :]
-    # this program's K/V block stays in registers throughout
-    k = tl.load(K + b * stride_kb + r * stride_kp + offs_n[:, None] * stride_kn + ch[None, :] * stride_kc,
-                mask=kv_mask, other=0.0)
-    v = tl.load(V + b * stride_vb + r * stride_vp + offs_n[:, None] * stride_vn + ch[None, :] * stride_vc,
-                mask=kv_mask, other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
+    # -- which (b, key region r, head, key block) this program owns; its K/V block stays in registers throughout --
+    offs_n, n_valid, kv_mask, _, b, r, h, ch, d_valid = _program_rows(NK, BLOCK_N, P, NUM_HEADS, HEAD_DIM, BLOCK_D)
+    k = _load_rows(K, b, r, offs_n, ch, stride_kb, stride_kp, stride_kn, stride_kc, kv_mask, UPCAST)
+    v = _load_rows(V, b, r, offs_n, ch, stride_vb, stride_vp, stride_vn, stride_vc, kv_mask, UPCAST)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    # -- the query regions that routed to r: INV[b, start:start + count] --
     start = tl.load(OFFS + b * (P + 1) + r)
     count = tl.load(OFFS + b * (P + 1) + r + 1) - start
     INV_ROW = INV + b * LIST_LEN + start
     for i0 in range(0, count * NQ, BLOCK_M):
-        offs_i = i0 + offs_m
+        # -- load the query tile: q, dO and the saved row statistics --
+        offs_i = i0 + tl.arange(0, BLOCK_M)
         valid = offs_i < count * NQ
         row = offs_i % NQ
         qreg = tl.load(INV_ROW + offs_i // NQ, mask=valid, other=0).to(tl.int64)
         q_mask = valid[:, None] & d_valid[None, :]
-        q = tl.load(Q + b * stride_qb + qreg[:, None] * stride_qp + row[:, None] * stride_qn
-                    + ch[None, :] * stride_qc, mask=q_mask, other=0.0)
-        do = tl.load(DOUT + b * stride_db + qreg[:, None] * stride_dp + row[:, None] * stride_dn
-                     + ch[None, :] * stride_dc, mask=q_mask, other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+        q = _load_rows(Q, b, qreg, row, ch, stride_qb, stride_qp, stride_qn, stride_qc, q_mask, UPCAST)
+        do = _load_rows(DOUT, b, qreg, row, ch, stride_db, stride_dp, stride_dn, stride_dc, q_mask, UPCAST)
         stat = ((b * P + qreg) * NUM_HEADS + h) * NQ + row  # (b, p, h, row) of lse2 and delta
         lse2 = tl.load(LSE2 + stat, mask=valid, other=0.0)
         delta = tl.load(DELTA + stat, mask=valid, other=0.0)

@@ -140,6 +140,17 @@ def _mlp(kind: str, dim: int, ratio: float) -> nn.Module:
     raise ValueError(f"mlp={kind!r} is not allowed: expected 'conv' (DeBiFormer) or 'linear' (BiFormer)")
 
 
+def _sub_block(x: torch.Tensor, pos_embed: nn.Module, norm_attn: nn.Module, attn: nn.Module, norm_mlp: nn.Module,
+               mlp: nn.Module, drop_path: nn.Module) -> torch.Tensor:
+    """One (pos-embed, attention, MLP) sub-block on (B, C, H, W): ``x = x + pos_embed(x)``;
+    ``x = x + drop_path(attn(norm_attn(x)))``; ``x = x + drop_path(mlp(norm_mlp(x)))``, the last two channels-last.
+    The blocks hold the modules themselves, under the official flat names (``norm3``, ``attn2``, ...)."""
+    x = (x + pos_embed(x)).permute(0, 2, 3, 1)
+    x = x + drop_path(attn(norm_attn(x)))
+    x = x + drop_path(mlp(norm_mlp(x)))
+    return x.permute(0, 3, 1, 2)
+
+
 class BiFormerBlock(nn.Module):
     """One attention and one MLP, pre-norm, after a DWConv position embedding (BiFormer's ``Block``).
 
@@ -158,10 +169,7 @@ class BiFormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x + self.pos_embed(x)).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.permute(0, 3, 1, 2)
+        return _sub_block(x, self.pos_embed, self.norm1, self.attn, self.norm2, self.mlp, self.drop_path)
 
 
 class DeBiFormerBlock(nn.Module):
@@ -190,11 +198,5 @@ class DeBiFormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x + self.pos_embed1(x)).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn1(self.norm1(x)))
-        x = x + self.drop_path(self.mlp1(self.norm2(x)))
-        x = x.permute(0, 3, 1, 2)
-        x = (x + self.pos_embed2(x)).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn2(self.norm3(x)))
-        x = x + self.drop_path(self.mlp2(self.norm4(x)))
-        return x.permute(0, 3, 1, 2)
+        x = _sub_block(x, self.pos_embed1, self.norm1, self.attn1, self.norm2, self.mlp1, self.drop_path)
+        return _sub_block(x, self.pos_embed2, self.norm3, self.attn2, self.norm4, self.mlp2, self.drop_path)

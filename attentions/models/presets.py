@@ -54,40 +54,28 @@ def _biformer_slots(macro: Macro, img_size: int) -> list:
     return slots + [[("attention_lepe", slot_config("attention_lepe", 3, macro, grids[3]))]]
 
 
-@register_model
-def debiformer_t(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """DeBiFormer-T (``debi_tiny``): 21.50 M params, 2.654 G MACs at 224² (fvcore, official code)."""
-    return build_backbone(MACROS["debiformer_t"], _debiformer_slots(MACROS["debiformer_t"], img_size), **kwargs)
+def _preset_entry(name: str, slots, doc: str):
+    """Register the official preset ``name``: macro design ``MACROS[name]`` with ``slots(macro, img_size)``."""
+    def entry(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
+        return build_backbone(MACROS[name], slots(MACROS[name], img_size), **kwargs)
+
+    entry.__name__, entry.__doc__ = name, doc
+    return register_model(entry)
 
 
-@register_model
-def debiformer_s(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """DeBiFormer-S (``debi_small``): 44.01 M params, 5.440 G MACs at 224²."""
-    return build_backbone(MACROS["debiformer_s"], _debiformer_slots(MACROS["debiformer_s"], img_size), **kwargs)
-
-
-@register_model
-def debiformer_b(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """DeBiFormer-B (``debi_base``) as registered in the official code: 95.50 M, 11.741 G (README says 77 M)."""
-    return build_backbone(MACROS["debiformer_b"], _debiformer_slots(MACROS["debiformer_b"], img_size), **kwargs)
-
-
-@register_model
-def biformer_t(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """BiFormer-T: 13.1 M params, 2.2 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_t"], _biformer_slots(MACROS["biformer_t"], img_size), **kwargs)
-
-
-@register_model
-def biformer_s(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """BiFormer-S: 25.5 M params, 4.5 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_s"], _biformer_slots(MACROS["biformer_s"], img_size), **kwargs)
-
-
-@register_model
-def biformer_b(img_size: int = 224, **kwargs: Any) -> HierarchicalViT:
-    """BiFormer-B: 56.8 M params, 9.8 G MACs at 224² (README)."""
-    return build_backbone(MACROS["biformer_b"], _biformer_slots(MACROS["biformer_b"], img_size), **kwargs)
+#: the official presets: name -> (slot layout, docstring with the official size)
+_PRESETS = {
+    "debiformer_t": (_debiformer_slots,
+                     "DeBiFormer-T (``debi_tiny``): 21.50 M params, 2.654 G MACs at 224² (fvcore, official code)."),
+    "debiformer_s": (_debiformer_slots, "DeBiFormer-S (``debi_small``): 44.01 M params, 5.440 G MACs at 224²."),
+    "debiformer_b": (_debiformer_slots, "DeBiFormer-B (``debi_base``) as registered in the official code: 95.50 M, "
+                                        "11.741 G (README says 77 M)."),
+    "biformer_t": (_biformer_slots, "BiFormer-T: 13.1 M params, 2.2 G MACs at 224² (README)."),
+    "biformer_s": (_biformer_slots, "BiFormer-S: 25.5 M params, 4.5 G MACs at 224² (README)."),
+    "biformer_b": (_biformer_slots, "BiFormer-B: 56.8 M params, 9.8 G MACs at 224² (README)."),
+}
+for _name, (_slots, _doc) in _PRESETS.items():
+    globals()[_name] = _preset_entry(_name, _slots, _doc)
 
 
 @register_model

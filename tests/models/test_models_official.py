@@ -62,35 +62,36 @@ def _ln(p: str, c: int) -> dict:
     return {f"{p}.weight": (c,), f"{p}.bias": (c,)}
 
 
+def _blocks(depths):
+    """(stage, channels, key prefix ``stages.i.j``) of every block, stage by stage, for these stage depths."""
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            yield i, DIMS[i], f"stages.{i}.{j}"
+
+
 def debiformer_t_keys() -> dict:
     keys = _trunk(DIMS)
-    for i, depth in enumerate((1, 1, 4, 1)):
-        c = DIMS[i]
-        for j in range(depth):
-            b = f"stages.{i}.{j}"
-            keys.update({**_conv(f"{b}.pos_embed1", c, 1, 3), **_conv(f"{b}.pos_embed2", c, 1, 3),
-                         **_conv_mlp(f"{b}.mlp1", c), **_conv_mlp(f"{b}.mlp2", c)})
-            for n in range(1, 5):
-                keys.update(_ln(f"{b}.norm{n}", c))
-            keys.update(_bra(f"{b}.attn1", c) if i < 3 else _dbra(f"{b}.attn1", c, i))
-            keys.update(_dbra(f"{b}.attn2", c, i))
+    for i, c, b in _blocks((1, 1, 4, 1)):
+        keys.update({**_conv(f"{b}.pos_embed1", c, 1, 3), **_conv(f"{b}.pos_embed2", c, 1, 3),
+                     **_conv_mlp(f"{b}.mlp1", c), **_conv_mlp(f"{b}.mlp2", c)})
+        for n in range(1, 5):
+            keys.update(_ln(f"{b}.norm{n}", c))
+        keys.update(_bra(f"{b}.attn1", c) if i < 3 else _dbra(f"{b}.attn1", c, i))
+        keys.update(_dbra(f"{b}.attn2", c, i))
     return keys
 
 
 def biformer_t_keys() -> dict:
     keys = _trunk(DIMS)
-    for i, depth in enumerate((2, 2, 8, 2)):
-        c = DIMS[i]
-        for j in range(depth):
-            b = f"stages.{i}.{j}"
-            keys.update({**_conv(f"{b}.pos_embed", c, 1, 3), **_ln(f"{b}.norm1", c), **_ln(f"{b}.norm2", c),
-                         f"{b}.mlp.0.weight": (3 * c, c), f"{b}.mlp.0.bias": (3 * c,),
-                         f"{b}.mlp.3.weight": (c, 3 * c), f"{b}.mlp.3.bias": (c,)})
-            if i < 3:
-                keys.update(_bra(f"{b}.attn", c))
-            else:  # AttentionLePE: qkv without bias
-                keys.update({f"{b}.attn.qkv.weight": (3 * c, c), f"{b}.attn.proj.weight": (c, c),
-                             f"{b}.attn.proj.bias": (c,), **_conv(f"{b}.attn.lepe", c, 1, 5)})
+    for i, c, b in _blocks((2, 2, 8, 2)):
+        keys.update({**_conv(f"{b}.pos_embed", c, 1, 3), **_ln(f"{b}.norm1", c), **_ln(f"{b}.norm2", c),
+                     f"{b}.mlp.0.weight": (3 * c, c), f"{b}.mlp.0.bias": (3 * c,),
+                     f"{b}.mlp.3.weight": (c, 3 * c), f"{b}.mlp.3.bias": (c,)})
+        if i < 3:
+            keys.update(_bra(f"{b}.attn", c))
+        else:  # AttentionLePE: qkv without bias
+            keys.update({f"{b}.attn.qkv.weight": (3 * c, c), f"{b}.attn.proj.weight": (c, c),
+                         f"{b}.attn.proj.bias": (c,), **_conv(f"{b}.attn.lepe", c, 1, 5)})
     return keys
 
 
