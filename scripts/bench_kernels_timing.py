@@ -14,13 +14,14 @@ Only torch ≥ 2.0 APIs (CUDA events, ``torch.cuda.graph``): the GPU check runs 
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import statistics
 import time
+from typing import ContextManager
 
 import torch
+
+from attnbench.core.deadline import time_limit
 
 __all__ = ["median_ms", "graph_ms", "CellTimeout", "cell_time_limit"]
 
@@ -96,26 +97,13 @@ def graph_ms(fn, calls: int = 20, samples: int = 10) -> float:
 
 class CellTimeout(BaseException):
     """A cell ran past its time limit. A BaseException, so that library code catching Exception (a compiler's
-    fallback path) does not swallow it. (The engine's ``attnbench.engine.execute._deadline`` does the same for suite cells
-    with a TimeoutError; the GPU check must not import the engine, which needs more than torch and triton.)"""
+    fallback path) does not swallow it. (The engine's cells raise a TimeoutError through the same
+    :func:`attnbench.core.deadline.time_limit`, which is standard library only: the GPU check must not import the
+    engine, which needs more than torch and triton.)"""
 
 
-@contextlib.contextmanager
-def cell_time_limit(seconds: float | None):
+def cell_time_limit(seconds: float | None) -> ContextManager[None]:
     """Raise :class:`CellTimeout` in this (main) thread after ``seconds``; None or 0: no limit. The signal is
     handled between Python bytecodes, so a single long CUDA call finishes first; the GPU check's per-stage
-    ``timeout`` is the hard limit behind this one."""
-    if not seconds or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise CellTimeout(f"killed after {seconds:g} s (--cell-timeout-s)")
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    ``timeout`` is the hard limit behind this one (:func:`attnbench.core.deadline.time_limit`)."""
+    return time_limit(seconds, lambda: CellTimeout(f"killed after {seconds:g} s (--cell-timeout-s)"))

@@ -17,7 +17,6 @@ when it dies instead (a segfault, the OOM killer), the parent records the cell a
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import gc
@@ -28,9 +27,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 from torch import nn
@@ -44,6 +42,7 @@ from ..suite.effective_config import effective_config
 from ..metrics.base import MetricContext
 from .parent_watch import PARENT_ENV
 from ..core.results import CELLS_DIR, ROW_HEAD, RUN_DIR_ENV
+from ..core.deadline import time_limit
 from ..core.torch_threads import use_threads
 
 __all__ = ["Outcome", "CellRunner", "IsolatedRunner", "ContractError", "CellTimeout", "check_contract",
@@ -375,23 +374,10 @@ def with_latency_budget(settings: dict[str, Any], seconds: float) -> dict[str, A
     return {**settings, "latency": {**(settings.get("latency") or {}), "budget_s": float(seconds)}}
 
 
-@contextlib.contextmanager
-def _deadline(seconds: Optional[float]):
-    """Raise :class:`CellTimeout` in this (main) thread after ``seconds``; a no-op off the main thread or for None."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+def _deadline(seconds: Optional[float]) -> ContextManager[None]:
+    """Raise :class:`CellTimeout` in this (main) thread after ``seconds``; a no-op off the main thread or for None
+    (:func:`attnbench.core.deadline.time_limit`)."""
+    return time_limit(seconds, lambda: CellTimeout(f"the cell ran longer than its time limit of {seconds:g} s"))
 
 
 def _release(device: str, full: bool) -> None:
