@@ -43,6 +43,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo training processes: ~20-35 s on one loaded core; .ci/run runs it
 def test_two_gloo_processes_agree(tiny_tree, tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tiny_tree), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))

@@ -321,6 +321,7 @@ def user_package(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # fresh interpreters that import torch: ~20-35 s on one loaded core; .ci/run runs it
 def test_a_dotted_path_attention_is_found_through_pythonpath(user_package, driver):
     code, text, _, _ = cli(driver, ["run", "mine.yaml", "--dry-run"], user_package)
     assert code == 2 and "No module named 'my_pkg'" in text

@@ -57,6 +57,7 @@ def test_runner_passes_each_cell_its_share(write_suite, tmp_path):
     assert by[("other", 8)]["latency_budget_s"] >= by[("base", 4)]["latency_budget_s"]
 
 
+@pytest.mark.slow  # worker processes, each importing torch: ~20-35 s on one loaded core; .ci/run runs it
 def test_worker_processes_pool_their_epochs(write_suite, tmp_path):
     """settings.latency.processes = 2: the cell is timed again in a fresh process and the samples pooled, each
     process's epochs kept apart (so the interval carries the spread between processes)."""

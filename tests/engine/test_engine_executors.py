@@ -126,6 +126,7 @@ def test_a_restarted_job_measures_only_its_missing_cells(fake_metrics, write_sui
     assert sorted(ids) == sorted(c.cell_id for c in p.to_run) and len(set(ids)) == 8
 
 
+@pytest.mark.slow  # local jobs killed and requeued: ~20-35 s on one loaded core; .ci/run runs it
 def test_preempted_local_job_is_requeued_and_loses_no_row(nap, write_suite, tmp_path):
     """SIGUSR2 to the job's task is what Slurm sends before pre-empting it: submitit checkpoints the job and
     re-queues it; the new incarnation skips the cells already in its shard."""

@@ -31,6 +31,7 @@ def start(path, out, **kw):
     return runner.run(runner.plan(str(path), out=str(out), cuda_available=False), progress=False, **kw)
 
 
+@pytest.mark.slow  # two real time limits run out: ~20-35 s on one loaded core; .ci/run runs it
 def test_a_hanging_user_attention_over_six_cells_costs_two_timeouts(fake_metrics, write_suite, tmp_path):
     """The done-when of the issue: the dotted-path attention runs isolated (the default), hangs in every cell; the
     first two cells time out, the other four are skipped with the reason, and the run exits 3."""

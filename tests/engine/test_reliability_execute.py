@@ -74,6 +74,7 @@ def test_timeout_setting_and_its_defaults(fake_metrics, write_suite):
         load_suite(write_suite({**base, "settings": {"timeout_s": "soon"}}))
 
 
+@pytest.mark.slow  # a child process per cell, each importing torch: ~20-35 s on one loaded core; .ci/run runs it
 def test_dotted_path_attentions_run_isolated_by_default(fake_metrics, write_suite, tmp_path):
     """A user attention that segfaults no longer takes the sweep down without --isolate."""
     path, out = write_suite(one_cell_suite("Crashy", "Tiny")), tmp_path / "run"
