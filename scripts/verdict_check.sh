@@ -12,6 +12,9 @@ out=${1:?usage: scripts/verdict_check.sh OUT_DIR quiet|busy|compare ...}
 shift
 mkdir -p "$out"
 PY=${PYTHON:-python3}
+# after the busy step: wait (at most 3 minutes) until the 1-minute load average is below 0.8, so the next run is not
+# judged under load by the hog's decaying average (on 2026-12-06 a quiet run started right after it was)
+settle() { for _ in $(seq 1 36); do awk '{exit !($1 < 0.8)}' /proc/loadavg && return; sleep 5; done; }
 next() { local n=1; while [ -e "$out/$1-$n" ]; do n=$((n + 1)); done; echo "$out/$1-$n"; }
 sweep() {
     local dir=$1
@@ -28,7 +31,8 @@ for step in "$@"; do
         busy)
             python3 -c 'while True: pass' & hog=$!
             sweep "$(next busy)"
-            kill $hog;;
+            kill $hog
+            settle;;
         compare)
             runs=()
             for i in $(seq 1 11); do
