@@ -37,7 +37,8 @@ def describe(run: str) -> None:
     took = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() if start and end else None
     load = machine_load.summarize(rows)
     noisy = [r for r in timed if uncertainty.is_noisy(r)]
-    early = [r for r in timed if r.get("latency_stop") not in (None, "target")]
+    early = [r for r in timed if uncertainty.rel_half_width(uncertainty.reading_interval(r))
+             > (r.get("latency_target_rel_ci") or uncertainty.TARGET_REL_CI)]
     print(f"{run}: {len(rows)} cells, {len(timed)} timed, "
           f"{'%dm%02ds' % divmod(round(took), 60) if took else '?'}; cpu {manifest.get('cpu_model')}; "
           f"under load: {load['under_load']} {load['why']}; mean load {load['mean_load']}, "
