@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attnbench.core import machine_load, uncertainty  # noqa: E402
 from attnbench.core.results import read_manifest, read_rows  # noqa: E402
+from attnbench.report.compare import change_interval  # noqa: E402
 
 
 def _ok(rows):
@@ -37,8 +37,7 @@ def describe(run: str) -> None:
     took = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() if start and end else None
     load = machine_load.summarize(rows)
     noisy = [r for r in timed if uncertainty.is_noisy(r)]
-    early = [r for r in timed if uncertainty.rel_half_width(uncertainty.reading_interval(r))
-             > (r.get("latency_target_rel_ci") or uncertainty.TARGET_REL_CI)]
+    early = [r for r in timed if not uncertainty.reached_target(r)]
     print(f"{run}: {len(rows)} cells, {len(timed)} timed, "
           f"{'%dm%02ds' % divmod(round(took), 60) if took else '?'}; cpu {manifest.get('cpu_model')}; "
           f"under load: {load['under_load']} {load['why']}; mean load {load['mean_load']}, "
@@ -50,12 +49,10 @@ def describe(run: str) -> None:
 
 
 def _within_pooled(a: dict, b: dict) -> bool:
-    """Is log(b / a) inside the 95% interval of a difference of two independent estimates, each with its own
-    interval (in log space, the half-widths combined as sqrt(a_side^2 + b_side^2), as `compare` does)?"""
-    d = math.log(b["paired_ratio"] / a["paired_ratio"])
-    a_lo, a_hi = math.log(a["paired_ratio"] / a["paired_ratio_low"]), math.log(a["paired_ratio_high"] / a["paired_ratio"])
-    b_lo, b_hi = math.log(b["paired_ratio"] / b["paired_ratio_low"]), math.log(b["paired_ratio_high"] / b["paired_ratio"])
-    return -math.hypot(b_lo, a_hi) <= d <= math.hypot(b_hi, a_lo)
+    """Does the interval of b's ratio over a's, combined from the two runs' intervals as `compare` combines them,
+    hold 1 (no change)?"""
+    change = change_interval(uncertainty.ratio_interval(a), uncertainty.ratio_interval(b))
+    return change.low <= 1.0 <= change.high
 
 
 def contain(ref: str, others: list[str]) -> None:

@@ -89,3 +89,14 @@ def test_report_says_how_many_cells_reached_their_target(tmp_path):
     # the third cell stopped at the budget (its shared-baseline group went on) with an interval of ±2.5%: reached
     assert note.startswith("Run `fixture-run`: 3 of 4 latency cells reached their ±3% interval; 1 stopped at their budget "
                            "first (1 of them noisy); 1 of 4 cells noisy in all")
+
+
+def test_reached_target_reads_the_interval_not_the_stop_reason():
+    row = {"latency_ms_median": 2.0, "latency_ms_ci_low": 1.95, "latency_ms_ci_high": 2.05, "latency_n": 20,
+           "latency_target_rel_ci": 0.03, "latency_stop": "budget"}
+    assert uncertainty.reached_target(row)                                  # ±2.5%: reached, though budget-stopped
+    assert not uncertainty.reached_target({**row, "latency_target_rel_ci": 0.02})
+    assert not uncertainty.reached_target({**row, "latency_ms_ci_high": 2.2, "latency_stop": "target"})
+    paired = {**row, "paired_ratio": 0.5, "paired_ratio_low": 0.45, "paired_ratio_high": 0.55}
+    assert not uncertainty.reached_target(paired)                           # the ratio's ±10% is what counts
+    assert uncertainty.reached_target({"latency_stop": "target"})           # no interval: the stop reason says

@@ -106,6 +106,24 @@ def _median_coverage(n: int, j: int) -> float:
     return 1 - 2 * float(stats.binom.cdf(j - 1, n, 0.5)) if n > 1 else 0.0
 
 
+def _finite_groups(groups: Sequence[Sequence[float]], what: str) -> list[np.ndarray]:
+    """Each group's finite values, empty groups dropped; a ValueError naming ``what`` when nothing is left."""
+    kept = [np.asarray(g, dtype=np.float64) for g in groups]
+    kept = [g[np.isfinite(g)] for g in kept]
+    kept = [g for g in kept if g.size]
+    if not kept:
+        raise ValueError(f"{what}: no finite values")
+    return kept
+
+
+def _t_half_width(values: np.ndarray, confidence: float) -> float:
+    """The Student-t half-width of the mean of ``values``: ``t(n−1) · s / √n``."""
+    from scipy import stats
+
+    n = len(values)
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+
+
 def epoch_interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Interval:
     """The median of all values with an interval that carries the spread *between* groups (epochs, processes).
 
@@ -117,20 +135,13 @@ def epoch_interval(groups: Sequence[Sequence[float]], confidence: float = CONFID
     load changes move whole groups, so they widen this interval, where a bootstrap of the pooled samples would
     treat them as independent noise and stay narrow (the runs-disagree-with-their-intervals failure of issue 17).
     """
-    from scipy import stats
-
-    kept = [np.asarray(g, dtype=np.float64) for g in groups]
-    kept = [g[np.isfinite(g)] for g in kept]
-    kept = [g for g in kept if g.size]
-    if not kept:
-        raise ValueError("epoch_interval: no finite values")
+    kept = _finite_groups(groups, "epoch_interval")
     pooled = np.concatenate(kept)
     within = median_interval(pooled, confidence)
     medians = np.array([np.median(g) for g in kept])
     if len(kept) < 2 or np.any(medians <= 0):
         return within
-    logs = np.log(medians)
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(kept) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(kept))
+    half = _t_half_width(np.log(medians), confidence)
     est = within.estimate
     return Interval(est, min(within.low, est * math.exp(-half)), max(within.high, est * math.exp(half)),
                     int(pooled.size), confidence)
@@ -149,19 +160,12 @@ def epoch_mean_interval(groups: Sequence[Sequence[float]], confidence: float = C
     estimates differed by a median 5.0% against 6.4%, and the differences fell inside the two runs' combined
     intervals about as often (43 against 46 of 64; docs/metrics.md, "Verdicts on a machine we did not tune on").
     Fewer than two groups with a positive median: the pooled median's order-statistic interval."""
-    from scipy import stats
-
-    kept = [np.asarray(g, dtype=np.float64) for g in groups]
-    kept = [g[np.isfinite(g)] for g in kept]
-    kept = [g for g in kept if g.size]
-    if not kept:
-        raise ValueError("epoch_mean_interval: no finite values")
+    kept = _finite_groups(groups, "epoch_mean_interval")
     medians = np.array([np.median(g) for g in kept])
     if len(kept) < 2 or np.any(medians <= 0):
         return median_interval(np.concatenate(kept), confidence)
     logs = np.log(medians)
-    centre = float(np.mean(logs))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(kept) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(kept))
+    centre, half = float(np.mean(logs)), _t_half_width(logs, confidence)
     n = int(sum(g.size for g in kept))
     return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), n, confidence)
 

@@ -29,7 +29,7 @@ from . import stats
 
 __all__ = ["TARGET_REL_CI", "NOISY_REL_CI", "PREEMPT_FRACTION", "MIN_SAMPLES", "rel_half_width", "preempted",
            "clean_samples", "clean_ratios", "ratio_interval", "median_interval", "reading_interval", "is_noisy",
-           "noisy_reason"]
+           "noisy_reason", "reached_target"]
 
 #: the latency metric's default stopping target: the 95% interval within ±3% of the estimate
 TARGET_REL_CI = 0.03
@@ -161,6 +161,17 @@ def noisy_reason(row: Mapping[str, Any], noisy_rel_ci: Optional[float] = None) -
 def is_noisy(row: Mapping[str, Any], noisy_rel_ci: Optional[float] = None) -> bool:
     """The noisy flag of a latency row (see :func:`noisy_reason`); False for a row with no latency."""
     return noisy_reason(row, noisy_rel_ci) is not None
+
+
+def reached_target(row: Mapping[str, Any]) -> bool:
+    """Did the cell reach its stopping target? Its reader's interval within ±``latency_target_rel_ci`` (default
+    :data:`TARGET_REL_CI`), whatever stopped the sampling: in a shared-baseline group every cell stops when the last
+    one is done or the group's budget is spent. A row without an interval: its ``latency_stop`` says."""
+    interval = reading_interval(row)
+    if interval is None:
+        return row.get("latency_stop") == "target"
+    target = _num(row.get("latency_target_rel_ci"))
+    return rel_half_width(interval) <= (target if math.isfinite(target) else TARGET_REL_CI)
 
 
 def count_preempted(mask: Sequence[bool]) -> int:

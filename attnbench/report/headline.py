@@ -62,12 +62,7 @@ def _precision_note(run_id: str, rows: pd.DataFrame) -> str | None:
     timed = rows[(rows["status"] == "ok") & rows["latency_stop"].notna()]
     if timed.empty or "latency_target_rel_ci" not in timed.columns:
         return None
-    # a cell reached its target when its reader's interval is within it, whatever stopped the sampling: in a
-    # shared-baseline group every cell stops when the last one is done (or the group's budget is spent)
-    stops = timed["latency_stop"].astype(str)
-    within = [uncertainty.rel_half_width(iv) <= float(t) if iv is not None and pd.notna(t) else stop == "target"
-              for iv, t, stop in zip((uncertainty.reading_interval(r) for r in timed.to_dict("records")),
-                                     timed["latency_target_rel_ci"], stops)]
+    within = [uncertainty.reached_target(r) for r in timed.to_dict("records")]
     reached = int(sum(within))
     early = timed[[not w for w in within]]
     noisy = int(early["latency_noisy"].astype(bool).sum()) if len(early) else 0
