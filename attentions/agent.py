@@ -41,16 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Attention, check_input
-from .config import AttentionConfig, is_perfect_square, require
+from .config import AttentionConfig, is_perfect_square, require, require_size, size_pair
 from .cost import Cost
 from .profiling import part
 from .registry import register
 
 __all__ = ["AgentAttention", "AgentConfig", "resize_axis"]
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def resize_axis(t: torch.Tensor, axis: int, size: int) -> torch.Tensor:
@@ -93,23 +89,16 @@ class AgentConfig(AttentionConfig):
             n,
             f"a perfect square >= 1 (agents are pooled to sqrt(n) x sqrt(n); nearest: {root**2}, {(root + 1)**2})",
         )
-        size = self.window_size
-        ok = isinstance(size, int) or (len(size) == 2 and all(isinstance(s, int) for s in size))
-        require(ok and min(_pair(size)) >= 1, "window_size", size, "a positive int or a pair (h, w) of them")
+        require_size("window_size", self.window_size)
 
 
 @register("agent")
-class AgentAttention(Attention):
+class AgentAttention(Attention[AgentConfig]):
     """Agent attention (Agent-Swin, global window) on (B, H, W, C)."""
 
-    Config = AgentConfig
-    config: AgentConfig
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        c = self.config
+    def build(self, c: AgentConfig) -> None:
         C, m, n = c.dim, c.num_heads, c.agent_num
-        wh, ww = _pair(c.window_size)
+        wh, ww = size_pair(c.window_size)
         self.scale = c.head_dim**-0.5
         self.qkv = nn.Linear(C, 3 * C, bias=c.qkv_bias)
         self.proj = nn.Linear(C, C)
@@ -176,7 +165,7 @@ class AgentAttention(Attention):
         """
         c = self.config
         N, C, m, n = H * W, c.dim, c.num_heads, c.agent_num
-        wh, ww = _pair(c.window_size)
+        wh, ww = size_pair(c.window_size)
         rpe = 8 * m * n * N + (8 * m * n * H if H != wh else 0) + (8 * m * n * W if W != ww else 0)
         return Cost(
             macs={

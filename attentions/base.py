@@ -1,14 +1,17 @@
 """The contract every attention in the zoo follows.
 
 * ``forward(x)``: ``x`` of shape (B, H, W, C), channels-last, returns (B, H, W, C).
-* Constructor: keywords only, validated by the class's ``Config`` (see :mod:`attentions.config`).
+* Constructor: keywords only, validated by the class's ``Config`` (see :mod:`attentions.config`); a module
+  declares its config class as the type argument, ``class DAT(Attention[DATConfig])``, and builds its layers in
+  ``build(config)``.
 * ``cost(H, W)``: the analytic multiply-add model of one image (see :mod:`attentions.cost`).
 * ``convert_official(state_dict)``: maps an official module's ``state_dict`` onto this module's names and shapes;
   :func:`attentions.from_official` loads the result strictly.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import typing
+from typing import Any, ClassVar, Generic, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +20,8 @@ from .config import AttentionConfig
 from .cost import Cost
 
 __all__ = ["Attention", "OfficialStateDictError", "check_input"]
+
+ConfigT = TypeVar("ConfigT", bound=AttentionConfig)
 
 
 class OfficialStateDictError(ValueError):
@@ -42,18 +47,35 @@ def check_input(x: torch.Tensor, dim: int, mechanism: str) -> None:
         )
 
 
-class Attention(nn.Module):
-    """Base class of the zoo's modules. Subclasses set ``Config`` and implement ``forward`` and ``cost``."""
+class Attention(nn.Module, Generic[ConfigT]):
+    """Base class of the zoo's modules.
+
+    A subclass names its config class as the type argument (``class DAT(Attention[DATConfig])``), which sets
+    ``Config`` and types ``self.config``; it creates its layers in :meth:`build` and implements ``forward`` and
+    ``cost``. Overriding ``__init__(**kwargs)`` and calling ``super().__init__(**kwargs)`` works as well.
+    """
 
     Config: ClassVar[type[AttentionConfig]] = AttentionConfig
+    config: ConfigT
     #: registry name, set by :func:`attentions.register`
     name: ClassVar[str] = "attention"
     #: the :class:`attentions.inspect.Recorder` while :func:`attentions.inspect` runs; recording points test it
     _inspector: ClassVar[Any] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):  # the config class from ``Attention[SomeConfig]``
+            args = typing.get_args(base) if typing.get_origin(base) is Attention else ()
+            if args and isinstance(args[0], type):
+                cls.Config = args[0]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.config = self.Config.from_kwargs(**kwargs)
+        self.config = self.Config.from_kwargs(**kwargs)  # type: ignore[assignment]
+        self.build(self.config)
+
+    def build(self, config: ConfigT) -> None:
+        """Create the submodules and parameters from the validated ``config`` (called once by ``__init__``)."""
 
     # -- contract ---------------------------------------------------------------------------------------------
     def cost(self, H: int, W: int) -> Cost:  # pragma: no cover - every registered module overrides it

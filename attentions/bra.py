@@ -31,7 +31,6 @@ Differences from official:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +38,17 @@ from torch import nn
 
 from .backends import select
 from .base import Attention, check_input
-from .config import AttentionConfig, require
+from .config import require_odd_kernel
 from .cost import Cost
 from .profiling import part
 from .registry import register
-from .routing import region_merge, region_partition, route_topk, routed_attention
+from .routing import RoutedConfig, RoutedImpl, region_merge, region_partition, route_topk, routed_attention
 
 __all__ = ["BRA", "BRAConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class BRAConfig(AttentionConfig):
+class BRAConfig(RoutedConfig):
     """
     Args:
         n_win: regions per side S (P = S² regions); H and W must be multiples of it unless ``auto_pad``.
@@ -61,23 +60,13 @@ class BRAConfig(AttentionConfig):
             ``"triton"`` (an error naming the reason where it cannot run).
     """
 
-    n_win: int = 7
-    topk: int = 1
     lce_kernel: int = 5
     auto_pad: bool = False
-    impl: Literal["auto", "torch", "official", "triton"] = "auto"
+    impl: RoutedImpl = "auto"
 
     def validate(self) -> None:
         super().validate()
-        require(self.n_win >= 1, "n_win", self.n_win, "an integer >= 1 (regions per side)")
-        p = self.n_win**2
-        require(1 <= self.topk <= p, "topk", self.topk, f"an integer in [1, n_win²={p}] (n_win={self.n_win})")
-        require(
-            self.lce_kernel == 0 or (self.lce_kernel > 0 and self.lce_kernel % 2 == 1),
-            "lce_kernel",
-            self.lce_kernel,
-            "0 (no LCE) or a positive odd integer",
-        )
+        require_odd_kernel("lce_kernel", self.lce_kernel, zero_means="no LCE")
 
 
 class _QKVLinear(nn.Module):
@@ -92,15 +81,10 @@ class _QKVLinear(nn.Module):
 
 
 @register("bra")
-class BRA(Attention):
+class BRA(Attention[BRAConfig]):
     """Bi-level routing attention on (B, H, W, C); see the module docstring."""
 
-    Config = BRAConfig
-    config: BRAConfig
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        c = self.config
+    def build(self, c: BRAConfig) -> None:
         self.scale = c.dim**-0.5  # full channel width, as the official qk_dim ** -0.5
         self.qkv = _QKVLinear(c.dim)
         self.wo = nn.Linear(c.dim, c.dim)

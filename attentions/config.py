@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 
 from namehint import did_you_mean
 
-__all__ = ["AttentionConfig", "ConfigError", "require", "field_table", "type_ok", "describe_type"]
+__all__ = [
+    "AttentionConfig", "ConfigError", "require", "require_size", "require_odd_kernel", "require_groups", "size_pair",
+    "field_table", "type_ok", "describe_type",
+]
 
 
 class ConfigError(ValueError):
@@ -25,6 +28,35 @@ def require(ok: bool, name: str, value: Any, allowed: str) -> None:
     """Raise a :class:`ConfigError` naming ``name``, ``value`` and what is ``allowed`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """An (h, w) pair from ``n`` (meaning (n, n)) or from a pair; window and RPE-table sizes take either."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def require_size(name: str, size: Any) -> None:
+    """Require a positive int or a pair (h, w) of positive ints (bool is not an int)."""
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    ok = positive_int(size) or (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(positive_int, size)))
+    require(ok, name, size, "a positive int or a pair (h, w) of them")
+
+
+def require_odd_kernel(name: str, kernel: int, zero_means: str | None = None) -> None:
+    """Require an odd convolution kernel >= 1 (centred, so the map keeps its size), or 0 where ``zero_means`` says
+    what 0 switches off."""
+    ok = (kernel >= 1 and kernel % 2 == 1) or (zero_means is not None and kernel == 0)
+    require(ok, name, kernel, f"0 ({zero_means}) or an odd integer >= 1" if zero_means else "an odd integer >= 1")
+
+
+def require_groups(n_groups: int, num_heads: int, dim: int) -> None:
+    """Require offset groups that split both the heads and the channels evenly (DAT and DBRA's ``n_groups``)."""
+    require(n_groups >= 1, "n_groups", n_groups, "a positive integer")
+    require(num_heads % n_groups == 0, "n_groups", n_groups,
+            f"a divisor of num_heads={num_heads} (each group owns num_heads/n_groups heads)")
+    require(dim % n_groups == 0, "n_groups", n_groups, f"a divisor of dim={dim}")
 
 
 def type_ok(value: Any, annotation: Any) -> bool:

@@ -44,17 +44,13 @@ import torch
 from torch import nn
 
 from .base import Attention, check_input
-from .config import AttentionConfig, require
+from .config import AttentionConfig, require, require_groups, require_odd_kernel, require_size, size_pair
 from .cost import Cost
 from .profiling import part
-from .deformable import align_corners_grid, norm_grid, pixel_to_agent_attention, rpe_bias, sample_at
+from .deformable import LayerNormProxy, align_corners_grid, norm_grid, pixel_to_agent_attention, rpe_bias, sample_at
 from .registry import register
 
 __all__ = ["DAT", "DATConfig"]
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,30 +77,16 @@ class DATConfig(AttentionConfig):
     def validate(self) -> None:
         super().validate()
         require(self.variant in ("pp", "v1"), "variant", self.variant, "'pp' (DAT++) or 'v1' (DAT, CVPR 2022)")
-        require(self.n_groups >= 1, "n_groups", self.n_groups, "a positive integer")
-        require(
-            self.num_heads % self.n_groups == 0,
-            "n_groups",
-            self.n_groups,
-            f"a divisor of num_heads={self.num_heads} (each group owns num_heads/n_groups heads)",
-        )
-        require(self.dim % self.n_groups == 0, "n_groups", self.n_groups, f"a divisor of dim={self.dim}")
+        require_groups(self.n_groups, self.num_heads, self.dim)
         require(self.stride >= 1, "stride", self.stride, "an integer >= 1")
-        require(
-            self.offset_kernel >= 1 and self.offset_kernel % 2 == 1,
-            "offset_kernel",
-            self.offset_kernel,
-            "an odd integer >= 1",
-        )
+        require_odd_kernel("offset_kernel", self.offset_kernel)
         require(
             math.isfinite(self.offset_range_factor),
             "offset_range_factor",
             self.offset_range_factor,
             "a finite float (< 0: unbounded offsets)",
         )
-        size = self.rpe_size
-        ok = isinstance(size, int) or (len(size) == 2 and all(isinstance(s, int) for s in size))
-        require(ok and min(_pair(size)) >= 1, "rpe_size", size, "a positive int or a pair (h, w) of them")
+        require_size("rpe_size", self.rpe_size)
 
     @property
     def offset_padding(self) -> int:
@@ -123,27 +105,11 @@ class DATConfig(AttentionConfig):
         return (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
 
 
-class LayerNormProxy(nn.Module):
-    """LayerNorm over the channels of an NCHW map (the official ``LayerNormProxy``, parameter ``norm``)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
 @register("dat")
-class DAT(Attention):
+class DAT(Attention[DATConfig]):
     """Deformable attention (DAT++ or DAT v1) on (B, H, W, C)."""
 
-    Config = DATConfig
-    config: DATConfig
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        c = self.config
+    def build(self, c: DATConfig) -> None:
         C, Cg = c.dim, c.dim // c.n_groups
         self.scale = c.head_dim**-0.5
         self.conv_offset = nn.Sequential(
@@ -156,7 +122,7 @@ class DAT(Attention):
         self.proj_k = nn.Conv2d(C, C, 1)
         self.proj_v = nn.Conv2d(C, C, 1)
         self.proj_out = nn.Conv2d(C, C, 1)
-        th, tw = _pair(c.rpe_size)
+        th, tw = size_pair(c.rpe_size)
         self.rpe_table = nn.Parameter(torch.empty(c.num_heads, 2 * th - 1, 2 * tw - 1))
         nn.init.trunc_normal_(self.rpe_table, std=0.01)
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +44,12 @@ from torch import nn
 
 from .backends import select
 from .base import Attention, check_input
-from .config import AttentionConfig, require
+from .config import require, require_groups, require_odd_kernel, require_size, size_pair
 from .cost import Cost
 from .profiling import part
-from .deformable import norm_grid, pixel_to_agent_attention_lean, pixel_to_agent_attention_torch, sample_at
+from .deformable import LayerNormProxy, norm_grid, pixel_to_agent_attention_lean, pixel_to_agent_attention_torch, sample_at
 from .registry import register
-from .routing import region_merge, region_partition, route_topk, routed_attention
+from .routing import RoutedConfig, RoutedImpl, region_merge, region_partition, route_topk, routed_attention
 
 __all__ = ["DBRA", "DBRAConfig"]
 
@@ -58,7 +57,7 @@ _FVCORE_LN = 5  # fvcore's layer_norm handle: 5 MACs per element with an affine 
 
 
 @dataclasses.dataclass(frozen=True)
-class DBRAConfig(AttentionConfig):
+class DBRAConfig(RoutedConfig):
     """Defaults are DeBiFormer-T/S stage 1 (dim 64, 2 heads, 56×56 at 224² input).
 
     Args:
@@ -80,7 +79,6 @@ class DBRAConfig(AttentionConfig):
             finds it can run, else torch).
     """
 
-    n_win: int = 7
     topk: int = 4
     n_groups: int = 1
     offset_kernel: int = 9
@@ -90,32 +88,22 @@ class DBRAConfig(AttentionConfig):
     lce_kernel: int = 5
     offset_channels: int = 1
     auto_pad: bool = True
-    impl: Literal["auto", "torch", "official", "triton"] = "auto"
+    impl: RoutedImpl = "auto"
 
     def validate(self) -> None:
         super().validate()
-        require(self.n_win >= 1, "n_win", self.n_win, "a positive integer")
-        require(1 <= self.topk <= self.n_win**2, "topk", self.topk, f"1 <= topk <= n_win**2 = {self.n_win**2}")
-        require(self.n_groups >= 1, "n_groups", self.n_groups, "a positive integer")
-        require(self.num_heads % self.n_groups == 0, "n_groups", self.n_groups,
-                f"a divisor of num_heads={self.num_heads} (heads are grouped per offset group)")
-        require(self.dim % self.n_groups == 0, "n_groups", self.n_groups, f"a divisor of dim={self.dim}")
+        require_groups(self.n_groups, self.num_heads, self.dim)
         require(self.offset_channels in (1, 2), "offset_channels", self.offset_channels, "1 or 2")
-        require(self.offset_kernel >= 1 and self.offset_kernel % 2 == 1, "offset_kernel", self.offset_kernel,
-                "an odd integer >= 1")
+        require_odd_kernel("offset_kernel", self.offset_kernel)
         require(self.offset_stride >= 1, "offset_stride", self.offset_stride, "an integer >= 1")
         require(self.ffn_ratio > 0 and int(self.dim * self.ffn_ratio) >= 1, "ffn_ratio", self.ffn_ratio,
                 "a positive number with int(dim * ffn_ratio) >= 1")
-        require(self.lce_kernel == 0 or (self.lce_kernel >= 1 and self.lce_kernel % 2 == 1), "lce_kernel",
-                self.lce_kernel, "0 (no LCE) or an odd integer >= 1")
-        size = self.rpe_size if isinstance(self.rpe_size, tuple) else (self.rpe_size, self.rpe_size)
-        require(len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size),
-                "rpe_size", self.rpe_size, "an integer >= 1 or a pair (h, w) of them")
+        require_odd_kernel("lce_kernel", self.lce_kernel, zero_means="no LCE")
+        require_size("rpe_size", self.rpe_size)
 
     @property
     def rpe_hw(self) -> tuple[int, int]:
-        s = self.rpe_size
-        return (s[0], s[1]) if isinstance(s, tuple) else (s, s)
+        return size_pair(self.rpe_size)
 
     @property
     def ffn_hidden(self) -> int:
@@ -139,17 +127,6 @@ class _QKVConv(nn.Module):
         is saved for the backward; separate tensors let k go once it has been regrouped by region.
         """
         return tuple(F.conv2d(x, w, b) for w, b in zip(self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)))
-
-
-class _ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of an NCHW map (official ``LayerNormProxy``, eps 1e-5)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class _ConvFFN(nn.Module):
@@ -183,15 +160,10 @@ def _pad_hw(t: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
 
 
 @register("dbra")
-class DBRA(Attention):
+class DBRA(Attention[DBRAConfig]):
     """Deformable bi-level routing attention on (B, H, W, C); see the module docstring and ``docs/dbra.md``."""
 
-    Config = DBRAConfig
-    config: DBRAConfig
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        c = self.config
+    def build(self, c: DBRAConfig) -> None:
         C, Cg, m = c.dim, c.dim // c.n_groups, c.num_heads
         rh, rw = c.rpe_hw
         self.scale = C**-0.5  # official: qk_dim^-0.5 for both attentions
@@ -204,7 +176,7 @@ class DBRA(Attention):
         kk = c.offset_kernel
         self.conv_offset_q = nn.Sequential(
             nn.Conv2d(Cg, Cg, kk, stride=c.offset_stride, padding=kk // 2, groups=Cg, bias=False),
-            _ChannelLayerNorm(Cg),
+            LayerNormProxy(Cg),
             nn.GELU(),
             nn.Conv2d(Cg, c.offset_channels, 1, bias=False),
         )

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .profiling import part
 
 __all__ = [
+    "LayerNormProxy",
     "norm_grid",
     "align_corners_grid",
     "sample_at",
@@ -33,6 +35,18 @@ __all__ = [
     "pixel_to_agent_attention_torch",
     "pixel_to_agent_attention_lean",
 ]
+
+
+class LayerNormProxy(nn.Module):
+    """LayerNorm (eps 1e-5) over the channels of an NCHW map, as in the offset networks of DAT and DBRA (the official
+    ``LayerNormProxy``, parameter ``norm``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def _axis(n: int, offset: float, denom: float, device, dtype) -> torch.Tensor:
@@ -93,15 +107,8 @@ def pixel_to_agent_attention(
 
 
 def pixel_to_agent_attention_torch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    pos: torch.Tensor,
-    rpe_table: torch.Tensor,
-    n_groups: int,
-    H: int,
-    W: int,
-    scale: float,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, rpe_table: torch.Tensor,
+    n_groups: int, H: int, W: int, scale: float,
 ) -> torch.Tensor:
     """Every pixel's query against all agents, with the RPE bias of an align-corners query grid (DBRA, DAT++).
 

@@ -42,15 +42,10 @@ class MHSAConfig(AttentionConfig):
 
 
 @register("mhsa")
-class MHSA(Attention):
+class MHSA(Attention[MHSAConfig]):
     """Global multi-head self-attention on (B, H, W, C)."""
 
-    Config = MHSAConfig
-    config: MHSAConfig
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        c = self.config
+    def build(self, c: MHSAConfig) -> None:
         self.scale = c.head_dim**-0.5
         self.qkv = nn.Linear(c.dim, 3 * c.dim, bias=c.qkv_bias)
         self.proj = nn.Linear(c.dim, c.dim)

@@ -20,8 +20,13 @@ Which one a module's ``impl="auto"`` runs is decided in :mod:`attentions.backend
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Literal
+
 import torch
 from torch.autograd.function import once_differentiable
+
+from .config import AttentionConfig, require
 
 __all__ = [
     "region_partition",
@@ -31,9 +36,32 @@ __all__ = [
     "gather_regions_official",
     "routed_attention",
     "ROUTED_IMPLS",
+    "RoutedImpl",
+    "RoutedConfig",
 ]
 
 ROUTED_IMPLS = ("official", "torch", "triton")
+#: the ``impl`` values of BRA and DBRA: a routed-attention backend, or "auto" (:mod:`attentions.backends` picks)
+RoutedImpl = Literal["auto", "torch", "official", "triton"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutedConfig(AttentionConfig):
+    """The hyperparameters of bi-level routing, shared by BRA and DBRA (each documents them for its own tokens).
+
+    Args:
+        n_win: regions per side S (P = S² regions).
+        topk: routed regions per query region, 1 <= topk <= S².
+    """
+
+    n_win: int = 7
+    topk: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.n_win >= 1, "n_win", self.n_win, "an integer >= 1 (regions per side)")
+        p = self.n_win**2
+        require(1 <= self.topk <= p, "topk", self.topk, f"an integer in [1, n_win²={p}] (n_win={self.n_win})")
 
 
 def region_partition(x: torch.Tensor, n_win: int) -> torch.Tensor:

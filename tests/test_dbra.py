@@ -6,7 +6,9 @@ on hand-made inputs, and by the official parameter tables (official-state-dicts.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -495,38 +497,8 @@ def test_rpe_bias_at_zero_displacement_reads_the_table_centre():
 # -- official weights -------------------------------------------------------------------------------------------------
 
 
-# The documented tables (official-state-dicts.md, "dbra — S-stage1/2/4"), key and shape per entry.
-OFFICIAL_TABLES = {
-    "S-stage1": """
-        rpe_table 2,111,111; lepe1.weight 64,1,5,5; lepe1.bias 64; qkv_conv.qkv.weight 192,64,1,1;
-        qkv_conv.qkv.bias 192; proj_q.weight 64,64,1,1; proj_q.bias 64; proj_k.weight 64,64,1,1; proj_k.bias 64;
-        proj_v.weight 64,64,1,1; proj_v.bias 64; proj_out.weight 64,64,1,1; proj_out.bias 64; unifyheads1.weight
-        64,64,1,1; unifyheads1.bias 64; conv_offset_q.0.weight 64,1,9,9; conv_offset_q.1.norm.weight 64;
-        conv_offset_q.1.norm.bias 64; conv_offset_q.3.weight 1,64,1,1; norm.weight 64; norm.bias 64;
-        norm2.weight 64; norm2.bias 64; mlp.linear1.0.weight 192,64,1,1; mlp.linear1.0.bias 192;
-        mlp.linear2.0.weight 64,192,1,1; mlp.linear2.0.bias 64; mlp.dwc.weight 192,1,3,3; mlp.dwc.bias 192
-    """,
-    "S-stage2": """
-        rpe_table 4,55,55; lepe1.weight 128,1,5,5; lepe1.bias 128; qkv_conv.qkv.weight 384,128,1,1;
-        qkv_conv.qkv.bias 384; proj_q.weight 128,128,1,1; proj_q.bias 128; proj_k.weight 128,128,1,1;
-        proj_k.bias 128; proj_v.weight 128,128,1,1; proj_v.bias 128; proj_out.weight 128,128,1,1; proj_out.bias
-        128; unifyheads1.weight 128,128,1,1; unifyheads1.bias 128; conv_offset_q.0.weight 64,1,7,7;
-        conv_offset_q.1.norm.weight 64; conv_offset_q.1.norm.bias 64; conv_offset_q.3.weight 1,64,1,1;
-        norm.weight 128; norm.bias 128; norm2.weight 128; norm2.bias 128; mlp.linear1.0.weight 384,128,1,1;
-        mlp.linear1.0.bias 384; mlp.linear2.0.weight 128,384,1,1; mlp.linear2.0.bias 128; mlp.dwc.weight
-        384,1,3,3; mlp.dwc.bias 384
-    """,
-    "S-stage4": """
-        rpe_table 16,13,13; lepe1.weight 512,1,5,5; lepe1.bias 512; qkv_conv.qkv.weight 1536,512,1,1;
-        qkv_conv.qkv.bias 1536; proj_q.weight 512,512,1,1; proj_q.bias 512; proj_k.weight 512,512,1,1;
-        proj_k.bias 512; proj_v.weight 512,512,1,1; proj_v.bias 512; proj_out.weight 512,512,1,1; proj_out.bias
-        512; unifyheads1.weight 512,512,1,1; unifyheads1.bias 512; conv_offset_q.0.weight 64,1,3,3;
-        conv_offset_q.1.norm.weight 64; conv_offset_q.1.norm.bias 64; conv_offset_q.3.weight 1,64,1,1;
-        norm.weight 512; norm.bias 512; norm2.weight 512; norm2.bias 512; mlp.linear1.0.weight 512,512,1,1;
-        mlp.linear1.0.bias 512; mlp.linear2.0.weight 512,512,1,1; mlp.linear2.0.bias 512; mlp.dwc.weight
-        512,1,3,3; mlp.dwc.bias 512
-    """,
-}
+# The documented tables (official-state-dicts.md, "dbra — S-stage1/2/4"), key and shape per entry, kept as data.
+OFFICIAL_TABLES = json.loads((Path(__file__).parent / "data" / "dbra_official_state_dicts.json").read_text())["tables"]
 S_CONFIGS = {  # the attnbench config each table's header gives
     "S-stage1": dict(dim=64, num_heads=2, n_win=7, topk=4, n_groups=1, offset_kernel=9, offset_stride=8,
                      ffn_ratio=3, rpe_size=56, lce_kernel=5, offset_channels=1, auto_pad=False),
@@ -538,8 +510,7 @@ S_CONFIGS = {  # the attnbench config each table's header gives
 
 
 def official_table(stage):
-    entries = (e.split() for e in OFFICIAL_TABLES[stage].split(";"))
-    return {key: tuple(int(v) for v in shape.split(",")) for key, shape in entries}
+    return {key: tuple(shape) for key, shape in OFFICIAL_TABLES[stage].items()}
 
 
 @pytest.mark.parametrize("stage", list(OFFICIAL_TABLES))

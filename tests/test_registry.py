@@ -103,6 +103,58 @@ def test_config_errors_name_the_parameter(kwargs, message):
         attentions.build("mhsa", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [  # the shared validators of attentions.config and attentions.routing, one message for each concept
+        ("dat", dict(rpe_size=(3, True)), r"dat: rpe_size=\(3, True\) is not allowed: expected a positive int or a pair"),
+        ("dbra", dict(rpe_size=(0, 7)), r"dbra: rpe_size=\(0, 7\) is not allowed: expected a positive int or a pair"),
+        ("agent", dict(window_size=(7, 0)), r"agent: window_size=\(7, 0\) is not allowed: expected a positive int"),
+        ("dat", dict(n_groups=3), r"dat: n_groups=3 is not allowed: expected a divisor of num_heads=2"),
+        ("dbra", dict(n_groups=3), r"dbra: n_groups=3 is not allowed: expected a divisor of num_heads=2"),
+        ("bra", dict(topk=50), r"bra: topk=50 is not allowed: expected an integer in \[1, n_win²=49\] \(n_win=7\)"),
+        ("dbra", dict(topk=0), r"dbra: topk=0 is not allowed: expected an integer in \[1, n_win²=49\]"),
+        ("bra", dict(lce_kernel=4), r"bra: lce_kernel=4 is not allowed: expected 0 \(no LCE\) or an odd integer >= 1"),
+        ("dbra", dict(lce_kernel=-1), r"dbra: lce_kernel=-1 is not allowed: expected 0 \(no LCE\) or an odd"),
+        ("dat", dict(offset_kernel=4), r"dat: offset_kernel=4 is not allowed: expected an odd integer >= 1"),
+        ("dbra", dict(offset_kernel=0), r"dbra: offset_kernel=0 is not allowed: expected an odd integer >= 1"),
+    ],
+)
+def test_shared_hyperparameters_get_one_message_in_every_mechanism(name, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        attentions.build(name, **kwargs)
+
+
+def test_the_type_argument_names_the_config_and_build_receives_it():
+    from dataclasses import dataclass
+
+    from attentions.base import Attention
+    from attentions.config import AttentionConfig
+
+    @dataclass(frozen=True)
+    class ScaleConfig(AttentionConfig):
+        factor: float = 2.0
+
+    class Scale(Attention[ScaleConfig]):
+        def build(self, c: ScaleConfig) -> None:
+            self.seen = c
+
+        def forward(self, x):
+            return x * self.config.factor
+
+    class OldStyle(Attention):  # Config set by hand and layers made in __init__ still work
+        Config = ScaleConfig
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.made_after = self.config.factor
+
+    m = Scale(factor=3.0)
+    assert Scale.Config is ScaleConfig and m.seen is m.config and m.config.factor == 3.0
+    assert OldStyle(factor=5.0).made_after == 5.0
+    with pytest.raises(ConfigError, match="unknown parameter 'factr'; did you mean 'factor'"):
+        Scale(factr=1.0)
+
+
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
 

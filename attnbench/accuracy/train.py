@@ -18,6 +18,7 @@ SyncBatchNorm), as in the official training scripts.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..core.job_record import report_epoch
+from ..core.results import replace_atomically
 from .recipe import Recipe, make_criterion, make_mixup, make_optimizer, make_scheduler
 
 __all__ = ["DistInfo", "init_distributed", "fit", "evaluate", "seed_epoch", "CHECKPOINT", "CheckpointMismatch"]
@@ -206,9 +208,10 @@ class _Trainer:
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Checkpoint atomically: a job killed mid-save leaves the previous checkpoint whole."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    replace_atomically(path, buf.getvalue())
 
 
 def _load_checkpoint(path: Path, fingerprint: dict) -> Optional[dict[str, Any]]:

@@ -391,23 +391,31 @@ class _Contender:
 
 @dataclasses.dataclass
 class Policy:
-    """When sampling stops (the settings of step 7 of the method), and what counts as preempted."""
+    """When sampling stops (the settings of step 7 of the method), and what counts as preempted.
 
-    target_rel_ci: float = uncertainty.TARGET_REL_CI
-    min_repeats: int = 10
-    min_epochs: int = 4
-    min_time_s: float = 0.0
-    max_repeats: int = 1000
-    budget_s: float = 10.0
-    epoch_s: float = 0.1
-    preempt_fraction: float = uncertainty.PREEMPT_FRACTION
+    The defaults are those of :class:`Settings`, the one owner of the latency settings."""
+
+    #: stop once the reader's 95% interval is within ± this fraction of its estimate
+    target_rel_ci: float = DEFAULTS["target_rel_ci"]
+    #: samples per contender before the interval is looked at
+    min_repeats: int = DEFAULTS["min_repeats"]
+    #: epochs (module rebuilds) before the interval is looked at: the epoch intervals need several
+    min_epochs: int = DEFAULTS["min_epochs"]
+    min_time_s: float = DEFAULTS["min_time_s"]
+    max_repeats: int = DEFAULTS["max_repeats"]
+    #: this group's share of the suite budget, capped by ``max_time_s``
+    budget_s: float = DEFAULTS["max_time_s"]
+    #: wall seconds per epoch, after which the modules are rebuilt
+    epoch_s: float = DEFAULTS["epoch_s"]
+    #: a sample whose wall time exceeds its CPU time by more than this fraction was preempted
+    preempt_fraction: float = DEFAULTS["preempt_fraction"]
 
     @classmethod
     def from_settings(cls, s: dict[str, Any]) -> "Policy":
+        """The policy of merged ``settings.latency`` ``s``: ``budget_s`` (else ``max_time_s``), capped at ``max_time_s``."""
         budget = s["budget_s"] if s["budget_s"] is not None else s["max_time_s"]
-        return cls(target_rel_ci=s["target_rel_ci"], min_repeats=s["min_repeats"], min_epochs=s["min_epochs"],
-                   min_time_s=s["min_time_s"], max_repeats=s["max_repeats"], budget_s=min(budget, s["max_time_s"]),
-                   epoch_s=s["epoch_s"], preempt_fraction=s["preempt_fraction"])
+        same = {f.name: s[f.name] for f in dataclasses.fields(cls) if f.name != "budget_s"}
+        return cls(**same, budget_s=min(budget, s["max_time_s"]))
 
 
 @dataclasses.dataclass

@@ -141,7 +141,9 @@ METRICS = (
                "Wall time of the whole batch for the cell's pass. The bracket after `×` is the ratio's 95% interval: "
                "the paired (interleaved) ratio where the run measured one, else the ratio of medians with a "
                "bootstrap interval over the raw samples; bold: the fastest and every attention whose interval "
-               "overlaps it.", _fmt_latency),
+               "overlaps it. Absolute times are this run's: they follow the machine's speed while the cell ran, "
+               "and on a shared machine a whole group of cells can run tens of percent faster or slower in another "
+               "run (docs/metrics.md); the ratios, timed side by side, cancel most of that.", _fmt_latency),
     MetricSpec("memory", "Peak memory (MiB)", "mem_peak_bytes",
                "Peak bytes held during the pass (forward: inference under no_grad; forward_backward: training step).",
                _col("mem_peak_bytes", fmt_num, 1 / 2**20)),

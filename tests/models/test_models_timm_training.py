@@ -142,7 +142,7 @@ def test_torch_jit_script_is_documented_as_unsupported():
     """TorchScript cannot compile the backbones: the attention configs are dataclasses held on the modules
     (docs/models.md says so); this is the failure a user sees. If it ever starts to work, update the docs."""
     model = timm.create_model("debiformer_t", img_size=64, num_classes=10).eval()
-    with pytest.raises(ValueError, match=r"Unknown type annotation: '\w+Config'"):
+    with pytest.raises(ValueError, match=r"Unknown type annotation: '\w*Config\w*'"):
         torch.jit.script(model)
     doc = (REPO / "docs" / "models.md").read_text()
     assert "torch.jit.script" in doc and "not supported" in doc
