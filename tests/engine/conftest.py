@@ -1,4 +1,4 @@
-"""Fixtures of the engine tests: fake metrics and gate, and suites written to tmp files."""
+"""Fixtures of the engine tests: fake metrics and gate, suites written to tmp files, and one smoke-suite run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from click.testing import CliRunner
+
 import engine_fakes as fakes
 
 from attnbench.engine import execute
 from attnbench import metrics
+from attnbench.cli import main
+
+SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
 
 @pytest.fixture
@@ -34,3 +39,11 @@ def write_suite(tmp_path: Path):
 
     return write
 
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(CLI result, run directory) of ``attnbench run suites/smoke.yaml --device cpu``: real attentions and metrics,
+    ~10 s on 2 cores, so the tests that read such a run share this one."""
+    out = tmp_path_factory.mktemp("smoke") / "smoke-run"
+    return CliRunner().invoke(main, ["run", str(SMOKE), "--out", str(out), "--device", "cpu"]), out
