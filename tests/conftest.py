@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import warnings
 
 import pytest
 import torch
@@ -27,6 +28,31 @@ def cpu_flushes_denormals() -> bool:
         return bool((torch.full((4,), 1e-40) * torch.ones(4)).eq(0).all())
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="session")
+def plain_fvcore_macs():
+    """``count(name)``: fvcore's MACs of ``attentions.models.create_model(name)`` (seed 0) at 224 px, batch 1, eval
+    mode, with no custom handles -- how the papers counted. Each model is traced once per session (1-5 s each):
+    tests/models checks the published figures with it, tests/engine that attnbench's handles add nothing."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from attentions import models
+
+    counts: dict[str, int] = {}
+
+    def count(name: str) -> int:
+        if name not in counts:
+            torch.manual_seed(0)
+            model = models.create_model(name).eval()
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                analysis = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
+                analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+                counts[name] = int(analysis.total())
+        return counts[name]
+
+    return count
 
 
 def pytest_collection_modifyitems(config, items):
