@@ -44,12 +44,12 @@ def write_suite(tmp_path: Path):
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """(CLI result, run directory) of ``attnbench run SUITE --device cpu`` on suites/smoke.yaml with its latency
-    sampling budget cut from 8 s to 2 s (the columns and pairing do not depend on it): real attentions and metrics,
+    sampling budget cut from 8 s to 1 s (the columns and pairing do not depend on it): real attentions and metrics,
     shared by the tests that read such a run."""
     root = tmp_path_factory.mktemp("smoke")
     suite = yaml.safe_load(SMOKE.read_text(encoding="utf-8"))
     assert suite["settings"]["latency"]["suite_budget_s"] == 8  # what the cut below is from
-    suite["settings"]["latency"].update(suite_budget_s=2, max_time_s=0.5)
+    suite["settings"]["latency"].update(suite_budget_s=1, max_time_s=0.2)
     path = root / "smoke.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
     out = root / "smoke-run"

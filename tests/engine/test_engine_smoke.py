@@ -1,5 +1,5 @@
 """``attnbench run suites/smoke.yaml`` end to end with the real attentions and metrics (a few seconds; its latency
-budget cut to 2 s, tests/engine/conftest.py)."""
+budget cut to 1 s, tests/engine/conftest.py)."""
 from __future__ import annotations
 
 from attnbench.core.results import read_manifest, read_rows
