@@ -160,10 +160,14 @@ def select(module: nn.Module, path: str, x: torch.Tensor) -> str:
     return choice.backend
 
 
-@torch.compiler.assume_constant_result
 def _constant_backend(path: str, impl: str, device_type: str, index: Optional[int], dtype: torch.dtype,
                       owner: str) -> str:
     return _choose(path, impl, torch.device(device_type, index), dtype, owner).backend
+
+
+# what @torch.compiler.assume_constant_result sets, without the decorator's import of torch._dynamo (~2 s of CPU in
+# every fresh interpreter: isolated cells, local jobs); tests/test_backends.py checks the two stay the same
+_constant_backend._dynamo_marked_constant = True
 
 
 def ran(module: nn.Module) -> dict[str, str]:

@@ -112,3 +112,13 @@ def test_the_choice_compiles_into_one_graph(name, config):
     module = attentions.build(name, **config)
     x = torch.randn(1, 8, 8, 16)
     torch.testing.assert_close(torch.compile(module, backend="eager", fullgraph=True)(x), module(x))
+
+
+def test_the_constant_mark_is_what_torch_compiler_sets():
+    """backends marks its graph constant by hand (the decorator would import torch._dynamo in every process that
+    imports attentions); the mark must stay exactly what torch.compiler.assume_constant_result sets."""
+    def probe():
+        return None
+
+    marked = vars(torch.compiler.assume_constant_result(probe))
+    assert marked and {k: vars(backends._constant_backend).get(k) for k in marked} == marked

@@ -1,4 +1,4 @@
-"""Fixtures of the engine tests: fake metrics and gate, and suites written to tmp files."""
+"""Fixtures of the engine tests: fake metrics and gate, suites written to tmp files, and one smoke-suite run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from click.testing import CliRunner
+
 import engine_fakes as fakes
 
 from attnbench.engine import execute
 from attnbench import metrics
+from attnbench.cli import main
+
+SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
 
 @pytest.fixture
@@ -34,3 +39,18 @@ def write_suite(tmp_path: Path):
 
     return write
 
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(CLI result, run directory) of ``attnbench run SUITE --device cpu`` on suites/smoke.yaml with its latency
+    sampling budget cut from 8 s to 1 s (the columns and pairing do not depend on it): real attentions and metrics,
+    shared by the tests that read such a run."""
+    root = tmp_path_factory.mktemp("smoke")
+    suite = yaml.safe_load(SMOKE.read_text(encoding="utf-8"))
+    assert suite["settings"]["latency"]["suite_budget_s"] == 8  # what the cut below is from
+    suite["settings"]["latency"].update(suite_budget_s=1, max_time_s=0.2)
+    path = root / "smoke.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    out = root / "smoke-run"
+    return CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--device", "cpu"]), out

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 import executor_fakes as xfakes
@@ -36,6 +37,7 @@ def _cell_children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow  # a run and its cell child, two torch imports, killed: ~3-6 s; .ci/run runs it
 def test_sigkill_of_the_run_takes_its_isolated_cell_child_with_it(tmp_path):
     suite = {"name": "hang", "attentions": [{"name": "engine_fakes:Sleepy", "label": "sleepy"}],
              "axes": {"resolution": [4], "device": ["cpu"]}, "metrics": ["params"], "baseline": "sleepy",

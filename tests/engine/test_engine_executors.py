@@ -257,6 +257,7 @@ def test_slurm_jobs_that_cannot_start_are_reported_once(monkeypatch):
         parent.warn_stuck(statuses)  # said once only
 
 
+@pytest.mark.slow  # a local submitit job (its own processes, a torch import): 6-12 s; .ci/run runs it
 def test_memory_is_the_same_inline_and_through_the_local_executor(write_suite, tmp_path):
     """CPU peak memory depends on torch's thread count (mhsa forward: +35% with 2 threads). The memory metric runs
     the call with settings.memory.threads (default 1) wherever the cell runs, and records it: an inline run in a

@@ -1,11 +1,10 @@
 """Model suites (``models:``): loading and its errors, per-device batches, model cells and their identity, the
 probe, the output contract, and the metrics on real backbones -- DeBiFormer-T's params and fvcore MACs equal to
-the figures pinned in tests/models (and to an fvcore count taken here without attnbench's handles)."""
+the figures pinned in tests/models (and to fvcore's count without attnbench's handles, plain_fvcore_macs)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 
 import pytest
 import torch
@@ -196,18 +195,7 @@ def test_a_model_cell_whose_output_is_not_logits_fails_at_the_gate(monkeypatch):
 
 # -- metrics on real backbones ---------------------------------------------------------------------------------------
 
-def _plain_fvcore(model: nn.Module, size: int) -> int:
-    """fvcore with no custom handles, eval mode, batch 1: how the papers (and tests/models) count."""
-    from fvcore.nn import FlopCountAnalysis
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, size, size))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
-def test_debiformer_t_params_and_macs_equal_the_pinned_figures():
+def test_debiformer_t_params_and_macs_equal_the_pinned_figures(plain_fvcore_macs):
     from attentions.models import create_model
 
     cell = Cell("m", "debiformer_t", "DeBiFormer-T", {}, 224, 224, 1, "float32", "cpu", "forward", "eager",
@@ -218,7 +206,7 @@ def test_debiformer_t_params_and_macs_equal_the_pinned_figures():
     torch.manual_seed(0)
     reference = create_model("debiformer_t")
     assert row["params"] == sum(p.numel() for p in reference.parameters())
-    assert row["macs_fvcore"] == _plain_fvcore(reference, 224)  # our handles add nothing on this model
+    assert row["macs_fvcore"] == plain_fvcore_macs("debiformer_t")  # our handles add nothing on this model
     assert round(row["params"] / 1e6, 3) == 21.496 and round(row["macs_fvcore"] / 1e9, 4) == 2.6536
     assert "macs_analytic" not in row and row["flops_uncounted_ops"] == ""
     assert (row["paper_name"], row["paper_params_m"], row["paper_gflops"]) == ("DeBiFormer-T", "21.4", "2.6")

@@ -66,6 +66,7 @@ def test_only_keeps_pairing_with_a_baseline_it_filters_out(write_suite, tmp_path
     assert row["label"] == "double" and row["paired_baseline"] == "base"
 
 
+@pytest.mark.slow  # a child process importing torch: ~4-5 s; .ci/run runs it
 def test_isolated_cells_are_paired_too(write_suite, tmp_path):
     path = write_suite(paired_suite())
     p = runner.plan(str(path), out=str(tmp_path / "run"), cuda_available=False,
@@ -85,6 +86,7 @@ def test_only_matching_no_cell_is_an_error(write_suite, tmp_path, only):
     assert not (tmp_path / "run" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # a local submitit job (its own processes, a torch import): ~5 s; .ci/run runs it
 def test_batch_jobs_pair_cells_and_record_load(write_suite, tmp_path):
     from attnbench.engine.executors.submit import run_with_executor
 

@@ -1,19 +1,12 @@
-"""``attnbench run suites/smoke.yaml`` end to end with the real attentions and metrics (a few seconds)."""
+"""``attnbench run suites/smoke.yaml`` end to end with the real attentions and metrics (a few seconds; its latency
+budget cut to 1 s, tests/engine/conftest.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from click.testing import CliRunner
-
-from attnbench.cli import main
 from attnbench.core.results import read_manifest, read_rows
 
-SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
-
-def test_smoke_suite_end_to_end(tmp_path):
-    out = tmp_path / "smoke-run"
-    result = CliRunner().invoke(main, ["run", str(SMOKE), "--out", str(out), "--device", "cpu"])
+def test_smoke_suite_end_to_end(smoke_run):
+    result, out = smoke_run  # tests/engine/conftest.py
     assert result.exit_code == 0, result.output
     assert "10 ok, 0 failed, 0 oom, 0 skipped" in result.output
     rows = read_rows(out)

@@ -45,8 +45,9 @@ def _first_job_id(run_dir: Path):
     return subs[0]["job_id"] if subs else None
 
 
+# a parent and a local job (three processes, two torch imports) and a job that naps: 7-14 s each; .ci/run runs SIGKILL
 @pytest.mark.parametrize("how", [
-    "SIGKILL",
+    pytest.param("SIGKILL", marks=pytest.mark.slow),
     pytest.param("SIGTERM", marks=pytest.mark.slow),
     pytest.param("Ctrl-C", marks=pytest.mark.slow),
 ])

@@ -53,6 +53,7 @@ def test_in_process_timeout_fails_the_hanging_cell_and_the_sweep_goes_on(fake_me
     assert ok["status"] == "ok"
 
 
+@pytest.mark.slow  # a child importing torch, then a real time limit running out: ~5 s; .ci/run runs it
 def test_isolated_timeout_kills_a_child_that_ignores_its_alarm(fake_metrics, write_suite, tmp_path, monkeypatch):
     monkeypatch.setattr(execute.IsolatedRunner, "STARTUP_S", 4.0)  # torch import in the child: ~3 s here
     run(write_suite(one_cell_suite("Stubborn", settings={"timeout_s": 0.5})), tmp_path / "run", isolate=True)

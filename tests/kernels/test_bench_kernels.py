@@ -259,6 +259,7 @@ def test_merge_joins_tables_and_targets(tmp_path):
     assert text.rstrip().endswith("| dbra | 1 | uniform | 4 | 9 | 1.2 | met |")
 
 
+@pytest.mark.slow  # a benchmark process killed by a real signal mid-cell: ~4-5 s; .ci/run runs it
 @pytest.mark.skipif(DEVICE != "cpu", reason="catching a cell mid-run needs the interpreter's slow cells")
 def test_killed_run_leaves_every_cell_marked(tmp_path):
     """The GPU check's stage timeout kills the benchmark process mid-cell: the table on disk (rewritten before and

@@ -192,10 +192,13 @@ def test_many_agents_match_torch_path(ns, dtype):
         assert rel_err(got.cpu(), want) < 1e-2, name
 
 
-@pytest.mark.parametrize("ns, block_s", [(49, 16), (441, 128)])
+# 441 agents in tiles of 128 compile a kernel of their own on a GPU; under the CPU interpreter they run the same
+# masked-last-tile code as 49 in tiles of 16 with another constant (3-4 s more), so they run on a GPU only
+@pytest.mark.parametrize("ns, block_s", [(49, 16), pytest.param(441, 128, marks=pytest.mark.skipif(
+    DEVICE == "cpu", reason="on CPU the same interpreted code as [49-16]; a GPU compiles this tile size apart"))])
 def test_agent_tiles_partial_last_tile(ns, block_s):
-    """Forced small agent tiles (4 of 16 for 49 agents, 4 of 128 for 441): the last tile is mostly padding, two
-    pixel blocks per program and two pixel chunks; out and every gradient against the float64 tap-by-tap
+    """Forced small agent tiles (4 of 16 for 49 agents, 4 of 128 for 441 on a GPU): the last tile is mostly padding,
+    two pixel blocks per program and two pixel chunks; out and every gradient against the float64 tap-by-tap
     reference at 1e-4, and a second backward bit-identical (dQ's per-tile shares are summed in a fixed order)."""
     B, m, G, H, W, Ns, d, Th, Tw = 1, 2, 2, 5, 7, ns, 16, 7, 7
     tensors, dout = _inputs(B, m, G, H, W, Ns, d, Th, Tw, seed=block_s)

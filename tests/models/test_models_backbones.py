@@ -2,7 +2,6 @@
 iso-parameter rule, and every model trains (forward, backward) at small sizes."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -32,17 +31,6 @@ def meta_model(name: str, **kwargs) -> torch.nn.Module:
         return models.create_model(name, **kwargs)
 
 
-def fvcore_macs(model: torch.nn.Module, size: int = 224) -> int:
-    """fvcore with no custom handles, on the eval-mode model, batch 1: how the papers counted."""
-    from fvcore.nn import FlopCountAnalysis
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, size, size))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_params_reproduce_official(name):
     params_m, _, tol, _ = OFFICIAL[name]
@@ -52,10 +40,10 @@ def test_params_reproduce_official(name):
 # 1-5 s each on 2 idle cores; the two -B models (15-25 s on one loaded core) run with -m slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("_b") else n
                                   for n in sorted(OFFICIAL)])
-def test_fvcore_macs_reproduce_official(name):
+def test_fvcore_macs_reproduce_official(name, plain_fvcore_macs):
+    """fvcore with no custom handles, on the eval-mode model, batch 1: how the papers counted (tests/conftest.py)."""
     _, macs_g, _, tol = OFFICIAL[name]
-    torch.manual_seed(0)
-    assert abs(fvcore_macs(models.create_model(name)) / 1e9 - macs_g) <= tol
+    assert abs(plain_fvcore_macs(name) / 1e9 - macs_g) <= tol
 
 
 def _slot_summary(model) -> list[tuple[str, str, dict]]:

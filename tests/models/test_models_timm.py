@@ -231,9 +231,10 @@ def test_forward_intermediates_final_is_forward_features():
         m.forward_intermediates(x, indices=[4])
 
 
-@pytest.mark.parametrize("size", [224, 384])
+@pytest.mark.parametrize("size", [224, 256])
 def test_forward_backward(size):
-    """timm-built DeBiFormer-T trains at 224 and at 384 (every region attention padding its grids)."""
+    """timm-built DeBiFormer-T trains at 224 and at 256 (every region attention padding its grids: 64, 32, 16 and 8
+    are no multiples of 7; 384 padded the same way at 2.3x the pixels)."""
     torch.manual_seed(0)
     m = timm.create_model("debiformer_t", num_classes=10, drop_path_rate=0.1)
     logits = m(torch.randn(1, 3, size, size))
