@@ -21,6 +21,7 @@ Which one a module's ``impl="auto"`` runs is decided in :mod:`attentions.backend
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 import torch
@@ -40,9 +41,10 @@ __all__ = [
     "RoutedConfig",
 ]
 
-ROUTED_IMPLS = ("official", "torch", "triton")
 #: the ``impl`` values of BRA and DBRA: a routed-attention backend, or "auto" (:mod:`attentions.backends` picks)
 RoutedImpl = Literal["auto", "torch", "official", "triton"]
+#: the backends :func:`routed_attention` runs: the same vocabulary without "auto"
+ROUTED_IMPLS = tuple(sorted(set(typing.get_args(RoutedImpl)) - {"auto"}))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from click.testing import CliRunner
 
 import engine_fakes as fakes
@@ -38,7 +37,6 @@ def write_suite(tmp_path: Path):
         return path
 
     return write
-
 
 
 @pytest.fixture(scope="session")

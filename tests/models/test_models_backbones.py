@@ -2,7 +2,6 @@
 iso-parameter rule, and every model trains (forward, backward) at small sizes."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
